@@ -1,0 +1,8 @@
+// Catch2 2 (Debian) and Catch2 3 (the GPU machine) behind one include.
+#pragma once
+#if __has_include(<catch2/catch_all.hpp>)
+#include <catch2/catch_all.hpp>
+#define UNIPOOL_CATCH3 1
+#else
+#include <catch2/catch.hpp>
+#endif

@@ -1,0 +1,59 @@
+// Finite-difference helpers for the backward tests. Everything here runs in double precision.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "tests/catch.h"
+
+namespace unipool::test {
+
+// Deterministic random vector in [-scale, scale) (uniform) from a small seed.
+inline std::vector<double> random_vector(size_t n, uint32_t seed, double scale = 1.0) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> dist(-scale, scale);
+  std::vector<double> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+// Central difference d loss / d p for one scalar p that `loss` reads.
+inline double central_difference(const std::function<double()>& loss, double* p, double h = 1e-6) {
+  const double saved = *p;
+  *p = saved + h;
+  const double up = loss();
+  *p = saved - h;
+  const double down = loss();
+  *p = saved;
+  return (up - down) / (2 * h);
+}
+
+// |analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|)
+inline bool close_enough(double analytic, double numeric, double rtol = 1e-6, double atol = 1e-8) {
+  return std::fabs(analytic - numeric) <=
+         atol + rtol * std::max(std::fabs(analytic), std::fabs(numeric));
+}
+
+// Checks analytic gradient `grad` of `loss` w.r.t. every element of `params` (or a sample of
+// `max_checks` of them, evenly strided) by central differences. Reports the first failures.
+inline void check_gradient(const std::function<double()>& loss, std::vector<double>& params,
+                           const std::vector<double>& grad, const char* what,
+                           size_t max_checks = 1000000, double rtol = 1e-6, double atol = 1e-8) {
+  REQUIRE(params.size() == grad.size());
+  const size_t stride = params.size() <= max_checks ? 1 : params.size() / max_checks;
+  int failures = 0;
+  for (size_t i = 0; i < params.size(); i += stride) {
+    const double numeric = central_difference(loss, &params[i]);
+    if (!close_enough(grad[i], numeric, rtol, atol)) {
+      if (failures < 5) {
+        UNSCOPED_INFO(what << "[" << i << "]: analytic " << grad[i] << " numeric " << numeric);
+      }
+      ++failures;
+    }
+  }
+  CHECK(failures == 0);
+}
+
+}  // namespace unipool::test
