@@ -1,0 +1,165 @@
+// POSIX file helpers: atomic file writes and directory publication. See fsutil.h.
+#include "engine/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "engine/error.h"
+
+namespace fs = std::filesystem;
+
+namespace unipool {
+
+static std::string errno_str(int err) { return std::strerror(err); }
+
+std::string parent_dir(const std::string& path) {
+  std::string p = fs::path(path).parent_path().string();
+  return p.empty() ? std::string(".") : p;
+}
+
+// ----------------------------------------------------------------------------------------------
+// fsync
+
+void fsync_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error("fsync: cannot open " + path + ": " + errno_str(errno));
+  struct stat st;
+  bool is_dir = ::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    if (is_dir && (err == EINVAL || err == ENOTSUP)) return;  // fs cannot sync directories
+    throw Error("fsync " + path + " failed: " + errno_str(err));
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// AtomicFile
+
+AtomicFile::AtomicFile(const std::string& path)
+    : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error("cannot create temp file " + tmp_ + " for " + path_ + ": " + errno_str(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());  // best effort; never throws
+}
+
+void AtomicFile::write(const void* data, size_t nbytes) {
+  check(fd_ >= 0, "write to " + tmp_ + " after commit");
+  const char* p = static_cast<const char*>(data);
+  while (nbytes > 0) {
+    size_t chunk = nbytes < (size_t(1) << 30) ? nbytes : (size_t(1) << 30);
+    ssize_t n = ::write(fd_, p, chunk);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error("write to " + tmp_ + " (for " + path_ + ") failed: " + errno_str(errno));
+    }
+    if (n == 0) throw Error("write to " + tmp_ + " (for " + path_ + ") made no progress");
+    p += n;
+    nbytes -= size_t(n);
+  }
+}
+
+void AtomicFile::commit() {
+  check(fd_ >= 0 && !committed_, "commit of " + path_ + " called twice");
+  if (::fsync(fd_) != 0) throw Error("fsync " + tmp_ + " (for " + path_ + ") failed: " + errno_str(errno));
+  int rc = ::close(fd_);
+  fd_ = -1;  // closed (or unusable) either way
+  if (rc != 0) throw Error("close " + tmp_ + " (for " + path_ + ") failed: " + errno_str(errno));
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+    throw Error("rename " + tmp_ + " -> " + path_ + " failed: " + errno_str(errno));
+  committed_ = true;  // the temp no longer exists under its name; the destructor must not unlink
+  fsync_path(parent_dir(path_));
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  AtomicFile f(path);
+  f.write(bytes.data(), bytes.size());
+  f.commit();
+}
+
+// ----------------------------------------------------------------------------------------------
+// directories
+
+// rename that fails with EEXIST when dst exists. renameat2(RENAME_NOREPLACE) makes the check
+// atomic; where the kernel or file system lacks it we fall back to check-then-rename.
+static int rename_noreplace(const char* src, const char* dst) {
+#ifdef RENAME_NOREPLACE
+  int rc = ::renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE);
+  if (rc == 0 || (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)) return rc;
+#endif
+  struct stat st;
+  if (::lstat(dst, &st) == 0) {
+    errno = EEXIST;
+    return -1;
+  }
+  return ::rename(src, dst);
+}
+
+void publish_dir(const std::string& tmp_dir, const std::string& final_dir) {
+  struct stat st;
+  if (::lstat(tmp_dir.c_str(), &st) != 0)
+    throw Error("publish_dir: " + tmp_dir + ": " + errno_str(errno));
+  if (!S_ISDIR(st.st_mode)) throw Error("publish_dir: " + tmp_dir + " is not a directory");
+  if (rename_noreplace(tmp_dir.c_str(), final_dir.c_str()) != 0) {
+    int err = errno;
+    if (err == EEXIST || err == ENOTEMPTY)
+      throw Error("publish_dir: " + final_dir + " already exists (not replacing it with " + tmp_dir + ")");
+    throw Error("publish_dir: rename " + tmp_dir + " -> " + final_dir + " failed: " + errno_str(err));
+  }
+  std::string dst_parent = parent_dir(final_dir), src_parent = parent_dir(tmp_dir);
+  fsync_path(dst_parent);
+  std::error_code ec;
+  if (!fs::equivalent(dst_parent, src_parent, ec)) fsync_path(src_parent);
+}
+
+std::string read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error("cannot open " + path + ": " + errno_str(errno));
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      throw Error("cannot read " + path + ": " + errno_str(err));
+    }
+    if (n == 0) break;
+    out.append(buf, size_t(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+void make_dirs(const std::string& path) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec) throw Error("cannot create directory " + path + ": " + ec.message());
+  if (!fs::is_directory(path, ec)) throw Error("cannot create directory " + path + ": not a directory");
+}
+
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) throw Error("cannot remove " + path + ": " + ec.message());
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace unipool

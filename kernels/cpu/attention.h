@@ -1,0 +1,522 @@
+// CPU RoPE and causal GQA attention, forward and backward, written out by hand (llm.c style).
+//
+// Everything is a template on the float type T: float for training, double for the
+// finite-difference tests. Header-only.
+//
+// Layout (one micro-batch): B sequences of Tlen tokens, row r = b*Tlen + t.
+//   qkv  [B*Tlen, C] with C = (nh + 2*nkv)*hd, row-major. Per row: nh query heads, then nkv key
+//        heads, then nkv value heads, hd values each. Query head h reads KV group g = h / (nh/nkv).
+//   out  [B*Tlen, nh*hd]   head h at columns h*hd .. h*hd+hd-1
+//   lse  [B, nh, Tlen]     logsumexp of the scaled scores of each query row (saved for backward)
+//
+// RoPE (rotate-half, pairs i and i+hd/2), position t = r % Tlen, angle(t, i) = t * base^(-2i/hd).
+// Attention: out_t = Σ_{s<=t} softmax_s(q_t·k_s / sqrt(hd)) v_s, per head, causal.
+//
+// Determinism: every parallel work item owns its outputs and computes them in a fixed order
+// (forward: one item per (b, h); backward: one item per (b, kv group g), which owns dq of the
+// group's query heads and dk, dv of the group). Reductions across SIMD lanes are written out with
+// explicit lane arrays, so no result depends on the thread count, on buffer alignment or on the
+// run. No atomics, no shared reductions.
+//
+// Speed (float): the T×T score matrix is never stored. A query block of kQB rows is processed at a
+// time against all keys it can see; the score rows of that block (kQB × Tlen) live in a per-thread
+// buffer. Three small register-tiled kernels do all the O(T²·hd) work, each with its inner loop
+// contiguous in memory so GCC vectorises it:
+//   tile_scores    S[q][j]  = scale · Σ_d A[q][d] · Xt[d][j]     (q·k, and dout·v in backward)
+//   tile_pv        O[q][d]  = Σ_j P[q][j] · X[j][d]              (p·v, and ds·k in backward)
+//   tile_outer_acc Y[j][d] += Σ_q P[q][j] · Z[q][d]              (dk += ds·q, dv += p·dout)
+// The softmax exponential for float is a vectorisable Cody-Waite + degree-6 polynomial exp
+// (≈1 ulp, libm's expf does not vectorise without -ffast-math); double uses std::exp.
+#pragma once
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+
+namespace unipool::cpu {
+
+namespace attention_detail {
+
+// a*b + c, fused where the hardware has FMA (vectorises to vfmadd), else plain.
+template <typename T>
+inline T fmadd(T a, T b, T c) {
+#ifdef __FMA__
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// Tiling constants. kL = SIMD lanes in 512 bits. kKC key columns per score tile and kDC head-dim
+// columns per p·v tile are two vectors wide; kQB query rows share each loaded key/value vector.
+template <typename T>
+struct Tile {
+  static constexpr int kL = 64 / static_cast<int>(sizeof(T));
+  static constexpr int kQB = 16;  // query rows per block
+  static constexpr int kMR = 8;   // query rows per register tile of tile_scores / tile_pv
+  static constexpr int kKC = 2 * kL;
+  static constexpr int kDC = 2 * kL;
+  static_assert(kKC % kQB == 0, "key padding must cover a whole query block");
+  static_assert(kQB % kMR == 0, "a block is a whole number of register tiles");
+};
+
+inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+// exp for the softmax. Arguments are <= ~0 (score minus the row max or minus the lse).
+inline double softmax_exp(double x) { return std::exp(x); }
+inline float softmax_exp(float x) {
+  // x = n·ln2 + r, |r| <= ln2/2; e^r by the Cephes expf polynomial; 2^n through the exponent bits.
+  x = x < -87.33654f ? -87.33654f : x;  // keeps 2^n normal (n >= -126); e^-87.3 ≈ 1e-38 ≈ 0
+  x = x > 88.0f ? 88.0f : x;
+  const float kMagic = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer in the low bits
+  const float t = fmadd(x, 1.44269504088896341f, kMagic);
+  const float n = t - kMagic;
+  float r = fmadd(n, -0.693359375f, x);
+  r = fmadd(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = fmadd(p, r, 1.3981999507e-3f);
+  p = fmadd(p, r, 8.3334519073e-3f);
+  p = fmadd(p, r, 4.1665795894e-2f);
+  p = fmadd(p, r, 1.6666665459e-1f);
+  p = fmadd(p, r, 5.0000001201e-1f);
+  const float y = fmadd(p * r, r, r) + 1.0f;
+  int32_t tb;
+  std::memcpy(&tb, &t, sizeof(tb));
+  const int32_t sb = (tb - 0x4B400000 + 127) << 23;  // low bits of t hold n
+  float s;
+  std::memcpy(&s, &sb, sizeof(s));
+  return y * s;
+}
+
+// 64-byte aligned buffer that only grows (one per thread, reused across calls).
+template <typename T>
+struct AlignedBuf {
+  T* p = nullptr;
+  size_t n = 0;
+  AlignedBuf() = default;
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  ~AlignedBuf() { std::free(p); }
+  T* get(size_t count) {
+    if (count > n) {
+      std::free(p);
+      const size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
+      p = static_cast<T*>(std::aligned_alloc(64, bytes));
+      if (!p) throw std::bad_alloc();
+      n = count;
+    }
+    return p;
+  }
+};
+
+// Per-thread scratch of one attention call.
+template <typename T>
+struct Workspace {
+  AlignedBuf<T> kt, vt;    // Kᵀ, Vᵀ of the group   [hd, ldt]
+  AlignedBuf<T> kp, vp;    // K, V padded           [Tpad, hdp]
+  AlignedBuf<T> dk, dv;    // dKᵀ, dVᵀ accumulators [hdp, ldt]
+  AlignedBuf<T> a, b, c, o;  // query-block rows    [kQB, hdp]
+  AlignedBuf<T> s, p;      // score / prob rows     [kQB, ldt]
+  static Workspace& local() {
+    static thread_local Workspace ws;
+    return ws;
+  }
+};
+
+// S[q][j] = scale · Σ_{d<hd} A[q][d] · Xt[d][j]   for q < kQB, j < jn (jn a multiple of kKC).
+// A [kQB, lda], Xt [hd, ldx], S [kQB, lds]. Per output the sum runs over d in order.
+template <typename T>
+inline void tile_scores(T* S, int lds, const T* A, int lda, const T* Xt, int ldx, int hd, int jn,
+                        T scale) {
+  constexpr int QB = Tile<T>::kMR, KC = Tile<T>::kKC;
+  for (int q0 = 0; q0 < Tile<T>::kQB; q0 += QB, S += QB * lds, A += QB * lda)
+  for (int j0 = 0; j0 < jn; j0 += KC) {
+    T acc[QB][KC];
+    for (int q = 0; q < QB; ++q)
+      for (int l = 0; l < KC; ++l) acc[q][l] = T(0);
+    for (int d = 0; d < hd; ++d) {
+      const T* x = Xt + static_cast<size_t>(d) * ldx + j0;
+      for (int q = 0; q < QB; ++q) {
+        const T a = A[q * lda + d];
+        for (int l = 0; l < KC; ++l) acc[q][l] = fmadd(a, x[l], acc[q][l]);
+      }
+    }
+    for (int q = 0; q < QB; ++q)
+      for (int l = 0; l < KC; ++l) S[q * lds + j0 + l] = acc[q][l] * scale;
+  }
+}
+
+// O[q][d] = Σ_{j<jn} P[q][j] · X[j][d]   for q < kQB, d < dn (dn a multiple of kDC).
+// P [kQB, ldp], X [jn, ldx], O [kQB, ldo]. Per output the sum runs over j in order.
+template <typename T>
+inline void tile_pv(T* O, int ldo, const T* P, int ldp, const T* X, int ldx, int jn, int dn) {
+  constexpr int QB = Tile<T>::kMR, DC = Tile<T>::kDC;
+  for (int q0 = 0; q0 < Tile<T>::kQB; q0 += QB, O += QB * ldo, P += QB * ldp)
+  for (int d0 = 0; d0 < dn; d0 += DC) {
+    T acc[QB][DC];
+    for (int q = 0; q < QB; ++q)
+      for (int l = 0; l < DC; ++l) acc[q][l] = T(0);
+    for (int j = 0; j < jn; ++j) {
+      const T* x = X + static_cast<size_t>(j) * ldx + d0;
+      for (int q = 0; q < QB; ++q) {
+        const T p = P[q * ldp + j];
+        for (int l = 0; l < DC; ++l) acc[q][l] = fmadd(p, x[l], acc[q][l]);
+      }
+    }
+    for (int q = 0; q < QB; ++q)
+      for (int l = 0; l < DC; ++l) O[q * ldo + d0 + l] = acc[q][l];
+  }
+}
+
+// Yt[d][j] += Σ_{q<kQB} Z[q][d] · P[q][j]   for d < dn (a multiple of 8), j < jn (a multiple of kKC).
+// Z [kQB, ldz], P [kQB, ldp], Yt [dn, ldy] (the transposed accumulator, so that the vector index j
+// is contiguous in both P and Yt). Per output the terms are added in q order.
+template <typename T>
+inline void tile_acc_t(T* Yt, int ldy, const T* Z, int ldz, const T* P, int ldp, int dn, int jn) {
+  constexpr int QB = Tile<T>::kQB, KC = Tile<T>::kKC, DU = 8;
+  for (int d0 = 0; d0 < dn; d0 += DU) {
+    for (int j0 = 0; j0 < jn; j0 += KC) {
+      T acc[DU][KC];
+      for (int u = 0; u < DU; ++u)
+        for (int l = 0; l < KC; ++l) acc[u][l] = Yt[static_cast<size_t>(d0 + u) * ldy + j0 + l];
+#pragma GCC unroll 16
+      for (int q = 0; q < QB; ++q) {
+        const T* p = P + q * ldp + j0;
+#pragma GCC unroll 8
+        for (int u = 0; u < DU; ++u) {
+          const T z = Z[q * ldz + d0 + u];
+          for (int l = 0; l < KC; ++l) acc[u][l] = fmadd(z, p[l], acc[u][l]);
+        }
+      }
+      for (int u = 0; u < DU; ++u)
+        for (int l = 0; l < KC; ++l) Yt[static_cast<size_t>(d0 + u) * ldy + j0 + l] = acc[u][l];
+    }
+  }
+}
+
+// Σ_{i<n} x[i]·y[i] with kL explicit lanes (n a multiple of kL), lanes folded in a fixed tree.
+template <typename T>
+inline T lane_dot(const T* x, const T* y, int n) {
+  constexpr int L = Tile<T>::kL;
+  T lane[L];
+  for (int l = 0; l < L; ++l) lane[l] = T(0);
+  for (int i = 0; i < n; i += L)
+    for (int l = 0; l < L; ++l) lane[l] = fmadd(x[i + l], y[i + l], lane[l]);
+  for (int w = L / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
+  return lane[0];
+}
+
+// Σ_{j<n} x[j] with kL explicit lanes (n a multiple of kL), lanes folded in a fixed tree.
+template <typename T>
+inline T lane_sum(const T* x, int n) {
+  constexpr int L = Tile<T>::kL;
+  T lane[L];
+  for (int l = 0; l < L; ++l) lane[l] = T(0);
+  for (int j = 0; j < n; j += L)
+    for (int l = 0; l < L; ++l) lane[l] += x[j + l];
+  for (int w = L / 2; w > 0; w /= 2)
+    for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
+  return lane[0];
+}
+
+// max_{j<=t} x[j] for t < n, n a multiple of kL (max is exact, so the lane order does not matter).
+template <typename T>
+inline T row_max(const T* x, int t, int n) {
+  constexpr int L = Tile<T>::kL;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  T lane[L];
+  for (int l = 0; l < L; ++l) lane[l] = ninf;
+  for (int j = 0; j < n; j += L)
+    for (int l = 0; l < L; ++l) {
+      const T v = j + l <= t ? x[j + l] : ninf;
+      lane[l] = v > lane[l] ? v : lane[l];
+    }
+  T m = ninf;
+  for (int l = 0; l < L; ++l) m = lane[l] > m ? lane[l] : m;
+  return m;
+}
+
+// Copies rows [t0, t0+kQB) of one head (hd columns starting at col) into a zero-padded [kQB, hdp]
+// block; rows at or beyond Tlen become zeros.
+template <typename T>
+inline void load_rows(T* dst, int hdp, const T* src, int ld, int col, int t0, int Tlen, int hd) {
+  constexpr int QB = Tile<T>::kQB;
+  for (int q = 0; q < QB; ++q) {
+    T* d = dst + q * hdp;
+    const int t = t0 + q;
+    if (t < Tlen) {
+      const T* s = src + static_cast<size_t>(t) * ld + col;
+      for (int i = 0; i < hd; ++i) d[i] = s[i];
+      for (int i = hd; i < hdp; ++i) d[i] = T(0);
+    } else {
+      for (int i = 0; i < hdp; ++i) d[i] = T(0);
+    }
+  }
+}
+
+// Head (hd columns at col) of one sequence, as Xt [hd, ldx] (transposed, Tpad columns used) or
+// X [Tpad, hdp]; padding is zero.
+template <typename T>
+inline void load_head_t(T* xt, int ldx, int Tpad, const T* src, int ld, int col, int Tlen, int hd) {
+  constexpr int TB = 16;  // rows per block: each xt row gets TB contiguous values per pass
+  for (int t0 = 0; t0 < Tpad; t0 += TB) {
+    for (int i = 0; i < hd; ++i) {
+      T* d = xt + static_cast<size_t>(i) * ldx + t0;
+      for (int u = 0; u < TB; ++u) {
+        const int t = t0 + u;
+        d[u] = t < Tlen ? src[static_cast<size_t>(t) * ld + col + i] : T(0);
+      }
+    }
+  }
+}
+template <typename T>
+inline void load_head(T* x, int hdp, int Tpad, const T* src, int ld, int col, int Tlen, int hd) {
+  for (int t = 0; t < Tpad; ++t) {
+    T* d = x + static_cast<size_t>(t) * hdp;
+    if (t < Tlen) {
+      const T* s = src + static_cast<size_t>(t) * ld + col;
+      for (int i = 0; i < hd; ++i) d[i] = s[i];
+      for (int i = hd; i < hdp; ++i) d[i] = T(0);
+    } else {
+      for (int i = 0; i < hdp; ++i) d[i] = T(0);
+    }
+  }
+}
+
+}  // namespace attention_detail
+
+// ------------------------------------------------------------------------------------------------
+// RoPE
+// ------------------------------------------------------------------------------------------------
+
+// cos_table, sin_table [Tlen, hd/2]: angle(t, i) = t · base^(-2i/hd), in double, cast to T.
+template <typename T>
+void rope_tables(T* cos_table, T* sin_table, int Tlen, int hd, double base) {
+  assert(hd % 2 == 0);
+  const int half = hd / 2;
+  for (int t = 0; t < Tlen; ++t) {
+    for (int i = 0; i < half; ++i) {
+      const double inv_freq = std::pow(base, -2.0 * i / hd);
+      const double angle = static_cast<double>(t) * inv_freq;
+      cos_table[t * half + i] = static_cast<T>(std::cos(angle));
+      sin_table[t * half + i] = static_cast<T>(std::sin(angle));
+    }
+  }
+}
+
+// Forward, in place on the nh query and nkv key heads of qkv [B*Tlen, (nh+2nkv)*hd] (v untouched).
+// For each head vector x (hd), i < hd/2, c = cos[t, i], s = sin[t, i], t = r % Tlen:
+//   x'[i]        = x[i]·c − x[i+hd/2]·s
+//   x'[i+hd/2]   = x[i+hd/2]·c + x[i]·s
+template <typename T>
+void rope_forward(T* qkv, const T* cos_table, const T* sin_table, int B, int Tlen, int nh, int nkv,
+                  int hd) {
+  const int half = hd / 2;
+  const int C = (nh + 2 * nkv) * hd;
+  const int nrot = nh + nkv;  // q heads then k heads are contiguous
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < B * Tlen; ++r) {
+    const T* c = cos_table + (r % Tlen) * half;
+    const T* s = sin_table + (r % Tlen) * half;
+    T* row = qkv + static_cast<size_t>(r) * C;
+    for (int hh = 0; hh < nrot; ++hh) {
+      T* x = row + hh * hd;
+      for (int i = 0; i < half; ++i) {
+        const T x1 = x[i], x2 = x[i + half];
+        x[i] = x1 * c[i] - x2 * s[i];
+        x[i + half] = x2 * c[i] + x1 * s[i];
+      }
+    }
+  }
+}
+
+// Backward: the transpose (rotation by −angle), in place on the q and k gradient columns of dqkv:
+//   dx[i]        = dy[i]·c + dy[i+hd/2]·s
+//   dx[i+hd/2]   = dy[i+hd/2]·c − dy[i]·s
+template <typename T>
+void rope_backward(T* dqkv, const T* cos_table, const T* sin_table, int B, int Tlen, int nh,
+                   int nkv, int hd) {
+  const int half = hd / 2;
+  const int C = (nh + 2 * nkv) * hd;
+  const int nrot = nh + nkv;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < B * Tlen; ++r) {
+    const T* c = cos_table + (r % Tlen) * half;
+    const T* s = sin_table + (r % Tlen) * half;
+    T* row = dqkv + static_cast<size_t>(r) * C;
+    for (int hh = 0; hh < nrot; ++hh) {
+      T* x = row + hh * hd;
+      for (int i = 0; i < half; ++i) {
+        const T y1 = x[i], y2 = x[i + half];
+        x[i] = y1 * c[i] + y2 * s[i];
+        x[i + half] = y2 * c[i] - y1 * s[i];
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Causal GQA attention
+// ------------------------------------------------------------------------------------------------
+
+// Forward. qkv [B*Tlen, (nh+2nkv)*hd] (after RoPE) -> out [B*Tlen, nh*hd], lse [B, nh, Tlen].
+// For head h (group g = h/(nh/nkv)), query t, keys s <= t, scale = 1/sqrt(hd):
+//   z_s   = scale · q_t·k_s
+//   lse_t = max_s z_s + log Σ_s exp(z_s − max)
+//   out_t = Σ_s exp(z_s − lse_t) v_s          (computed as Σ_s exp(z_s − max) v_s / Σ_s exp(z_s − max))
+// One work item per (b, h); within it query blocks of kQB rows, each against keys 0..t0+kQB-1.
+template <typename T>
+void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, int nkv, int hd) {
+  using namespace attention_detail;
+  constexpr int QB = Tile<T>::kQB, KC = Tile<T>::kKC, DC = Tile<T>::kDC;
+  assert(nkv > 0 && nh % nkv == 0);
+  const int C = (nh + 2 * nkv) * hd;
+  const int Cout = nh * hd;
+  const int rep = nh / nkv;
+  const int Tpad = round_up(Tlen, KC);
+  const int ldt = Tpad + Tile<T>::kL;  // row stride of T-long rows: not a power of two (L1 sets)
+  const int hdp = round_up(hd, DC);
+  const T scale = T(1) / std::sqrt(T(hd));
+
+#pragma omp parallel for schedule(static)
+  for (int item = 0; item < B * nh; ++item) {
+    const int b = item / nh, h = item % nh, g = h / rep;
+    Workspace<T>& ws = Workspace<T>::local();
+    T* kt = ws.kt.get(static_cast<size_t>(hd) * ldt);
+    T* vp = ws.vp.get(static_cast<size_t>(Tpad) * hdp);
+    T* qb = ws.a.get(static_cast<size_t>(QB) * hdp);
+    T* ob = ws.o.get(static_cast<size_t>(QB) * hdp);
+    T* S = ws.s.get(static_cast<size_t>(QB) * ldt);
+    const T* base = qkv + static_cast<size_t>(b) * Tlen * C;
+    load_head_t(kt, ldt, Tpad, base, C, (nh + g) * hd, Tlen, hd);
+    load_head(vp, hdp, Tpad, base, C, (nh + nkv + g) * hd, Tlen, hd);
+
+    for (int t0 = 0; t0 < Tlen; t0 += QB) {
+      const int jn = round_up(t0 + QB, KC);  // keys this block can see, padded
+      load_rows(qb, hdp, base, C, h * hd, t0, Tlen, hd);
+      tile_scores(S, ldt, qb, hdp, kt, ldt, hd, jn, scale);
+      T sum[QB];
+      for (int q = 0; q < QB; ++q) {
+        const int t = std::min(t0 + q, Tlen - 1);  // rows past Tlen: any finite values, unused
+        T* z = S + q * ldt;
+        const T m = row_max(z, t, jn);
+        for (int j = 0; j < jn; ++j) {
+          const T e = softmax_exp(z[j] - m);
+          z[j] = j <= t ? e : T(0);
+        }
+        sum[q] = lane_sum(z, jn);
+        if (t0 + q < Tlen)
+          lse[(static_cast<size_t>(b) * nh + h) * Tlen + t0 + q] = m + std::log(sum[q]);
+      }
+      tile_pv(ob, hdp, S, ldt, vp, hdp, jn, hdp);
+      for (int q = 0; q < QB && t0 + q < Tlen; ++q) {
+        T* o = out + (static_cast<size_t>(b) * Tlen + t0 + q) * Cout + h * hd;
+        for (int i = 0; i < hd; ++i) o[i] = ob[q * hdp + i] / sum[q];
+      }
+    }
+  }
+}
+
+// Backward. dout [B*Tlen, nh*hd], qkv (after RoPE), out, lse from the forward
+// -> dqkv [B*Tlen, (nh+2nkv)*hd], OVERWRITTEN (gradient w.r.t. the post-RoPE q, k, v).
+// Per head, query t, keys s <= t (p recomputed from lse, never stored beyond a row block):
+//   p_s   = exp(scale · q_t·k_s − lse_t)
+//   D_t   = dout_t · out_t
+//   ds_s  = p_s · (dout_t·v_s − D_t)
+//   dq_t  = scale · Σ_s ds_s k_s
+//   dk_s += scale · ds_s q_t          (over all query heads of the group and all t >= s)
+//   dv_s += p_s dout_t
+// One work item per (b, g): it owns dk, dv of group g and dq of the group's query heads, and
+// accumulates them in the fixed order (head, query block, query row).
+template <typename T>
+void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B,
+                        int Tlen, int nh, int nkv, int hd) {
+  using namespace attention_detail;
+  constexpr int QB = Tile<T>::kQB, KC = Tile<T>::kKC, DC = Tile<T>::kDC;
+  assert(nkv > 0 && nh % nkv == 0);
+  const int C = (nh + 2 * nkv) * hd;
+  const int Cout = nh * hd;
+  const int rep = nh / nkv;
+  const int Tpad = round_up(Tlen, KC);
+  const int ldt = Tpad + Tile<T>::kL;  // row stride of T-long rows: not a power of two (L1 sets)
+  const int hdp = round_up(hd, DC);
+  const T scale = T(1) / std::sqrt(T(hd));
+
+#pragma omp parallel for schedule(static)
+  for (int item = 0; item < B * nkv; ++item) {
+    const int b = item / nkv, g = item % nkv;
+    Workspace<T>& ws = Workspace<T>::local();
+    T* kt = ws.kt.get(static_cast<size_t>(hd) * ldt);
+    T* vt = ws.vt.get(static_cast<size_t>(hd) * ldt);
+    T* kp = ws.kp.get(static_cast<size_t>(Tpad) * hdp);
+    T* dkt = ws.dk.get(static_cast<size_t>(hdp) * ldt);
+    T* dvt = ws.dv.get(static_cast<size_t>(hdp) * ldt);
+    T* qb = ws.a.get(static_cast<size_t>(QB) * hdp);   // q rows of the block
+    T* gb = ws.b.get(static_cast<size_t>(QB) * hdp);   // dout rows of the block
+    T* dqb = ws.o.get(static_cast<size_t>(QB) * hdp);  // dq rows of the block
+    T* ob = ws.c.get(static_cast<size_t>(QB) * hdp);   // out rows of the block
+    T* P = ws.p.get(static_cast<size_t>(QB) * ldt);   // p rows
+    T* dS = ws.s.get(static_cast<size_t>(QB) * ldt);  // dout·v, then scale·ds rows
+    const T* base = qkv + static_cast<size_t>(b) * Tlen * C;
+    const T* obase = out + static_cast<size_t>(b) * Tlen * Cout;
+    const T* gbase = dout + static_cast<size_t>(b) * Tlen * Cout;
+    T* dbase = dqkv + static_cast<size_t>(b) * Tlen * C;
+    const int kcol = (nh + g) * hd, vcol = (nh + nkv + g) * hd;
+    load_head_t(kt, ldt, Tpad, base, C, kcol, Tlen, hd);
+    load_head_t(vt, ldt, Tpad, base, C, vcol, Tlen, hd);
+    load_head(kp, hdp, Tpad, base, C, kcol, Tlen, hd);
+    std::fill(dkt, dkt + static_cast<size_t>(hdp) * ldt, T(0));
+    std::fill(dvt, dvt + static_cast<size_t>(hdp) * ldt, T(0));
+
+    for (int h = g * rep; h < (g + 1) * rep; ++h) {
+      const T* lrow = lse + (static_cast<size_t>(b) * nh + h) * Tlen;
+      for (int t0 = 0; t0 < Tlen; t0 += QB) {
+        const int jn = round_up(t0 + QB, KC);
+        load_rows(qb, hdp, base, C, h * hd, t0, Tlen, hd);
+        load_rows(gb, hdp, gbase, Cout, h * hd, t0, Tlen, hd);
+        load_rows(ob, hdp, obase, Cout, h * hd, t0, Tlen, hd);
+        tile_scores(P, ldt, qb, hdp, kt, ldt, hd, jn, scale);     // z = scale q·k
+        tile_scores(dS, ldt, gb, hdp, vt, ldt, hd, jn, T(1));     // dout·v
+        for (int q = 0; q < QB; ++q) {
+          const int t = t0 + q;
+          T* p = P + q * ldt;
+          T* ds = dS + q * ldt;
+          if (t >= Tlen) {  // padding row: contributes nothing
+            for (int j = 0; j < jn; ++j) p[j] = ds[j] = T(0);
+            continue;
+          }
+          const T l = lrow[t];
+          const T D = lane_dot(gb + q * hdp, ob + q * hdp, hdp);
+          for (int j = 0; j < jn; ++j) {
+            const T e = softmax_exp(p[j] - l);
+            const T pj = j <= t ? e : T(0);
+            p[j] = pj;
+            ds[j] = scale * (pj * (ds[j] - D));
+          }
+        }
+        tile_pv(dqb, hdp, dS, ldt, kp, hdp, jn, hdp);              // dq = Σ_s (scale ds_s) k_s
+        for (int q = 0; q < QB && t0 + q < Tlen; ++q) {
+          T* d = dbase + static_cast<size_t>(t0 + q) * C + h * hd;
+          for (int i = 0; i < hd; ++i) d[i] = dqb[q * hdp + i];
+        }
+        tile_acc_t(dkt, ldt, qb, hdp, dS, ldt, hdp, jn);          // dk_s += (scale ds_s) q_t
+        tile_acc_t(dvt, ldt, gb, hdp, P, ldt, hdp, jn);           // dv_s += p_s dout_t
+      }
+    }
+    for (int t = 0; t < Tlen; ++t) {
+      T* dkr = dbase + static_cast<size_t>(t) * C + kcol;
+      T* dvr = dbase + static_cast<size_t>(t) * C + vcol;
+      for (int i = 0; i < hd; ++i) dkr[i] = dkt[static_cast<size_t>(i) * ldt + t];
+      for (int i = 0; i < hd; ++i) dvr[i] = dvt[static_cast<size_t>(i) * ldt + t];
+    }
+  }
+}
+
+}  // namespace unipool::cpu

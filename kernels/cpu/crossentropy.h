@@ -1,0 +1,60 @@
+// CPU fused cross-entropy forward + backward over the LM head's logits. Header-only template on the
+// float type T.
+//
+//   logits [rows, V] (row-major), targets [rows] in [0, V) (checked; throws unipool::Error otherwise),
+//   losses [rows] (overwritten):
+//     losses[r] = logsumexp(logits[r,:]) − logits[r, targets[r]]
+//   when dloss != 0 the logits are overwritten IN PLACE by their gradient for loss = dloss·Σ_r losses[r]:
+//     logits[r,i] ← (softmax(logits[r,:])_i − [i == targets[r]]) · dloss
+//   (dloss = 1/(tokens·micro-batches) for the engine's mean; dloss = 0 only evaluates, logits untouched.)
+//
+// Per row (one row per iteration, so bitwise independent of the thread count):
+//   pass 1: m = max_i x_i (vectorised);  pass 2: e_i = exp(x_i − m), Σ e_i in double (and, when dloss
+//   != 0, e_i stored over x_i);  then a scaling sweep over the (cache-resident) row: x_i ← e_i·dloss/Σ.
+//   Only pass 2 evaluates exp: one exp per logit.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "engine/error.h"
+#include "kernels/cpu/layers.h"
+
+namespace unipool::cpu {
+
+template <typename T>
+void crossentropy_forward_backward(T* losses, T* logits, const int32_t* targets, int rows, int V,
+                                   T dloss) {
+  for (int r = 0; r < rows; ++r) {
+    if (targets[r] < 0 || targets[r] >= V) {
+      throw unipool::Error("crossentropy: target " + std::to_string(targets[r]) + " of row " +
+                           std::to_string(r) + " is outside [0, " + std::to_string(V) + ")");
+    }
+  }
+  const bool backward = dloss != T(0);
+#pragma omp parallel for schedule(static) if (int64_t(rows) * V >= detail::kMinParallelWork / 8)
+  for (int r = 0; r < rows; ++r) {
+    T* x = logits + int64_t(r) * V;
+    const int tgt = targets[r];
+    const T xt = x[tgt];
+    const T m = detail::max_value(x, V);
+    double sum = 0;
+    if (backward) {
+      for (int i = 0; i < V; ++i) {
+        const T e = std::exp(x[i] - m);
+        sum += e;
+        x[i] = e;
+      }
+    } else {
+      for (int i = 0; i < V; ++i) sum += std::exp(x[i] - m);
+    }
+    losses[r] = T(double(m) + std::log(sum) - double(xt));
+    if (backward) {
+      const T scale = T(double(dloss) / sum);
+      for (int i = 0; i < V; ++i) x[i] *= scale;
+      x[tgt] -= dloss;
+    }
+  }
+}
+
+}  // namespace unipool::cpu

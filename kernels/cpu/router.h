@@ -1,0 +1,272 @@
+// CPU router ops (SPEC.md §1 "NormRouter", "Balancing losses", "Precise conventions"; reference
+// unipool-spec.md §5–§6): softmax router, NormRouter, top-k, expert counts, the Switch / pool balancing
+// term and the z-loss. Header-only templates on the float type T, forward and backward side by side.
+//
+// Shapes: z router logits [N,E]; s scores [N,E]; ids, gates [N,k] (row t = token t's k choices in slot
+// order); E = router width. Sums run in double and in a fixed order (see layers.h), so every result is
+// bitwise independent of the number of OpenMP threads.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "engine/error.h"
+#include "kernels/cpu/layers.h"
+
+namespace unipool::cpu {
+
+// Largest k topk_forward supports (per-row selection buffers live on the stack).
+constexpr int kMaxTopK = 64;
+
+// ---------------------------------------------------------------------------------------------------
+// Softmax router.  z, s, ds, dz [N,E].
+//   forward:  s[t,:] = softmax(z[t,:])  (max-subtracted; s may alias z)
+//   backward: dz[t,:] = s[t,:] ⊙ (ds[t,:] − <s[t,:], ds[t,:]>)   (overwritten)
+template <typename T>
+void softmax_forward(T* s, const T* z, int N, int E) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork / 8)
+  for (int t = 0; t < N; ++t) {
+    const T* zr = z + int64_t(t) * E;
+    T* sr = s + int64_t(t) * E;
+    const T m = detail::max_value(zr, E);
+    double sum = 0;
+    for (int i = 0; i < E; ++i) {
+      const T e = std::exp(zr[i] - m);
+      sum += e;
+      sr[i] = e;
+    }
+    const T inv = T(1.0 / sum);
+    for (int i = 0; i < E; ++i) sr[i] *= inv;
+  }
+}
+
+template <typename T>
+void softmax_backward(T* dz, const T* ds, const T* s, int N, int E) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork)
+  for (int t = 0; t < N; ++t) {
+    const T* sr = s + int64_t(t) * E;
+    const T* dsr = ds + int64_t(t) * E;
+    T* dzr = dz + int64_t(t) * E;
+    const T sd = T(detail::dot(sr, dsr, E));
+    for (int i = 0; i < E; ++i) dzr[i] = sr[i] * (dsr[i] - sd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// NormRouter.  z, s, ds, dz [N,E]; norm [N]; σ the router's learnable scale, c the constant
+// normrouter_constant(E, k); sigma_c = σ·c; ε = 1e-8.
+//   forward:  n = ||z[t,:]||₂ (stored in norm[t]);  u = z/(n+ε);  r = relu(u);  s = sigma_c·r
+//   backward: dsigma += c·Σ_t Σ_i ds[t,i]·r[t,i]            (rows in fixed chunks: thread-independent)
+//             G_u = σc·ds ⊙ 1[u>0];  dz = G_u/(n+ε) − z·<z, G_u>/(n·(n+ε)²)   (dz overwritten;
+//             dz[t,:] = 0 where n == 0). Note <z, G_u> = σc·Σ_{z_i>0} z_i·ds_i.
+template <typename T>
+void norm_router_forward(T* s, T* norm, const T* z, T sigma_c, int N, int E) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork)
+  for (int t = 0; t < N; ++t) {
+    const T* zr = z + int64_t(t) * E;
+    T* sr = s + int64_t(t) * E;
+    const T n = T(std::sqrt(detail::dot(zr, zr, E)));
+    norm[t] = n;
+    const T D = n + T(1e-8);
+    for (int i = 0; i < E; ++i) {
+      const T u = zr[i] / D;
+      sr[i] = u > T(0) ? sigma_c * u : T(0);
+    }
+  }
+}
+
+template <typename T>
+void norm_router_backward(T* dz, T* dsigma, const T* ds, const T* z, const T* norm, T sigma, T c,
+                          int N, int E) {
+  const double sc = double(sigma) * double(c);
+  const double total = detail::ordered_row_sum(N, E, [&](int t) -> double {
+    const T* zr = z + int64_t(t) * E;
+    const T* dsr = ds + int64_t(t) * E;
+    T* dzr = dz + int64_t(t) * E;
+    const T n = norm[t];
+    if (!(n > T(0))) {
+      for (int i = 0; i < E; ++i) dzr[i] = T(0);
+      return 0.0;
+    }
+    const T D = n + T(1e-8);
+    // P = Σ_{z_i>0} z_i·ds_i, so Σ_i ds_i·r_i = P/D and <z, G_u> = σc·P.
+    const double P = detail::lane_sum(E, [&](int i) {
+      const T zp = zr[i] > T(0) ? zr[i] : T(0);
+      return double(zp) * double(dsr[i]);
+    });
+    const double Dd = double(D);
+    const T a = T(sc / Dd);                         // G_u/D = a·ds on the positive part
+    const T b = T(sc * P / (double(n) * Dd * Dd));  // <z,G_u>/(n·D²)
+    for (int i = 0; i < E; ++i) {
+      const T ad = a * dsr[i];
+      const T gu = zr[i] > T(0) ? ad : T(0);
+      dzr[i] = gu - zr[i] * b;
+    }
+    return P / Dd;
+  });
+  *dsigma += T(double(c) * total);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Top-k.  s [N,E]; ids, gates, dgates [N,k]; 1 <= k <= min(E, kMaxTopK).
+//   forward:  ids[t,j] = index of the j-th largest s[t,:] (ties to the LOWER index; with fewer than k
+//             positive NormRouter scores the zero-score experts of lowest index fill the rest);
+//             gates[t,j] = s[t,ids[t,j]], or with renorm s[t,ids[t,j]] / Σ_{j'} s[t,ids[t,j']]
+//             (the sum in slot order; a zero sum gives zero gates and no gradient).
+//   backward: ds[t,ids[t,m]] += dgates[t,m]                                  (no renorm)
+//             ds[t,ids[t,m]] += (dgates[t,m] − Σ_j gates[t,j]·dgates[t,j]) / Σ_j s[t,ids[t,j]]  (renorm)
+//             (ds accumulates; selection itself has no gradient)
+template <typename T>
+void topk_forward(int32_t* ids, T* gates, const T* s, int N, int E, int k, bool renorm) {
+  if (k < 1 || k > E || k > kMaxTopK) {
+    throw unipool::Error("topk_forward: need 1 <= k <= min(E, " + std::to_string(kMaxTopK) +
+                         "), got k = " + std::to_string(k) + ", E = " + std::to_string(E));
+  }
+#pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork)
+  for (int t = 0; t < N; ++t) {
+    const T* sr = s + int64_t(t) * E;
+    T val[kMaxTopK];
+    int32_t idx[kMaxTopK];
+    // Sorted insertion: val descending, equal values keep index order (an entry only moves past
+    // strictly smaller ones), so ties go to the lower index.
+    int m = 0;
+    for (int i = 0; i < E; ++i) {
+      const T v = sr[i];
+      int p;
+      if (m < k) {
+        p = m++;
+      } else if (v > val[k - 1]) {
+        p = k - 1;
+      } else {
+        continue;
+      }
+      while (p > 0 && val[p - 1] < v) {
+        val[p] = val[p - 1];
+        idx[p] = idx[p - 1];
+        --p;
+      }
+      val[p] = v;
+      idx[p] = i;
+    }
+    int32_t* ir = ids + int64_t(t) * k;
+    T* gr = gates + int64_t(t) * k;
+    for (int j = 0; j < k; ++j) ir[j] = idx[j];
+    if (renorm) {
+      double sum = 0;
+      for (int j = 0; j < k; ++j) sum += val[j];
+      const T inv = sum != 0 ? T(1.0 / sum) : T(0);
+      for (int j = 0; j < k; ++j) gr[j] = val[j] * inv;
+    } else {
+      for (int j = 0; j < k; ++j) gr[j] = val[j];
+    }
+  }
+}
+
+template <typename T>
+void topk_backward(T* ds, const T* dgates, const int32_t* ids, const T* gates, const T* s, int N,
+                   int E, int k, bool renorm) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * k * 64 >= detail::kMinParallelWork)
+  for (int t = 0; t < N; ++t) {
+    const int32_t* ir = ids + int64_t(t) * k;
+    const T* dg = dgates + int64_t(t) * k;
+    T* dsr = ds + int64_t(t) * E;
+    if (!renorm) {
+      for (int j = 0; j < k; ++j) dsr[ir[j]] += dg[j];
+      continue;
+    }
+    const T* sr = s + int64_t(t) * E;
+    const T* gr = gates + int64_t(t) * k;
+    double sum = 0, gdg = 0;
+    for (int j = 0; j < k; ++j) {
+      sum += sr[ir[j]];
+      gdg += double(gr[j]) * double(dg[j]);
+    }
+    if (sum == 0) continue;
+    const double inv = 1.0 / sum;
+    for (int j = 0; j < k; ++j) dsr[ir[j]] += T((double(dg[j]) - gdg) * inv);
+  }
+}
+
+// expert_counts: counts[e] = #{(t, j) : ids[t,j] == e}   counts [E] (overwritten); ids in [0, E) checked.
+inline void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int E) {
+  for (int e = 0; e < E; ++e) counts[e] = 0;
+  const int64_t n = int64_t(N) * k;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t e = ids[i];
+    if (e < 0 || e >= E) {
+      throw unipool::Error("expert_counts: expert id " + std::to_string(e) + " at slot " +
+                           std::to_string(i) + " is outside [0, " + std::to_string(E) + ")");
+    }
+    ++counts[e];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Balancing term (SPEC.md §1 "Balancing losses"), s [N,E], weight [E]:
+//   A = coeff · Σ_i weight_i · Σ_t s[t,i]        (returned as double)
+//   ds[t,i] += coeff·weight_i
+// The caller folds the scale into coeff and weight: per-layer Switch loss weight = c_i (counts, as T),
+// coeff = α·E_r/(k·T²); pool loss weight = ĝ_i, coeff = α_pool·M/(k·T²·L_g).
+template <typename T>
+double balance_loss_forward(const T* s, const T* weight, T coeff, int N, int E) {
+  const double total = detail::ordered_row_sum(N, E, [&](int t) {
+    const T* sr = s + int64_t(t) * E;
+    return detail::dot(weight, sr, E);
+  });
+  return double(coeff) * total;
+}
+
+template <typename T>
+void balance_loss_backward(T* ds, const T* weight, T coeff, int N, int E) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork)
+  for (int t = 0; t < N; ++t) {
+    T* dsr = ds + int64_t(t) * E;
+    for (int i = 0; i < E; ++i) dsr[i] += coeff * weight[i];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// z-loss on raw router logits z [N,E]:
+//   Z = coeff · (1/N)·Σ_t lse_t²,  lse_t = logsumexp_i z[t,i]        (returned as double)
+//   dz[t,i] += coeff · 2·lse_t·softmax(z[t,:])_i / N
+namespace detail {
+// logsumexp of one row; also returns the row max m and Σ_i exp(z_i − m).
+template <typename T>
+inline double row_logsumexp(const T* z, int E, T* m_out, double* sum_out) {
+  const T m = max_value(z, E);
+  double sum = 0;
+  for (int i = 0; i < E; ++i) sum += std::exp(z[i] - m);
+  *m_out = m;
+  *sum_out = sum;
+  return double(m) + std::log(sum);
+}
+}  // namespace detail
+
+template <typename T>
+double z_loss_forward(const T* z, T coeff, int N, int E) {
+  if (N <= 0) return 0.0;
+  const double total = detail::ordered_row_sum(N, 8 * int64_t(E), [&](int t) {
+    T m;
+    double sum;
+    const double lse = detail::row_logsumexp(z + int64_t(t) * E, E, &m, &sum);
+    return lse * lse;
+  });
+  return double(coeff) * total / N;
+}
+
+template <typename T>
+void z_loss_backward(T* dz, const T* z, T coeff, int N, int E) {
+#pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork / 8)
+  for (int t = 0; t < N; ++t) {
+    const T* zr = z + int64_t(t) * E;
+    T* dzr = dz + int64_t(t) * E;
+    T m;
+    double sum;
+    const double lse = detail::row_logsumexp(zr, E, &m, &sum);
+    const T f = T(double(coeff) * 2.0 * lse / (double(N) * sum));
+    for (int i = 0; i < E; ++i) dzr[i] += f * std::exp(zr[i] - m);
+  }
+}
+
+}  // namespace unipool::cpu

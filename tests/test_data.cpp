@@ -1,0 +1,723 @@
+// Token shards and the loader (data/shards.h, data/loader.h): byte-exact writers against the worked
+// examples of reference/data-plan.md §1, round trips, one error per corrupt input (naming the file and
+// the problem), and the loader's determinism, resumability, sample layout, blending and splits.
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "data/shards.h"
+#include "engine/error.h"
+#include "tests/catch.h"
+
+using namespace unipool::data;
+
+namespace {
+
+// ---- fixtures ---------------------------------------------------------------------------------
+
+// A fresh directory under /tmp, removed with everything in it at the end of the test.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/unipool_test_data_XXXXXX";
+    const char* p = mkdtemp(tmpl);
+    REQUIRE(p != nullptr);
+    path = p;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return path + "/" + name; }
+};
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  REQUIRE(f.good());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(f.good());
+}
+
+template <typename T>
+void poke(std::vector<uint8_t>& bytes, size_t offset, T value) {
+  REQUIRE(offset + sizeof(T) <= bytes.size());
+  std::memcpy(bytes.data() + offset, &value, sizeof(T));
+}
+
+std::string hex(const std::vector<uint8_t>& bytes, size_t n) {
+  std::string s;
+  char b[3];
+  for (size_t i = 0; i < n && i < bytes.size(); ++i) {
+    std::snprintf(b, sizeof(b), "%02x", bytes[i]);
+    s += b;
+  }
+  return s;
+}
+
+// The message of the unipool::Error that f throws, or "<no error>".
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const unipool::Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A small SHA-256 (FIPS 180-4), to pin whole files to the hashes in data-plan.md.
+std::string sha256(const std::vector<uint8_t>& msg) {
+  static const uint32_t k[64] = {
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+      0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+      0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+      0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+      0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+      0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
+  std::vector<uint8_t> m = msg;
+  const uint64_t bits = uint64_t(msg.size()) * 8;
+  m.push_back(0x80);
+  while (m.size() % 64 != 56) m.push_back(0);
+  for (int i = 7; i >= 0; --i) m.push_back(uint8_t(bits >> (8 * i)));
+  for (size_t c = 0; c < m.size(); c += 64) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i) {
+      w[i] = uint32_t(m[c + 4 * i]) << 24 | uint32_t(m[c + 4 * i + 1]) << 16 | uint32_t(m[c + 4 * i + 2]) << 8 |
+             uint32_t(m[c + 4 * i + 3]);
+    }
+    for (int i = 16; i < 64; ++i) {
+      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], cc = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
+      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+      hh = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
+    }
+    h[0] += a; h[1] += b; h[2] += cc; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+  }
+  std::string s;
+  char buf[9];
+  for (uint32_t x : h) {
+    std::snprintf(buf, sizeof(buf), "%08x", x);
+    s += buf;
+  }
+  return s;
+}
+
+// The worked example of data-plan.md §1a: three GPT-2 documents with the EOD appended.
+const std::vector<std::vector<int32_t>> kExampleDocs = {
+    {15496, 995, 0, 50256},
+    {464, 2068, 7586, 21831, 13, 50256},
+    {600, 1388, 3419, 1391, 1441, 657, 26, 1782, 50256}};
+
+// The same documents in llm.c's convention: EOT before each document.
+std::vector<int32_t> example_llmc_tokens() {
+  std::vector<int32_t> t;
+  for (const auto& doc : kExampleDocs) {
+    t.push_back(50256);
+    t.insert(t.end(), doc.begin(), doc.end() - 1);
+  }
+  return t;
+}
+
+// A single-document stream whose tokens are their positions (plus offset), so a sample reveals where
+// it was read from.
+std::vector<int32_t> positions(int n, int offset = 0) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) t[static_cast<size_t>(i)] = offset + i;
+  return t;
+}
+
+// Draws n samples of loader L (one per next_batch call); each is inputs followed by targets.
+std::vector<std::vector<int32_t>> draw(Loader& L, int n, int batch = 1) {
+  const size_t T = static_cast<size_t>(L.seq_len());
+  std::vector<std::vector<int32_t>> out;
+  std::vector<int32_t> in(batch * T), tg(batch * T);
+  for (int i = 0; i < n; ++i) {
+    L.next_batch(batch, in.data(), tg.data());
+    for (int b = 0; b < batch; ++b) {
+      std::vector<int32_t> s(in.begin() + b * T, in.begin() + (b + 1) * T);
+      s.insert(s.end(), tg.begin() + b * T, tg.begin() + (b + 1) * T);
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---- writers: byte-exact -----------------------------------------------------------------------
+
+TEST_CASE("data: Megatron writer matches data-plan §1a byte for byte", "[data]") {
+  TempDir dir;
+  const std::string prefix = dir.file("example_text_document");
+  write_megatron(prefix, kExampleDocs);
+  const auto idx = read_bytes(prefix + ".idx");
+  const auto bin = read_bytes(prefix + ".bin");
+  REQUIRE(idx.size() == 102);  // 34 + 12*3 + 8*4
+  REQUIRE(bin.size() == 38);   // 19 tokens * 2
+  CHECK(hex(idx, 46) ==
+        "4d4d494449445800000100000000000000"  // magic, version 1
+        "08"                                  // dtype uint16
+        "0300000000000000"                    // N = 3
+        "0400000000000000"                    // D = 4
+        "040000000600000009000000");          // lengths 4 6 9
+  CHECK(hex(bin, 8) == "883ce303000050c4");
+  const std::string idx_sha = sha256(idx), bin_sha = sha256(bin);
+  CHECK(idx_sha.substr(0, 8) == "4b580d7e");
+  CHECK(idx_sha.substr(58) == "12b354");
+  CHECK(bin_sha.substr(0, 8) == "b9052f66");
+  CHECK(bin_sha.substr(58) == "403914");
+}
+
+TEST_CASE("data: llm.c writer matches data-plan §1b byte for byte", "[data]") {
+  TempDir dir;
+  const std::string path = dir.file("example.bin");
+  const auto tokens = example_llmc_tokens();
+  REQUIRE(tokens.size() == 19);
+  write_llmc(path, tokens);
+  const auto bytes = read_bytes(path);
+  REQUIRE(bytes.size() == 1062);
+  CHECK(hex(bytes, 12) == "88d834010100000013000000");
+  for (size_t i = 12; i < 1024; ++i) REQUIRE(bytes[i] == 0);
+  CHECK(hex(std::vector<uint8_t>(bytes.begin() + 1024, bytes.end()), 8) == "50c4883ce3030000");
+  const std::string sha = sha256(bytes);
+  CHECK(sha.substr(0, 8) == "0d1ad7a6");
+  CHECK(sha.substr(56) == "b144cc09");
+}
+
+// ---- round trips -------------------------------------------------------------------------------
+
+TEST_CASE("data: Megatron round trip", "[data]") {
+  TempDir dir;
+  const std::string prefix = dir.file("rt");
+  write_megatron(prefix, kExampleDocs);
+  TokenFile f = TokenFile::open(prefix, ShardFormat::megatron);
+  CHECK(f.name() == prefix);
+  CHECK(f.token_path() == prefix + ".bin");
+  REQUIRE(f.num_documents() == 3);
+  REQUIRE(f.num_tokens() == 19);
+  int64_t pos = 0;
+  for (int64_t d = 0; d < 3; ++d) {
+    const auto& doc = kExampleDocs[static_cast<size_t>(d)];
+    CHECK(f.document_begin(d) == pos);
+    CHECK(f.document_end(d) == pos + static_cast<int64_t>(doc.size()));
+    std::vector<int32_t> got(doc.size());
+    f.read_tokens(f.document_begin(d), static_cast<int64_t>(doc.size()), got.data());
+    CHECK(got == doc);
+    for (size_t i = 0; i < doc.size(); ++i) CHECK(f.token(pos + static_cast<int64_t>(i)) == doc[i]);
+    pos += static_cast<int64_t>(doc.size());
+  }
+  // bounds are checked, not read past
+  std::vector<int32_t> buf(40);
+  CHECK(contains(error_of([&] { f.read_tokens(10, 10, buf.data()); }), "out of range"));
+  CHECK(contains(error_of([&] { f.read_tokens(-1, 1, buf.data()); }), "out of range"));
+  CHECK(contains(error_of([&] { f.token(19); }), "out of range"));
+  CHECK(contains(error_of([&] { f.document_begin(3); }), "out of range"));
+
+  // move-only: a moved-to file still reads
+  TokenFile g = std::move(f);
+  CHECK(g.token(18) == 50256);
+
+  // empty documents are kept as empty ranges
+  write_megatron(prefix, {{1, 2}, {}, {3}});
+  TokenFile h = TokenFile::open(prefix, ShardFormat::megatron);
+  REQUIRE(h.num_documents() == 3);
+  CHECK(h.document_begin(1) == 2);
+  CHECK(h.document_end(1) == 2);
+  CHECK(h.document_begin(2) == 2);
+  CHECK(h.token(2) == 3);
+}
+
+TEST_CASE("data: llm.c round trip and documents from EOT", "[data]") {
+  TempDir dir;
+  const std::string path = dir.file("rt.bin");
+  const auto tokens = example_llmc_tokens();
+  write_llmc(path, tokens);
+  TokenFile f = TokenFile::open(path, ShardFormat::llmc);
+  REQUIRE(f.num_tokens() == 19);
+  std::vector<int32_t> got(19);
+  f.read_tokens(0, 19, got.data());
+  CHECK(got == tokens);
+  REQUIRE(f.num_documents() == 3);  // EOT before each document: starts at 0, 4, 10
+  CHECK(f.document_begin(0) == 0);
+  CHECK(f.document_begin(1) == 4);
+  CHECK(f.document_begin(2) == 10);
+  CHECK(f.document_end(2) == 19);
+
+  // a file that does not start with EOT still has a document at token 0
+  write_llmc(path, {7, 8, 50256, 9, 50256, 50256, 10});
+  TokenFile g = TokenFile::open(path, ShardFormat::llmc);
+  REQUIRE(g.num_documents() == 4);
+  CHECK(g.document_begin(1) == 2);
+  CHECK(g.document_begin(2) == 4);
+  CHECK(g.document_begin(3) == 5);
+  CHECK(g.document_end(3) == 7);
+}
+
+// ---- corrupt inputs ----------------------------------------------------------------------------
+
+TEST_CASE("data: every corrupt Megatron file gets its own error", "[data]") {
+  TempDir dir;
+  const std::string prefix = dir.file("bad");
+  write_megatron(prefix, kExampleDocs);
+  const auto idx = read_bytes(prefix + ".idx");
+  const auto bin = read_bytes(prefix + ".bin");
+  auto open_error = [&] { return error_of([&] { TokenFile::open(prefix, ShardFormat::megatron); }); };
+  // each case: corrupt, check the message names the file and the problem, restore
+  auto expect = [&](const std::vector<uint8_t>& new_idx, const std::vector<uint8_t>& new_bin,
+                    const std::string& file, const std::string& keyword) {
+    write_bytes(prefix + ".idx", new_idx);
+    write_bytes(prefix + ".bin", new_bin);
+    const std::string msg = open_error();
+    INFO(keyword << ": " << msg);
+    CHECK(contains(msg, file));
+    CHECK(contains(msg, keyword));
+    write_bytes(prefix + ".idx", idx);
+    write_bytes(prefix + ".bin", bin);
+  };
+  CHECK(open_error() == "<no error>");
+
+  auto b = idx;
+  b[0] = 'X';
+  expect(b, bin, "bad.idx", "bad magic (expected MMIDIDX)");
+  b = idx;
+  std::memcpy(b.data(), "TNTIDX\0\0", 8);
+  expect(b, bin, "bad.idx", "legacy");
+  b = idx;
+  poke<uint64_t>(b, 9, 2);
+  expect(b, bin, "bad.idx", "unsupported version 2");
+  b = idx;
+  b[17] = 6;
+  expect(b, bin, "bad.idx", "unsupported dtype code 6");
+  b = idx;
+  b[17] = 1;
+  expect(b, bin, "bad.idx", "unsupported dtype code 1");
+  expect(std::vector<uint8_t>(idx.begin(), idx.begin() + 20), bin, "bad.idx", "truncated");
+  expect(std::vector<uint8_t>(idx.begin(), idx.begin() + 60), bin, "bad.idx", "truncated");
+  expect(std::vector<uint8_t>(idx.begin(), idx.end() - 1), bin, "bad.idx", "truncated");
+  b = idx;
+  b.push_back(0);
+  expect(b, bin, "bad.idx", "size mismatch");
+  b = idx;
+  poke<uint64_t>(b, 18, uint64_t(1) << 62);  // a huge N must not overflow the size check
+  expect(b, bin, "bad.idx", "truncated");
+  b = idx;
+  poke<uint64_t>(b, 26, 0);
+  expect(b, bin, "bad.idx", "document count D is 0");
+  b = idx;
+  poke<int64_t>(b, 34 + 12 + 8, 10);  // pointer of sequence 1 should be 8
+  expect(b, bin, "bad.idx", "pointer");
+  b = idx;
+  poke<int32_t>(b, 34 + 4, -6);  // negative length
+  expect(b, bin, "bad.idx", "negative length");
+  b = idx;
+  poke<int64_t>(b, 34 + 36 + 24, 2);  // document_indices [0,1,2,2]: must end at N = 3
+  expect(b, bin, "bad.idx", "document_indices must end");
+  b = idx;
+  poke<int64_t>(b, 34 + 36, 1);  // document_indices must start at 0
+  expect(b, bin, "bad.idx", "document_indices must start at 0");
+  b = idx;
+  poke<int64_t>(b, 34 + 36 + 16, 0);  // [0,1,0,3]: decreasing
+  expect(b, bin, "bad.idx", "decrease");
+  expect(idx, std::vector<uint8_t>(bin.begin(), bin.end() - 2), "bad.bin", "truncated: index says 38 bytes, file has 36");
+  auto longer = bin;
+  longer.push_back(0);
+  expect(idx, longer, "bad.bin", "size mismatch");
+
+  // missing files
+  std::filesystem::remove(prefix + ".bin");
+  std::string msg = open_error();
+  CHECK(msg == "cannot open " + prefix + ".bin: No such file or directory");
+  msg = error_of([&] { TokenFile::open(dir.file("nothing"), ShardFormat::megatron); });
+  CHECK(msg == "cannot open " + dir.file("nothing") + ".idx: No such file or directory");
+
+  // empty shards
+  write_megatron(prefix, {});
+  msg = open_error();
+  INFO(msg);
+  CHECK(contains(msg, "bad"));
+  CHECK(contains(msg, "empty"));
+  write_megatron(prefix, {{}, {}});
+  CHECK(contains(open_error(), "empty"));
+}
+
+TEST_CASE("data: every corrupt llm.c file gets its own error", "[data]") {
+  TempDir dir;
+  const std::string path = dir.file("shard.bin");
+  write_llmc(path, example_llmc_tokens());
+  const auto good = read_bytes(path);
+  auto expect = [&](const std::vector<uint8_t>& bytes, const std::string& keyword) {
+    write_bytes(path, bytes);
+    const std::string msg = error_of([&] { TokenFile::open(path, ShardFormat::llmc); });
+    INFO(msg);
+    CHECK(contains(msg, "shard.bin"));
+    CHECK(contains(msg, keyword));
+  };
+  auto b = good;
+  poke<uint32_t>(b, 0, 12345);
+  expect(b, "bad magic 12345");
+  b = good;
+  poke<int32_t>(b, 4, 2);
+  expect(b, "unsupported version 2");
+  b = good;
+  poke<uint32_t>(b, 0, kLlmcMagicLlama3);  // LLaMA-3 magic wants version 7
+  expect(b, "unsupported version 1");
+  expect(std::vector<uint8_t>(good.begin(), good.end() - 2), "size mismatch");
+  b = good;
+  b.push_back(0);
+  expect(b, "size mismatch");
+  b = good;
+  poke<int32_t>(b, 8, -5);
+  expect(b, "negative token count");
+  expect(std::vector<uint8_t>(good.begin(), good.begin() + 500), "truncated");
+  expect(std::vector<uint8_t>(good.begin(), good.begin() + 2), "bad magic");
+  expect({}, "bad magic");
+  write_llmc(path, {});
+  const std::string msg = error_of([&] { TokenFile::open(path, ShardFormat::llmc); });
+  CHECK(msg == path + ": shard is empty (0 tokens)");
+  CHECK(error_of([&] { TokenFile::open(dir.file("missing.bin"), ShardFormat::llmc); }) ==
+        "cannot open " + dir.file("missing.bin") + ": No such file or directory");
+
+  // a valid LLaMA-3 (uint32) shard reads, with documents at BOS 128000
+  b = std::vector<uint8_t>(1024 + 4 * 4, 0);
+  poke<uint32_t>(b, 0, kLlmcMagicLlama3);
+  poke<int32_t>(b, 4, 7);
+  poke<int32_t>(b, 8, 4);
+  const uint32_t t32[4] = {128000, 100000, 128000, 5};
+  std::memcpy(b.data() + 1024, t32, sizeof(t32));
+  write_bytes(path, b);
+  TokenFile f = TokenFile::open(path, ShardFormat::llmc);
+  CHECK(f.itemsize() == 4);
+  CHECK(f.token(1) == 100000);
+  CHECK(f.num_documents() == 2);
+  CHECK(f.document_begin(1) == 2);
+}
+
+TEST_CASE("data: writers reject tokens that do not fit uint16", "[data]") {
+  TempDir dir;
+  CHECK(contains(error_of([&] { write_megatron(dir.file("w"), {{1, 70000}}); }), "token id 70000 at token 1"));
+  CHECK(contains(error_of([&] { write_llmc(dir.file("w.bin"), {-1}); }), "token id -1 at token 0"));
+  CHECK(parse_shard_format("llmc") == ShardFormat::llmc);
+  CHECK(parse_shard_format("megatron") == ShardFormat::megatron);
+  CHECK(contains(error_of([] { parse_shard_format("parquet"); }), "unknown shard format \"parquet\""));
+}
+
+TEST_CASE("data: random corruption never crashes the readers", "[data]") {
+  TempDir dir;
+  const std::string prefix = dir.file("fuzz");
+  write_megatron(prefix, kExampleDocs);
+  write_llmc(prefix + ".llmc", example_llmc_tokens());
+  const auto idx = read_bytes(prefix + ".idx"), bin = read_bytes(prefix + ".bin");
+  const auto llmc = read_bytes(prefix + ".llmc");
+  std::mt19937 gen(7);
+  auto walk = [](const TokenFile& f) {  // touch everything an opened file claims to have
+    int64_t sum = 0;
+    for (int64_t d = 0; d < f.num_documents(); ++d) sum += f.document_end(d) - f.document_begin(d);
+    REQUIRE(sum == f.num_tokens());
+    std::vector<int32_t> all(static_cast<size_t>(f.num_tokens()));
+    f.read_tokens(0, f.num_tokens(), all.data());
+  };
+  int opened = 0;
+  for (int trial = 0; trial < 120; ++trial) {
+    auto i = idx, l = llmc;
+    const int flips = 1 + trial % 3;
+    for (int k = 0; k < flips; ++k) {
+      i[gen() % i.size()] = uint8_t(gen());
+      l[gen() % 40] = uint8_t(gen());  // the header and first tokens
+    }
+    if (trial % 10 == 0) i.resize(gen() % i.size());
+    write_bytes(prefix + ".idx", i);
+    write_bytes(prefix + ".llmc", l);
+    for (int fmt = 0; fmt < 2; ++fmt) {
+      try {
+        TokenFile f = fmt == 0 ? TokenFile::open(prefix, ShardFormat::megatron)
+                               : TokenFile::open(prefix + ".llmc", ShardFormat::llmc);
+        walk(f);
+        ++opened;
+      } catch (const unipool::Error&) {
+      }
+    }
+  }
+  CHECK(opened > 0);  // some mutations (e.g. in token ids) are valid files
+  (void)bin;
+}
+
+// ---- split arithmetic --------------------------------------------------------------------------
+
+TEST_CASE("data: split strings and Megatron's get_split_indices", "[data]") {
+  using A = std::array<int64_t, 4>;
+  CHECK(split_indices(parse_split("969,30,1"), 1000) == A{0, 969, 999, 1000});
+  CHECK(split_indices(parse_split("1,1,0"), 4) == A{0, 2, 4, 4});
+  CHECK(split_indices(parse_split("1,1"), 5) == A{0, 3, 5, 5});  // round(2.5) = 2 (half to even), then +1
+  CHECK(split_indices(parse_split("1,1,1"), 2) == A{0, 0, 1, 2});
+  CHECK(split_indices(parse_split("969,30,1"), 10) == A{0, 10, 10, 10});
+  CHECK(split_indices(parse_split("0,1,1"), 3)[1] == 0);  // clamped (Megatron would give -1)
+  CHECK(split_indices(parse_split("100"), 7) == A{0, 7, 7, 7});
+  CHECK(parse_split(" 3, 1 ")[0] == 0.75);
+  CHECK(contains(error_of([] { parse_split(""); }), "empty part"));
+  CHECK(contains(error_of([] { parse_split("1,2,3,4"); }), "more than 3 parts"));
+  CHECK(contains(error_of([] { parse_split("1,-1"); }), "negative"));
+  CHECK(contains(error_of([] { parse_split("1,x"); }), "not a number"));
+  CHECK(contains(error_of([] { parse_split("1,,1"); }), "empty part"));
+  CHECK(contains(error_of([] { parse_split("0,0,0"); }), "all parts are 0"));
+  CHECK(contains(error_of([] { parse_split("nan"); }), "not a number"));
+}
+
+// ---- the loader --------------------------------------------------------------------------------
+
+TEST_CASE("data: loader samples are T+1 consecutive stream tokens, one pass visits each once", "[data]") {
+  TempDir dir;
+  // 10 documents of 100 tokens whose values are their stream positions: samples cross documents
+  std::vector<std::vector<int32_t>> docs;
+  for (int d = 0; d < 10; ++d) docs.push_back(positions(100, 100 * d));
+  write_megatron(dir.file("pos"), docs);
+  LoaderSpec spec;
+  spec.blend = {{1.0, dir.file("pos")}};
+  spec.split = "1";
+  spec.seq_len = 16;
+  Loader L(spec, Split::train);
+  REQUIRE(L.num_samples() == (1000 - 1) / 16);  // 62
+  std::set<int32_t> starts;
+  for (const auto& s : draw(L, 62)) {
+    const int32_t start = s[0];
+    CHECK(start % 16 == 0);  // sample i starts at token i*T
+    for (int t = 0; t < 16; ++t) {
+      REQUIRE(s[t] == start + t);            // inputs: tokens [iT, iT+T)
+      REQUIRE(s[16 + t] == start + t + 1);   // targets: inputs shifted by one
+    }
+    starts.insert(start);
+  }
+  // every sample exactly once, so sample i's last target (iT+T) is sample i+1's first input
+  CHECK(starts.size() == 62);
+  CHECK(*starts.rbegin() == 61 * 16);
+  // batches are the same samples as single draws, laid out batch-major
+  Loader a(spec, Split::train), b(spec, Split::train);
+  CHECK(draw(a, 4, 5) == draw(b, 20, 1));
+}
+
+TEST_CASE("data: loader order is a seeded shuffle", "[data]") {
+  TempDir dir;
+  write_megatron(dir.file("pos"), {positions(2000)});
+  LoaderSpec spec;
+  spec.blend = {{1.0, dir.file("pos")}};
+  spec.split = "1";
+  spec.seq_len = 8;
+  Loader a(spec, Split::train), b(spec, Split::train);
+  const auto sa = draw(a, 50), sb = draw(b, 50);
+  CHECK(sa == sb);
+  spec.seed = 99;
+  Loader c(spec, Split::train);
+  CHECK(draw(c, 50) != sa);
+  // shuffled, not in stream order
+  bool in_order = true;
+  for (size_t i = 0; i < sa.size(); ++i) in_order = in_order && sa[i][0] == int32_t(8 * i);
+  CHECK(!in_order);
+  // reset goes back to the first sample
+  a.reset();
+  CHECK(draw(a, 50) == sa);
+}
+
+TEST_CASE("data: a restored loader continues exactly, across epoch boundaries", "[data]") {
+  TempDir dir;
+  write_megatron(dir.file("a"), {positions(60)});           // 7 samples at T = 8
+  write_llmc(dir.file("c.llmc"), positions(45, 1000));      // llm.c is read below through its own loader
+  write_megatron(dir.file("b"), {positions(45, 1000)});     // 5 samples
+  LoaderSpec spec;
+  spec.blend = {{2.0, dir.file("a")}, {1.0, dir.file("b")}};
+  spec.split = "1";
+  spec.seq_len = 8;
+  Loader ref(spec, Split::train);
+  const auto expected = draw(ref, 40, 3);  // 120 samples: many epochs of both datasets
+  for (int k : {0, 1, 2, 3, 5, 8, 13, 21, 30}) {
+    Loader a(spec, Split::train);
+    draw(a, k, 3);
+    const std::string saved = a.state().dump();  // through JSON text, as a checkpoint would
+    Loader b(spec, Split::train);
+    draw(b, 2, 3);  // a restored loader's own past does not matter
+    b.restore(nlohmann::json::parse(saved));
+    CHECK(b.samples_drawn() == 3 * k);
+    const auto rest = draw(b, 40 - k, 3);
+    INFO("restored after " << k << " batches");
+    CHECK(std::equal(rest.begin(), rest.end(), expected.begin() + 3 * k));
+  }
+  // an epoch gets a new permutation: the second pass of dataset a is not a replay of the first
+  std::vector<int32_t> pass1, pass2;
+  {
+    LoaderSpec one = spec;
+    one.blend = {{1.0, dir.file("a")}};
+    Loader a(one, Split::train);
+    for (const auto& s : draw(a, 7)) pass1.push_back(s[0]);
+    for (const auto& s : draw(a, 7)) pass2.push_back(s[0]);
+    CHECK(std::set<int32_t>(pass2.begin(), pass2.end()).size() == 7);
+    CHECK(pass1 != pass2);
+  }
+  // llm.c files resume the same way
+  LoaderSpec l = spec;
+  l.format = ShardFormat::llmc;
+  l.blend = {{1.0, dir.file("c.llmc")}};
+  Loader la(l, Split::train), lb(l, Split::train);
+  draw(la, 6);
+  lb.restore(la.state());
+  CHECK(draw(la, 9) == draw(lb, 9));
+}
+
+TEST_CASE("data: restore rejects a state from another spec or other data", "[data]") {
+  TempDir dir;
+  std::vector<std::vector<int32_t>> docs;
+  for (int d = 0; d < 10; ++d) docs.push_back(positions(10, 10 * d));
+  write_megatron(dir.file("a"), docs);
+  LoaderSpec spec;
+  spec.blend = {{1.0, dir.file("a")}};
+  spec.split = "8,2,0";
+  spec.seq_len = 4;
+  Loader a(spec, Split::train);
+  draw(a, 3);
+  const nlohmann::json st = a.state();
+
+  LoaderSpec other = spec;
+  other.seed = 5;
+  Loader b(other, Split::train);
+  CHECK(contains(error_of([&] { b.restore(st); }), "seed"));
+  other = spec;
+  other.seq_len = 5;
+  Loader c(other, Split::train);
+  CHECK(contains(error_of([&] { c.restore(st); }), "seq_len"));
+  Loader v(spec, Split::valid);
+  CHECK(contains(error_of([&] { v.restore(st); }), "split is valid, the state has train"));
+  // same size, different content
+  for (auto& doc : docs) doc[3] += 1000;
+  write_megatron(dir.file("a"), docs);
+  Loader d(spec, Split::train);
+  CHECK(contains(error_of([&] { d.restore(st); }), "fingerprint"));
+  // different size
+  docs.push_back(positions(20));
+  write_megatron(dir.file("a"), docs);
+  Loader e(spec, Split::train);
+  CHECK(contains(error_of([&] { e.restore(st); }), "num_tokens"));
+  // garbage
+  CHECK(contains(error_of([&] { e.restore(nlohmann::json{{"kind", 3}}); }), "data loader state"));
+  auto bad = st;
+  bad["datasets"][0]["position"] = 1000;
+  docs.pop_back();
+  for (auto& doc : docs) doc[3] -= 1000;
+  write_megatron(dir.file("a"), docs);
+  Loader f(spec, Split::train);
+  CHECK(contains(error_of([&] { f.restore(bad); }), "invalid position"));
+  f.restore(st);  // the original still fits
+  CHECK(draw(f, 5) == draw(a, 5));
+}
+
+TEST_CASE("data: blend of weights 3:1 draws 300:100 of 400", "[data]") {
+  TempDir dir;
+  write_megatron(dir.file("x"), {positions(1500)});         // tokens < 1500
+  write_megatron(dir.file("y"), {positions(1500, 20000)});  // tokens >= 20000
+  LoaderSpec spec;
+  spec.blend = {{3.0, dir.file("x")}, {1.0, dir.file("y")}};
+  spec.split = "1";
+  spec.seq_len = 8;  // 187 samples each: dataset x goes into its second epoch
+  Loader L(spec, Split::train);
+  int from_x = 0, j = 0;
+  for (const auto& s : draw(L, 100, 4)) {
+    from_x += s[0] < 20000;
+    ++j;
+    REQUIRE(std::abs(from_x - 0.75 * j) <= 1.0);  // never more than one sample off its share
+  }
+  CHECK(std::abs(from_x - 300) <= 1);
+  CHECK(L.num_samples() == 2 * 187);
+}
+
+TEST_CASE("data: splits are disjoint contiguous document ranges", "[data]") {
+  TempDir dir;
+  // document d: between 5 and 15 copies of the token d, so every token names its document
+  std::vector<std::vector<int32_t>> docs;
+  for (int d = 0; d < 100; ++d) docs.push_back(std::vector<int32_t>(5 + d % 11, d));
+  write_megatron(dir.file("docs"), docs);
+  LoaderSpec spec;
+  spec.blend = {{1.0, dir.file("docs")}};
+  spec.split = "80,20,0";
+  spec.seq_len = 4;
+  auto seen = [&](Split split) {
+    Loader L(spec, split);
+    std::set<int32_t> ids;
+    for (const auto& s : draw(L, static_cast<int>(L.num_samples()))) ids.insert(s.begin(), s.end());
+    return ids;
+  };
+  const auto train = seen(Split::train), valid = seen(Split::valid);
+  CHECK(*train.begin() == 0);
+  CHECK(*train.rbegin() == 79);  // documents [0, 80)
+  CHECK(*valid.begin() == 80);   // documents [80, 100)
+  CHECK(*valid.rbegin() == 99);
+  CHECK(train.size() == 80);
+  CHECK(valid.size() == 20);
+  CHECK(contains(error_of([&] { Loader l(spec, Split::test); }), "no samples for the test split"));
+
+  // "1,1,0" on 4 documents: 2 and 2
+  write_megatron(dir.file("four"), {std::vector<int32_t>(20, 0), std::vector<int32_t>(20, 1),
+                                    std::vector<int32_t>(20, 2), std::vector<int32_t>(20, 3)});
+  spec.blend = {{1.0, dir.file("four")}};
+  spec.split = "1,1,0";
+  CHECK(seen(Split::train) == std::set<int32_t>{0, 1});
+  CHECK(seen(Split::valid) == std::set<int32_t>{2, 3});
+
+  // an empty valid part: a train loader works, a valid loader is an error
+  spec.split = "1,0,0";
+  Loader train_only(spec, Split::train);
+  CHECK(train_only.num_samples() == 79 / 4);
+  const std::string msg = error_of([&] { Loader l(spec, Split::valid); });
+  INFO(msg);
+  CHECK(contains(msg, "no samples for the valid split"));
+  CHECK(contains(msg, "four"));
+}
+
+TEST_CASE("data: the loader checks every token against vocab_size", "[data]") {
+  TempDir dir;
+  write_megatron(dir.file("ex"), kExampleDocs);
+  LoaderSpec spec;
+  spec.blend = {{1.0, dir.file("ex")}};
+  spec.split = "1";
+  spec.seq_len = 4;
+  spec.vocab_size = 1000;  // 15496 and friends are out of range
+  Loader L(spec, Split::train);
+  std::vector<int32_t> in(4), tg(4);
+  const std::string msg = error_of([&] {
+    for (int i = 0; i < 4; ++i) L.next_batch(1, in.data(), tg.data());
+  });
+  INFO(msg);
+  CHECK(contains(msg, dir.file("ex.bin")));
+  CHECK(contains(msg, "token id"));
+  CHECK(contains(msg, ">= vocab_size 1000"));
+  // the full GPT-2 vocabulary accepts them
+  spec.vocab_size = 50257;
+  Loader ok(spec, Split::train);
+  CHECK(draw(ok, 4).size() == 4);
+  // a 2-document blend where one file has too few tokens for this split is left out, not an error
+  write_megatron(dir.file("tiny"), {{1, 2}});
+  spec.blend = {{1.0, dir.file("ex")}, {1.0, dir.file("tiny")}};
+  Loader blended(spec, Split::train);
+  CHECK(blended.num_samples() == (19 - 1) / 4);
+}

@@ -1,0 +1,389 @@
+// CPU layer ops (kernels/cpu/layers.h) and the fused cross-entropy (kernels/cpu/crossentropy.h):
+// forward values against direct formulas, every backward against central differences in double,
+// bitwise independence of the OpenMP thread count, and full overwrite of "=" outputs.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels/cpu/crossentropy.h"
+#include "kernels/cpu/layers.h"
+#include "tests/catch.h"
+#include "tests/fd.h"
+
+namespace cpu = unipool::cpu;
+using unipool::test::check_gradient;
+using unipool::test::random_vector;
+
+namespace {
+
+using Vec = std::vector<double>;
+
+// Σ_i a[i]·b[i]: the scalar loss "Σ output ⊙ R".
+double weighted_sum(const Vec& a, const Vec& b) {
+  REQUIRE(a.size() == b.size());
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <typename T>
+std::vector<T> nan_vector(size_t n) {
+  return std::vector<T>(n, std::numeric_limits<T>::quiet_NaN());
+}
+
+template <typename T>
+bool all_finite(const std::vector<T>& v) {
+  for (T x : v) {
+    if (!std::isfinite(x)) return false;
+  }
+  return true;
+}
+
+std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+
+template <typename T>
+bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// Runs fn() with 1, 2 and 3 OpenMP threads; returns the three results.
+template <class F>
+auto with_thread_counts(F fn) {
+  std::vector<decltype(fn())> results;
+#ifdef _OPENMP
+  const int saved = omp_get_max_threads();
+  for (int n : {1, 2, 3}) {
+    omp_set_num_threads(n);
+    results.push_back(fn());
+  }
+  omp_set_num_threads(saved);
+#else
+  for (int n = 0; n < 3; ++n) results.push_back(fn());
+#endif
+  return results;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("embedding forward copies rows, backward accumulates per token", "[ops]") {
+  const int V = 6, d = 11, N = 9;
+  const std::vector<int32_t> tokens = {0, 3, 3, 1, 5, 3, 0, 2, 3};  // row 4 unused, 3 repeated
+  Vec E = random_vector(size_t(V) * d, 1);
+  const Vec R = random_vector(size_t(N) * d, 2);
+
+  Vec out(size_t(N) * d);
+  cpu::embedding_forward(out.data(), tokens.data(), E.data(), N, d);
+  for (int t = 0; t < N; ++t) {
+    for (int i = 0; i < d; ++i) CHECK(out[size_t(t) * d + i] == E[size_t(tokens[t]) * d + i]);
+  }
+
+  Vec dE(E.size(), 0.0);
+  cpu::embedding_backward(dE.data(), R.data(), tokens.data(), N, d);
+  auto loss = [&] {
+    cpu::embedding_forward(out.data(), tokens.data(), E.data(), N, d);
+    return weighted_sum(out, R);
+  };
+  check_gradient(loss, E, dE, "dE");
+  for (int i = 0; i < d; ++i) CHECK(dE[size_t(4) * d + i] == 0.0);
+
+  // "+=": a second call adds the same amount again.
+  Vec dE2 = dE;
+  cpu::embedding_backward(dE2.data(), R.data(), tokens.data(), N, d);
+  for (size_t i = 0; i < dE.size(); ++i) CHECK(dE2[i] == Approx(2 * dE[i]).margin(1e-15));
+}
+
+TEST_CASE("embedding_backward sums a row's tokens in token order", "[ops]") {
+  // Token order is the contract: ((0 + 1e8) + 1) + (−1e8) = 0 in float, any other order differs.
+  const int d = 1, N = 3;
+  const std::vector<int32_t> tokens = {2, 2, 2};
+  const std::vector<float> dout = {1e8f, 1.0f, -1e8f};
+  std::vector<float> dE(3, 0.0f);
+  cpu::embedding_backward(dE.data(), dout.data(), tokens.data(), N, d);
+  CHECK(dE[2] == (((0.0f + 1e8f) + 1.0f) + -1e8f));
+}
+
+TEST_CASE("rmsnorm forward matches the formula and backward matches finite differences", "[ops]") {
+  const int N = 4, d = 19;  // 19 = two 8-lanes + a tail
+  const double eps = 1e-5;
+  Vec x = random_vector(size_t(N) * d, 3, 2.0);
+  Vec w = random_vector(d, 4, 0.5);
+  for (auto& v : w) v += 1.0;
+  const Vec R = random_vector(size_t(N) * d, 5);
+
+  Vec out(x.size()), rstd(N);
+  cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, eps);
+  for (int t = 0; t < N; ++t) {
+    double ms = 0;
+    for (int i = 0; i < d; ++i) ms += x[size_t(t) * d + i] * x[size_t(t) * d + i];
+    const double rs = 1.0 / std::sqrt(ms / d + eps);
+    CHECK(rstd[t] == Approx(rs).epsilon(1e-14));
+    for (int i = 0; i < d; ++i) {
+      CHECK(out[size_t(t) * d + i] == Approx(x[size_t(t) * d + i] * rs * w[i]).epsilon(1e-14));
+    }
+  }
+
+  Vec dx(x.size(), 0.0), dw(d, 0.0);
+  cpu::rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), w.data(), rstd.data(), N, d);
+  auto loss = [&] {
+    cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, eps);
+    return weighted_sum(out, R);
+  };
+  check_gradient(loss, x, dx, "dx");
+  check_gradient(loss, w, dw, "dw");
+
+  // "+=" on both outputs.
+  Vec dx2(x.size(), 1.0), dw2(d, -2.0);
+  cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, eps);
+  cpu::rmsnorm_backward(dx2.data(), dw2.data(), R.data(), x.data(), w.data(), rstd.data(), N, d);
+  for (size_t i = 0; i < dx.size(); ++i) CHECK(dx2[i] == Approx(dx[i] + 1.0).margin(1e-13));
+  for (int i = 0; i < d; ++i) CHECK(dw2[i] == Approx(dw[i] - 2.0).margin(1e-13));
+}
+
+TEST_CASE("swiglu forward matches silu(g)*v and backward matches finite differences", "[ops]") {
+  const int N = 3, F = 11;
+  Vec h13 = random_vector(size_t(N) * 2 * F, 6, 4.0);
+  const Vec R = random_vector(size_t(N) * F, 7);
+  Vec a(size_t(N) * F);
+  cpu::swiglu_forward(a.data(), h13.data(), N, F);
+  for (int t = 0; t < N; ++t) {
+    for (int i = 0; i < F; ++i) {
+      const double g = h13[size_t(t) * 2 * F + i], v = h13[size_t(t) * 2 * F + F + i];
+      CHECK(a[size_t(t) * F + i] == Approx(g / (1 + std::exp(-g)) * v).epsilon(1e-14));
+    }
+  }
+  Vec dh13(h13.size());
+  cpu::swiglu_backward(dh13.data(), R.data(), h13.data(), N, F);
+  check_gradient(
+      [&] {
+        cpu::swiglu_forward(a.data(), h13.data(), N, F);
+        return weighted_sum(a, R);
+      },
+      h13, dh13, "dh13");
+
+  // Extreme gates stay finite.
+  std::vector<float> hf = {-200.f, 200.f, 0.f, 3.f, 5.f, 0.f};
+  std::vector<float> af(3), daf = {1.f, 1.f, 1.f}, dhf(6);
+  cpu::swiglu_forward(af.data(), hf.data(), 1, 3);
+  cpu::swiglu_backward(dhf.data(), daf.data(), hf.data(), 1, 3);
+  CHECK(all_finite(af));
+  CHECK(all_finite(dhf));
+  CHECK(af[1] == Approx(200.f * 5.f));
+}
+
+TEST_CASE("scale_rows, row_dot and add: values, aliasing and finite differences", "[ops]") {
+  const int rows = 4, cols = 13;
+  Vec in = random_vector(size_t(rows) * cols, 8);
+  Vec scale = random_vector(rows, 9, 2.0);
+  const Vec R = random_vector(size_t(rows) * cols, 10);
+  Vec out(in.size());
+
+  SECTION("scale_rows") {
+    cpu::scale_rows(out.data(), in.data(), scale.data(), rows, cols);
+    for (int r = 0; r < rows; ++r) {
+      for (int i = 0; i < cols; ++i) {
+        CHECK(out[size_t(r) * cols + i] == scale[r] * in[size_t(r) * cols + i]);
+      }
+    }
+    Vec inplace = in;
+    cpu::scale_rows(inplace.data(), inplace.data(), scale.data(), rows, cols);
+    CHECK(inplace == out);
+
+    // Backward: d in = scale_rows(R, scale), d scale = row_dot(R, in).
+    Vec din(in.size()), dscale(rows);
+    cpu::scale_rows(din.data(), R.data(), scale.data(), rows, cols);
+    cpu::row_dot(dscale.data(), R.data(), in.data(), rows, cols);
+    auto loss = [&] {
+      cpu::scale_rows(out.data(), in.data(), scale.data(), rows, cols);
+      return weighted_sum(out, R);
+    };
+    check_gradient(loss, in, din, "d in");
+    check_gradient(loss, scale, dscale, "d scale");
+  }
+
+  SECTION("row_dot") {
+    Vec b = random_vector(in.size(), 11);
+    const Vec r = random_vector(rows, 12);
+    Vec dots(rows);
+    cpu::row_dot(dots.data(), in.data(), b.data(), rows, cols);
+    for (int q = 0; q < rows; ++q) {
+      double s = 0;
+      for (int i = 0; i < cols; ++i) s += in[size_t(q) * cols + i] * b[size_t(q) * cols + i];
+      CHECK(dots[q] == Approx(s).epsilon(1e-14));
+    }
+    // Backward: d a = scale_rows(b, dout), d b = scale_rows(a, dout).
+    Vec da(in.size()), db(in.size());
+    cpu::scale_rows(da.data(), b.data(), r.data(), rows, cols);
+    cpu::scale_rows(db.data(), in.data(), r.data(), rows, cols);
+    auto loss = [&] {
+      cpu::row_dot(dots.data(), in.data(), b.data(), rows, cols);
+      return weighted_sum(dots, r);
+    };
+    check_gradient(loss, in, da, "d a");
+    check_gradient(loss, b, db, "d b");
+  }
+
+  SECTION("add") {
+    const int64_t n = 100003;  // several blocks and a partial one
+    std::vector<float> a = to_float(random_vector(n, 13)), b = to_float(random_vector(n, 14));
+    std::vector<float> c(n), want(n);
+    for (int64_t i = 0; i < n; ++i) want[i] = a[i] + b[i];
+    cpu::add(c.data(), a.data(), b.data(), n);
+    CHECK(bitwise_equal(c, want));
+    std::vector<float> a2 = a;
+    cpu::add(a2.data(), a2.data(), b.data(), n);
+    CHECK(bitwise_equal(a2, want));
+    std::vector<float> b2 = b;
+    cpu::add(b2.data(), a.data(), b2.data(), n);
+    CHECK(bitwise_equal(b2, want));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("crossentropy: losses match the formula, dlogits match finite differences", "[ops]") {
+  const int rows = 3, V = 37;
+  Vec logits = random_vector(size_t(rows) * V, 15, 3.0);
+  const std::vector<int32_t> targets = {0, 36, 17};
+  const double dloss = 0.7;
+
+  Vec losses(rows);
+  Vec untouched = logits;
+  cpu::crossentropy_forward_backward(losses.data(), untouched.data(), targets.data(), rows, V, 0.0);
+  CHECK(untouched == logits);  // dloss = 0: forward only
+  for (int r = 0; r < rows; ++r) {
+    double m = -1e300, s = 0;
+    for (int i = 0; i < V; ++i) m = std::max(m, logits[size_t(r) * V + i]);
+    for (int i = 0; i < V; ++i) s += std::exp(logits[size_t(r) * V + i] - m);
+    CHECK(losses[r] == Approx(m + std::log(s) - logits[size_t(r) * V + targets[r]]).epsilon(1e-14));
+  }
+
+  Vec dlogits = logits;
+  cpu::crossentropy_forward_backward(losses.data(), dlogits.data(), targets.data(), rows, V, dloss);
+  for (int r = 0; r < rows; ++r) {  // rows of dlogits sum to 0
+    double s = 0;
+    for (int i = 0; i < V; ++i) s += dlogits[size_t(r) * V + i];
+    CHECK(std::fabs(s) < 1e-14);
+  }
+  check_gradient(
+      [&] {
+        cpu::crossentropy_forward_backward(losses.data(), logits.data(), targets.data(), rows, V, 0.0);
+        return dloss * (losses[0] + losses[1] + losses[2]);
+      },
+      logits, dlogits, "dlogits");
+}
+
+TEST_CASE("crossentropy is stable for large logits and rejects bad targets", "[ops]") {
+  std::vector<float> logits = {1000.f, 999.f, -1000.f, 0.f};
+  std::vector<float> losses(1);
+  const std::vector<int32_t> t = {1};
+  cpu::crossentropy_forward_backward(losses.data(), logits.data(), t.data(), 1, 4, 1.0f);
+  CHECK(losses[0] == Approx(1.0 + std::log1p(std::exp(-1.0))).epsilon(1e-6));
+  CHECK(all_finite(logits));
+  const std::vector<int32_t> bad = {4};
+  CHECK_THROWS(cpu::crossentropy_forward_backward(losses.data(), logits.data(), bad.data(), 1, 4, 1.0f));
+}
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("layer ops and crossentropy are bitwise independent of the thread count", "[ops]") {
+  SECTION("embedding_backward with repeated tokens") {
+    const int N = 2048, d = 64, V = 100;
+    std::vector<int32_t> tokens(N);
+    for (int t = 0; t < N; ++t) tokens[t] = int32_t((t * 7919u + (t >> 3)) % V);  // many repeats
+    const std::vector<float> dout = to_float(random_vector(size_t(N) * d, 16));
+    const std::vector<float> init = to_float(random_vector(size_t(V) * d, 17));
+    auto res = with_thread_counts([&] {
+      std::vector<float> dE = init;
+      cpu::embedding_backward(dE.data(), dout.data(), tokens.data(), N, d);
+      return dE;
+    });
+    CHECK(bitwise_equal(res[0], res[1]));
+    CHECK(bitwise_equal(res[0], res[2]));
+  }
+
+  SECTION("rmsnorm_backward") {
+    const int N = 777, d = 200;  // partial row chunk and partial column block
+    const std::vector<float> x = to_float(random_vector(size_t(N) * d, 18, 3.0));
+    const std::vector<float> w = to_float(random_vector(d, 19));
+    const std::vector<float> dout = to_float(random_vector(size_t(N) * d, 20));
+    std::vector<float> out(x.size()), rstd(N);
+    cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, 1e-5);
+    auto res = with_thread_counts([&] {
+      std::vector<float> dx(x.size(), 0.5f), dw(d, 0.25f);
+      cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, d);
+      dx.insert(dx.end(), dw.begin(), dw.end());
+      return dx;
+    });
+    CHECK(bitwise_equal(res[0], res[1]));
+    CHECK(bitwise_equal(res[0], res[2]));
+  }
+
+  SECTION("crossentropy at V = 51200") {
+    const int rows = 7, V = 51200;
+    const std::vector<float> logits = to_float(random_vector(size_t(rows) * V, 21, 8.0));
+    std::vector<int32_t> targets(rows);
+    for (int r = 0; r < rows; ++r) targets[r] = (r * 12345) % V;
+    auto res = with_thread_counts([&] {
+      std::vector<float> lg = logits, losses(rows);
+      cpu::crossentropy_forward_backward(losses.data(), lg.data(), targets.data(), rows, V, 1.0f / rows);
+      lg.insert(lg.end(), losses.begin(), losses.end());
+      return lg;
+    });
+    CHECK(bitwise_equal(res[0], res[1]));
+    CHECK(bitwise_equal(res[0], res[2]));
+    CHECK(all_finite(res[0]));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("'=' outputs of the layer ops are fully overwritten", "[ops]") {
+  const int N = 37, d = 29, F = 21, V = 45;
+  const std::vector<float> x = to_float(random_vector(size_t(N) * d, 22));
+  const std::vector<float> w = to_float(random_vector(d, 23));
+  std::vector<int32_t> tokens(N);
+  for (int t = 0; t < N; ++t) tokens[t] = (t * 5) % V;
+  const std::vector<float> E = to_float(random_vector(size_t(V) * d, 24));
+
+  auto out = nan_vector<float>(size_t(N) * d);
+  cpu::embedding_forward(out.data(), tokens.data(), E.data(), N, d);
+  CHECK(all_finite(out));
+
+  out = nan_vector<float>(size_t(N) * d);
+  auto rstd = nan_vector<float>(N);
+  cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, 1e-5);
+  CHECK(all_finite(out));
+  CHECK(all_finite(rstd));
+
+  const std::vector<float> h13 = to_float(random_vector(size_t(N) * 2 * F, 25));
+  const std::vector<float> da = to_float(random_vector(size_t(N) * F, 26));
+  auto a = nan_vector<float>(size_t(N) * F);
+  cpu::swiglu_forward(a.data(), h13.data(), N, F);
+  CHECK(all_finite(a));
+  auto dh13 = nan_vector<float>(size_t(N) * 2 * F);
+  cpu::swiglu_backward(dh13.data(), da.data(), h13.data(), N, F);
+  CHECK(all_finite(dh13));
+
+  out = nan_vector<float>(size_t(N) * d);
+  cpu::scale_rows(out.data(), x.data(), rstd.data(), N, d);
+  CHECK(all_finite(out));
+  auto dots = nan_vector<float>(N);
+  cpu::row_dot(dots.data(), x.data(), x.data(), N, d);
+  CHECK(all_finite(dots));
+  out = nan_vector<float>(size_t(N) * d);
+  cpu::add(out.data(), x.data(), x.data(), int64_t(N) * d);
+  CHECK(all_finite(out));
+
+  std::vector<float> logits = to_float(random_vector(size_t(N) * V, 27));
+  auto losses = nan_vector<float>(N);
+  cpu::crossentropy_forward_backward(losses.data(), logits.data(), tokens.data(), N, V, 0.0f);
+  CHECK(all_finite(losses));
+  losses = nan_vector<float>(N);
+  cpu::crossentropy_forward_backward(losses.data(), logits.data(), tokens.data(), N, V, 0.5f);
+  CHECK(all_finite(losses));
+  CHECK(all_finite(logits));
+}

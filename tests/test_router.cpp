@@ -1,0 +1,568 @@
+// CPU router and dispatch ops (kernels/cpu/router.h, kernels/cpu/dispatch.h): forward values against
+// direct formulas and SPEC.md's conventions (ties, NormRouter zero scores, (expert, token) order), every
+// backward against central differences in double, thread-count independence, "=" outputs overwritten.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/router.h"
+#include "tests/catch.h"
+#include "tests/fd.h"
+
+namespace cpu = unipool::cpu;
+using unipool::test::check_gradient;
+using unipool::test::random_vector;
+
+namespace {
+
+using Vec = std::vector<double>;
+using Ids = std::vector<int32_t>;
+
+double weighted_sum(const Vec& a, const Vec& b) {
+  REQUIRE(a.size() == b.size());
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <typename T>
+std::vector<T> nan_vector(size_t n) {
+  return std::vector<T>(n, std::numeric_limits<T>::quiet_NaN());
+}
+
+template <typename T>
+bool all_finite(const std::vector<T>& v) {
+  for (T x : v) {
+    if (!std::isfinite(x)) return false;
+  }
+  return true;
+}
+
+std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+
+// Router logits with mixed signs and |z| >= 0.05 (no u at or near 0).
+Vec logits_away_from_zero(size_t n, uint32_t seed) {
+  Vec z = random_vector(n, seed);
+  for (auto& v : z) v = v >= 0 ? v + 0.05 : v - 0.05;
+  return z;
+}
+
+// Scores whose row values are all distinct with gaps >= 0.05: top-k never changes under FD steps.
+Vec separated_scores(int N, int E, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> jitter(-0.005, 0.005);
+  Vec s(size_t(N) * E);
+  for (int t = 0; t < N; ++t) {
+    std::vector<int> perm(E);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), gen);
+    for (int i = 0; i < E; ++i) s[size_t(t) * E + i] = 0.05 + 0.06 * perm[i] + jitter(gen);
+  }
+  return s;
+}
+
+// Reference top-k: stable sort by descending value (ties keep the lower index first).
+Ids reference_topk(const Vec& s, int N, int E, int k) {
+  Ids ids(size_t(N) * k);
+  for (int t = 0; t < N; ++t) {
+    std::vector<int> order(E);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      return s[size_t(t) * E + a] > s[size_t(t) * E + b];
+    });
+    for (int j = 0; j < k; ++j) ids[size_t(t) * k + j] = order[j];
+  }
+  return ids;
+}
+
+// Routing ids [N,k] with k distinct experts per token.
+Ids random_ids(int N, int k, int E, uint32_t seed) {
+  std::mt19937 gen(seed);
+  Ids ids(size_t(N) * k);
+  for (int t = 0; t < N; ++t) {
+    for (int j = 0; j < k; ++j) {
+      int32_t e;
+      bool dup;
+      do {
+        e = int32_t(gen() % uint32_t(E));
+        dup = false;
+        for (int q = 0; q < j; ++q) dup |= ids[size_t(t) * k + q] == e;
+      } while (dup);
+      ids[size_t(t) * k + j] = e;
+    }
+  }
+  return ids;
+}
+
+template <class F>
+auto with_thread_counts(F fn) {
+  std::vector<decltype(fn())> results;
+#ifdef _OPENMP
+  const int saved = omp_get_max_threads();
+  for (int n : {1, 2, 3}) {
+    omp_set_num_threads(n);
+    results.push_back(fn());
+  }
+  omp_set_num_threads(saved);
+#else
+  for (int n = 0; n < 3; ++n) results.push_back(fn());
+#endif
+  return results;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("softmax router: rows sum to 1, formula, finite differences", "[router]") {
+  const int N = 5, E = 13;
+  Vec z = random_vector(size_t(N) * E, 31, 3.0);
+  z[0] = 700.0;  // max subtraction keeps this finite
+  const Vec R = random_vector(z.size(), 32);
+  Vec s(z.size());
+  cpu::softmax_forward(s.data(), z.data(), N, E);
+  for (int t = 0; t < N; ++t) {
+    double sum = 0, m = -1e300, ref = 0;
+    for (int i = 0; i < E; ++i) sum += s[size_t(t) * E + i];
+    CHECK(sum == Approx(1.0).epsilon(1e-14));
+    for (int i = 0; i < E; ++i) m = std::max(m, z[size_t(t) * E + i]);
+    for (int i = 0; i < E; ++i) ref += std::exp(z[size_t(t) * E + i] - m);
+    for (int i = 0; i < E; ++i) {
+      CHECK(s[size_t(t) * E + i] == Approx(std::exp(z[size_t(t) * E + i] - m) / ref).epsilon(1e-13));
+    }
+  }
+  z[0] = 0.3;
+  cpu::softmax_forward(s.data(), z.data(), N, E);
+  Vec dz(z.size());
+  cpu::softmax_backward(dz.data(), R.data(), s.data(), N, E);
+  check_gradient(
+      [&] {
+        cpu::softmax_forward(s.data(), z.data(), N, E);
+        return weighted_sum(s, R);
+      },
+      z, dz, "dz");
+}
+
+TEST_CASE("NormRouter forward matches its formula", "[router]") {
+  const int N = 4, E = 10;
+  const double sigma_c = 1.7 * 3.3;
+  Vec z = logits_away_from_zero(size_t(N) * E, 33);
+  for (int i = 0; i < E; ++i) z[size_t(3) * E + i] = 0.0;  // a zero row
+  Vec s(z.size()), norm(N);
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), sigma_c, N, E);
+  for (int t = 0; t < N; ++t) {
+    double n2 = 0, relu_sum = 0, s_sum = 0, s_sq = 0;
+    for (int i = 0; i < E; ++i) {
+      const double v = z[size_t(t) * E + i];
+      n2 += v * v;
+      relu_sum += std::max(v, 0.0);
+    }
+    const double n = std::sqrt(n2);
+    CHECK(norm[t] == Approx(n).epsilon(1e-14));
+    for (int i = 0; i < E; ++i) {
+      const double want = sigma_c * std::max(z[size_t(t) * E + i], 0.0) / (n + 1e-8);
+      CHECK(s[size_t(t) * E + i] == Approx(want).epsilon(1e-14));
+      CHECK(s[size_t(t) * E + i] >= 0.0);
+      s_sum += s[size_t(t) * E + i];
+      s_sq += s[size_t(t) * E + i] * s[size_t(t) * E + i];
+    }
+    CHECK(s_sum == Approx(sigma_c * relu_sum / (n + 1e-8)).epsilon(1e-13));
+    CHECK(std::sqrt(s_sq) <= sigma_c);  // ||relu(u)|| <= ||u|| < 1
+  }
+  for (int i = 0; i < E; ++i) CHECK(s[size_t(3) * E + i] == 0.0);
+  CHECK(norm[3] == 0.0);
+}
+
+TEST_CASE("NormRouter backward matches finite differences in z and sigma", "[router]") {
+  const int N = 6, E = 11;
+  const double c = 2.9;
+  Vec z = logits_away_from_zero(size_t(N) * E, 34);
+  for (int i = 0; i < E; ++i) z[size_t(5) * E + i] = 0.0;  // n == 0 row: dz = 0
+  Vec sigma = {1.3};
+  const Vec R = random_vector(z.size(), 35);
+  Vec s(z.size()), norm(N);
+  auto loss = [&] {
+    cpu::norm_router_forward(s.data(), norm.data(), z.data(), sigma[0] * c, N, E);
+    return weighted_sum(s, R);
+  };
+  loss();
+  bool some_negative = false;
+  for (double v : z) some_negative |= v < 0;
+  REQUIRE(some_negative);
+
+  Vec dz(z.size(), std::numeric_limits<double>::quiet_NaN());
+  Vec dsigma = {0.25};  // "+=": starts from a nonzero value
+  cpu::norm_router_backward(dz.data(), &dsigma[0], R.data(), z.data(), norm.data(), sigma[0], c, N, E);
+  dsigma[0] -= 0.25;
+  CHECK(all_finite(dz));
+  for (int i = 0; i < E; ++i) CHECK(dz[size_t(5) * E + i] == 0.0);
+  // Rows 0..4 only: the zero row's FD is a kink (not differentiable at z = 0).
+  Vec z_head(z.begin(), z.begin() + 5 * E), dz_head(dz.begin(), dz.begin() + 5 * E);
+  check_gradient(
+      [&] {
+        std::copy(z_head.begin(), z_head.end(), z.begin());
+        return loss();
+      },
+      z_head, dz_head, "dz");
+  std::copy(z_head.begin(), z_head.end(), z.begin());
+  check_gradient(loss, sigma, dsigma, "dsigma");
+
+  // The radial direction gets no gradient (up to ε): <dz_t, z_t> ≈ 0.
+  for (int t = 0; t < 5; ++t) {
+    double dot = 0;
+    for (int i = 0; i < E; ++i) dot += dz[size_t(t) * E + i] * z[size_t(t) * E + i];
+    CHECK(std::fabs(dot) < 1e-7);
+  }
+}
+
+TEST_CASE("NormRouter dsigma and dz are bitwise independent of the thread count", "[router]") {
+  const int N = 4099, E = 96;  // a partial last row chunk
+  const std::vector<float> z = to_float(logits_away_from_zero(size_t(N) * E, 36));
+  const std::vector<float> ds = to_float(random_vector(z.size(), 37));
+  std::vector<float> s(z.size()), norm(N);
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), 4.0f, N, E);
+  auto res = with_thread_counts([&] {
+    std::vector<float> dz(z.size());
+    float dsigma = 0.125f;
+    cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), 1.0f, 4.0f, N, E);
+    dz.push_back(dsigma);
+    return dz;
+  });
+  for (int q = 1; q < 3; ++q) {
+    CHECK(std::memcmp(&res[0].back(), &res[q].back(), sizeof(float)) == 0);  // dsigma
+    CHECK(std::memcmp(res[0].data(), res[q].data(), res[0].size() * sizeof(float)) == 0);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("top-k: ties go to the lower index", "[router]") {
+  const std::vector<float> s = {0.2f, 0.5f, 0.5f, 0.1f};
+  Ids ids(2);
+  std::vector<float> gates(2);
+  cpu::topk_forward(ids.data(), gates.data(), s.data(), 1, 4, 2, false);
+  CHECK(ids == Ids{1, 2});
+  CHECK(gates == std::vector<float>{0.5f, 0.5f});
+
+  const std::vector<float> flat = {0.3f, 0.3f, 0.3f, 0.3f, 0.3f};
+  Ids ids3(3);
+  std::vector<float> g3(3);
+  cpu::topk_forward(ids3.data(), g3.data(), flat.data(), 1, 5, 3, false);
+  CHECK(ids3 == Ids{0, 1, 2});
+  cpu::topk_forward(ids3.data(), g3.data(), flat.data(), 1, 5, 3, true);
+  CHECK(ids3 == Ids{0, 1, 2});
+  CHECK(g3[0] == Approx(1.0 / 3));
+}
+
+TEST_CASE("top-k on NormRouter scores with fewer than k positive picks zero experts by lowest index",
+          "[router]") {
+  const int E = 6, k = 3;
+  const std::vector<float> z = {-1.0f, 2.0f, -3.0f, -0.5f, 0.7f, -2.0f};  // two positive scores
+  std::vector<float> s(E), norm(1);
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), 3.0f, 1, E);
+  Ids ids(k);
+  std::vector<float> gates(k);
+  cpu::topk_forward(ids.data(), gates.data(), s.data(), 1, E, k, false);
+  CHECK(ids == Ids{1, 4, 0});
+  CHECK(gates[0] == s[1]);
+  CHECK(gates[1] == s[4]);
+  CHECK(gates[2] == 0.0f);
+
+  const std::vector<float> zneg = {-1.0f, -2.0f, -3.0f, -0.5f, -0.7f, -2.0f};  // none positive
+  cpu::norm_router_forward(s.data(), norm.data(), zneg.data(), 3.0f, 1, E);
+  cpu::topk_forward(ids.data(), gates.data(), s.data(), 1, E, k, false);
+  CHECK(ids == Ids{0, 1, 2});
+  CHECK(gates == std::vector<float>{0.0f, 0.0f, 0.0f});
+}
+
+TEST_CASE("top-k matches a stable sort, E = 96", "[router]") {
+  const int N = 200, E = 96;
+  Vec s = random_vector(size_t(N) * E, 38);
+  for (size_t i = 0; i < s.size(); i += 7) s[i] = 0.25;  // plenty of exact ties
+  for (int k : {1, 2, 4, 8}) {
+    Ids ids(size_t(N) * k);
+    Vec gates(size_t(N) * k);
+    cpu::topk_forward(ids.data(), gates.data(), s.data(), N, E, k, false);
+    CHECK(ids == reference_topk(s, N, E, k));
+    for (size_t i = 0; i < ids.size(); ++i) CHECK(gates[i] == s[(i / k) * E + ids[i]]);
+  }
+  Ids ids(1);
+  Vec g(1);
+  CHECK_THROWS(cpu::topk_forward(ids.data(), g.data(), s.data(), 1, 4, 5, false));
+}
+
+TEST_CASE("top-k backward matches finite differences, with and without renorm", "[router]") {
+  const int N = 4, E = 9;
+  Vec s = separated_scores(N, E, 39);
+  for (int k : {1, 2, 3}) {
+    for (bool renorm : {false, true}) {
+      INFO("k = " << k << ", renorm = " << renorm);
+      const Vec R = random_vector(size_t(N) * k, 40 + k);
+      Ids ids(size_t(N) * k);
+      Vec gates(size_t(N) * k);
+      cpu::topk_forward(ids.data(), gates.data(), s.data(), N, E, k, renorm);
+      if (renorm) {
+        for (int t = 0; t < N; ++t) {
+          double sum = 0;
+          for (int j = 0; j < k; ++j) sum += gates[size_t(t) * k + j];
+          CHECK(sum == Approx(1.0).epsilon(1e-14));
+        }
+      }
+      Vec ds(s.size(), 0.0);
+      cpu::topk_backward(ds.data(), R.data(), ids.data(), gates.data(), s.data(), N, E, k, renorm);
+      Ids ids2(ids.size());
+      check_gradient(
+          [&] {
+            cpu::topk_forward(ids2.data(), gates.data(), s.data(), N, E, k, renorm);
+            REQUIRE(ids2 == ids);
+            return weighted_sum(gates, R);
+          },
+          s, ds, "ds");
+    }
+  }
+}
+
+TEST_CASE("expert_counts counts routed tokens and rejects bad ids", "[router]") {
+  const int N = 50, k = 2, E = 96;
+  const Ids ids = random_ids(N, k, E, 41);
+  Ids counts(E, -1);
+  cpu::expert_counts(counts.data(), ids.data(), N, k, E);
+  Ids want(E, 0);
+  for (int32_t e : ids) ++want[e];
+  CHECK(counts == want);
+  Ids bad = {0, 96};
+  CHECK_THROWS(cpu::expert_counts(counts.data(), bad.data(), 1, 2, E));
+}
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("balance loss: formula and finite differences", "[router]") {
+  const int N = 7, E = 10;
+  Vec s = random_vector(size_t(N) * E, 42);
+  for (auto& v : s) v = std::fabs(v);
+  Vec weight = random_vector(E, 43);
+  for (auto& v : weight) v = std::fabs(v) * 10;
+  const double coeff = 0.37;
+  double want = 0;
+  for (int i = 0; i < E; ++i) {
+    double col = 0;
+    for (int t = 0; t < N; ++t) col += s[size_t(t) * E + i];
+    want += weight[i] * col;
+  }
+  CHECK(cpu::balance_loss_forward(s.data(), weight.data(), coeff, N, E) ==
+        Approx(coeff * want).epsilon(1e-14));
+  Vec ds(s.size(), 0.0);
+  cpu::balance_loss_backward(ds.data(), weight.data(), coeff, N, E);
+  check_gradient([&] { return cpu::balance_loss_forward(s.data(), weight.data(), coeff, N, E); }, s,
+                 ds, "ds");
+}
+
+TEST_CASE("z-loss: formula and finite differences", "[router]") {
+  const int N = 5, E = 8;
+  Vec z = random_vector(size_t(N) * E, 44, 3.0);
+  const double coeff = 0.6;
+  double want = 0;
+  for (int t = 0; t < N; ++t) {
+    double se = 0;
+    for (int i = 0; i < E; ++i) se += std::exp(z[size_t(t) * E + i]);
+    want += std::log(se) * std::log(se);
+  }
+  CHECK(cpu::z_loss_forward(z.data(), coeff, N, E) == Approx(coeff * want / N).epsilon(1e-13));
+  Vec dz(z.size(), 0.0);
+  cpu::z_loss_backward(dz.data(), z.data(), coeff, N, E);
+  check_gradient([&] { return cpu::z_loss_forward(z.data(), coeff, N, E); }, z, dz, "dz");
+}
+
+// ------------------------------------------------------------------------------------------------
+namespace {
+
+// Every dispatch_plan invariant of dispatch.h for one ids array.
+void check_plan(const Ids& ids, int N, int k, int E) {
+  const int n = N * k;
+  Ids offsets(E + 1, -7), row_slot(n, -7), slot_row(n, -7);
+  cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), N, k, E);
+  Ids counts(E);
+  cpu::expert_counts(counts.data(), ids.data(), N, k, E);
+  REQUIRE(offsets[0] == 0);
+  REQUIRE(offsets[E] == n);
+  for (int e = 0; e < E; ++e) {
+    CHECK(offsets[e + 1] - offsets[e] == counts[e]);
+    for (int r = offsets[e]; r < offsets[e + 1]; ++r) {
+      CHECK(ids[row_slot[r]] == e);                                   // the right expert
+      if (r > offsets[e]) CHECK(row_slot[r - 1] / k < row_slot[r] / k);  // token order, stable
+    }
+  }
+  std::vector<char> seen(n, 0);
+  for (int r = 0; r < n; ++r) {
+    REQUIRE(row_slot[r] >= 0);
+    REQUIRE(row_slot[r] < n);
+    seen[row_slot[r]] = 1;
+    CHECK(slot_row[row_slot[r]] == r);  // inverse permutations
+  }
+  CHECK(std::count(seen.begin(), seen.end(), 1) == n);
+  for (int slot = 0; slot < n; ++slot) CHECK(row_slot[slot_row[slot]] == slot);
+}
+
+}  // namespace
+
+TEST_CASE("dispatch_plan: offsets, (expert, token) order, inverse permutations", "[router]") {
+  const int E = 96;
+  SECTION("random routing, k = 1 and k = 2, many empty experts") {
+    for (int k : {1, 2}) {
+      const int N = 40;
+      const Ids ids = random_ids(N, k, E, 45 + k);
+      Ids counts(E);
+      cpu::expert_counts(counts.data(), ids.data(), N, k, E);
+      CHECK(std::count(counts.begin(), counts.end(), 0) > 0);
+      check_plan(ids, N, k, E);
+    }
+    check_plan(random_ids(1000, 2, E, 47), 1000, 2, E);
+  }
+  SECTION("one expert receives every token") {
+    check_plan(Ids(64, 95), 64, 1, E);
+    Ids ids = random_ids(64, 2, E - 1, 48);  // experts 0..94, then expert 95 in one slot per token
+    for (int t = 0; t < 64; ++t) ids[size_t(t) * 2 + (t % 2)] = 95;
+    check_plan(ids, 64, 2, E);
+    Ids offsets(E + 1), row_slot(128), slot_row(128);
+    cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), 64, 2, E);
+    CHECK(offsets[E] - offsets[E - 1] == 64);
+  }
+  SECTION("hand-checked example") {
+    // tokens: 0 → (2, 0), 1 → (0, 1), 2 → (2, 1); E = 3
+    const Ids ids = {2, 0, 0, 1, 2, 1};
+    Ids offsets(4), row_slot(6), slot_row(6);
+    cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), 3, 2, 3);
+    CHECK(offsets == Ids{0, 2, 4, 6});
+    CHECK(row_slot == Ids{1, 2, 3, 5, 0, 4});
+    CHECK(slot_row == Ids{4, 0, 1, 2, 5, 3});
+  }
+  SECTION("bad ids throw") {
+    const Ids ids = {0, -1};
+    Ids offsets(E + 1), row_slot(2), slot_row(2);
+    CHECK_THROWS(cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), 1, 2, E));
+  }
+}
+
+TEST_CASE("gather_rows and sum_slot_rows are each other's adjoint", "[router]") {
+  const int N = 9, k = 2, E = 5, d = 7;
+  const Ids ids = random_ids(N, k, E, 49);
+  Ids offsets(E + 1), row_slot(N * k), slot_row(N * k);
+  cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), N, k, E);
+
+  Vec x = random_vector(size_t(N) * d, 50);
+  Vec Y = random_vector(size_t(N) * k * d, 51);
+  Vec gx(Y.size()), sy(x.size());
+  cpu::gather_rows(gx.data(), x.data(), row_slot.data(), N, k, d);
+  cpu::sum_slot_rows(sy.data(), Y.data(), slot_row.data(), N, k, d, false);
+  for (int r = 0; r < N * k; ++r) {
+    for (int i = 0; i < d; ++i) CHECK(gx[size_t(r) * d + i] == x[size_t(row_slot[r] / k) * d + i]);
+  }
+  CHECK(weighted_sum(gx, Y) == Approx(weighted_sum(x, sy)).epsilon(1e-14));
+
+  // Slot order, accumulate and overwrite, bitwise.
+  Vec acc = random_vector(x.size(), 52), acc0 = acc;
+  cpu::sum_slot_rows(acc.data(), Y.data(), slot_row.data(), N, k, d, true);
+  for (int t = 0; t < N; ++t) {
+    for (int i = 0; i < d; ++i) {
+      const double y0 = Y[size_t(slot_row[t * k]) * d + i], y1 = Y[size_t(slot_row[t * k + 1]) * d + i];
+      CHECK(acc[size_t(t) * d + i] == (acc0[size_t(t) * d + i] + y0) + y1);
+      CHECK(sy[size_t(t) * d + i] == y0 + y1);
+    }
+  }
+
+  // Finite differences, each way.
+  const Vec Rg = random_vector(Y.size(), 53), Rs = random_vector(x.size(), 54);
+  Vec dx(x.size()), dY(Y.size());
+  cpu::sum_slot_rows(dx.data(), Rg.data(), slot_row.data(), N, k, d, false);
+  cpu::gather_rows(dY.data(), Rs.data(), row_slot.data(), N, k, d);
+  check_gradient(
+      [&] {
+        cpu::gather_rows(gx.data(), x.data(), row_slot.data(), N, k, d);
+        return weighted_sum(gx, Rg);
+      },
+      x, dx, "d src (gather_rows)");
+  check_gradient(
+      [&] {
+        cpu::sum_slot_rows(sy.data(), Y.data(), slot_row.data(), N, k, d, false);
+        return weighted_sum(sy, Rs);
+      },
+      Y, dY, "d src (sum_slot_rows)");
+}
+
+TEST_CASE("slot/row value permutations are inverse", "[router]") {
+  const int N = 13, k = 2, E = 4;
+  const Ids ids = random_ids(N, k, E, 55);
+  Ids offsets(E + 1), row_slot(N * k), slot_row(N * k);
+  cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), N, k, E);
+  const Vec slot_vals = random_vector(size_t(N) * k, 56);
+  Vec row_vals(slot_vals.size()), back(slot_vals.size());
+  cpu::slot_to_row_values(row_vals.data(), slot_vals.data(), row_slot.data(), N * k);
+  for (int r = 0; r < N * k; ++r) CHECK(row_vals[r] == slot_vals[row_slot[r]]);
+  cpu::row_to_slot_values(back.data(), row_vals.data(), row_slot.data(), N * k);
+  CHECK(back == slot_vals);
+}
+
+// ------------------------------------------------------------------------------------------------
+TEST_CASE("'=' outputs of the router and dispatch ops are fully overwritten", "[router]") {
+  const int N = 41, E = 12, k = 2, d = 9;
+  const std::vector<float> z = to_float(logits_away_from_zero(size_t(N) * E, 57));
+  const std::vector<float> ds = to_float(random_vector(z.size(), 58));
+
+  auto s = nan_vector<float>(z.size());
+  cpu::softmax_forward(s.data(), z.data(), N, E);
+  CHECK(all_finite(s));
+  auto dz = nan_vector<float>(z.size());
+  cpu::softmax_backward(dz.data(), ds.data(), s.data(), N, E);
+  CHECK(all_finite(dz));
+
+  s = nan_vector<float>(z.size());
+  auto norm = nan_vector<float>(N);
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), 2.0f, N, E);
+  CHECK(all_finite(s));
+  CHECK(all_finite(norm));
+  dz = nan_vector<float>(z.size());
+  float dsigma = 0;
+  cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), 1.0f, 2.0f, N, E);
+  CHECK(all_finite(dz));
+
+  for (bool renorm : {false, true}) {
+    Ids ids(size_t(N) * k, -1);
+    auto gates = nan_vector<float>(size_t(N) * k);
+    cpu::topk_forward(ids.data(), gates.data(), s.data(), N, E, k, renorm);
+    CHECK(all_finite(gates));
+    CHECK(std::all_of(ids.begin(), ids.end(), [&](int32_t e) { return e >= 0 && e < E; }));
+  }
+
+  const Ids ids = random_ids(N, k, E, 59);
+  Ids counts(E, -1);
+  cpu::expert_counts(counts.data(), ids.data(), N, k, E);
+  CHECK(std::all_of(counts.begin(), counts.end(), [](int32_t c) { return c >= 0; }));
+
+  Ids offsets(E + 1, -1), row_slot(N * k, -1), slot_row(N * k, -1);
+  cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), N, k, E);
+  CHECK(std::all_of(offsets.begin(), offsets.end(), [](int32_t v) { return v >= 0; }));
+  CHECK(std::all_of(row_slot.begin(), row_slot.end(), [](int32_t v) { return v >= 0; }));
+  CHECK(std::all_of(slot_row.begin(), slot_row.end(), [](int32_t v) { return v >= 0; }));
+
+  const std::vector<float> x = to_float(random_vector(size_t(N) * d, 60));
+  auto gx = nan_vector<float>(size_t(N) * k * d);
+  cpu::gather_rows(gx.data(), x.data(), row_slot.data(), N, k, d);
+  CHECK(all_finite(gx));
+  auto sy = nan_vector<float>(size_t(N) * d);
+  cpu::sum_slot_rows(sy.data(), gx.data(), slot_row.data(), N, k, d, false);
+  CHECK(all_finite(sy));
+
+  const std::vector<float> vals = to_float(random_vector(size_t(N) * k, 61));
+  auto rv = nan_vector<float>(vals.size()), sv = nan_vector<float>(vals.size());
+  cpu::slot_to_row_values(rv.data(), vals.data(), row_slot.data(), N * k);
+  cpu::row_to_slot_values(sv.data(), rv.data(), row_slot.data(), N * k);
+  CHECK(all_finite(rv));
+  CHECK(all_finite(sv));
+}
