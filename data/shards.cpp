@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -313,8 +314,13 @@ TokenFile TokenFile::open_llmc(const std::string& path) {
   // documents: one starts at token 0 and at every later delimiter
   const int32_t delim = f.is_unsigned32_ ? kLlama3Bos : kGpt2Eot;
   f.llmc_doc_starts_.push_back(0);
-  for (int64_t i = 1; i < f.num_tokens_; ++i) {
-    if (f.token(i) == delim) f.llmc_doc_starts_.push_back(i);
+  std::vector<int32_t> chunk(1 << 16);
+  for (int64_t begin = 0; begin < f.num_tokens_; begin += static_cast<int64_t>(chunk.size())) {
+    const int64_t count = std::min<int64_t>(static_cast<int64_t>(chunk.size()), f.num_tokens_ - begin);
+    f.read_tokens(begin, count, chunk.data());
+    for (int64_t i = begin == 0 ? 1 : 0; i < count; ++i) {
+      if (chunk[static_cast<size_t>(i)] == delim) f.llmc_doc_starts_.push_back(begin + i);
+    }
   }
   f.llmc_doc_starts_.push_back(f.num_tokens_);
   return f;

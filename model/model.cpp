@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "engine/error.h"
 #include "kernels/cpu/attention.h"
@@ -448,6 +449,33 @@ void Model<T>::attention_block_backward(int l) {
 }
 
 #undef LAYER_OUT
+
+template <typename T>
+double Model<T>::routing_margin() const {
+  const ModelConfig& c = layout_.config;
+  double margin = INFINITY;
+  if (!c.is_moe()) return margin;
+  const int R = c.router_width(), k = c.top_k;
+  std::vector<double> row(R);
+  for (const MoeActivations& m : moe_) {
+    for (int t = 0; t < N_; ++t) {
+      for (int i = 0; i < R; ++i) row[i] = static_cast<double>(m.s[static_cast<int64_t>(t) * R + i]);
+      if (k < R) {
+        std::sort(row.begin(), row.end(), std::greater<double>());
+        // Two NormRouter scores at exactly 0 are both below the ReLU kink: the choice between
+        // them (lowest index) cannot flip under a small step, the kink margin below covers it.
+        const bool both_clamped = c.router == "norm" && row[k - 1] == 0.0;
+        if (!both_clamped) margin = std::min(margin, row[k - 1] - row[k]);
+      }
+      if (c.router == "norm") {
+        const double n = static_cast<double>(m.znorm[t]);
+        for (int i = 0; i < R; ++i)
+          margin = std::min(margin, std::fabs(static_cast<double>(m.z[static_cast<int64_t>(t) * R + i])) / n);
+      }
+    }
+  }
+  return margin;
+}
 
 template class Model<float>;
 template class Model<double>;

@@ -63,6 +63,11 @@ class Model {
   PoolLossState pool_state;
   bool advance_pool_state = true;  // tests freeze ĝ to evaluate the same function repeatedly
 
+  // The smallest distance of the last forward from a routing discontinuity: over every MoE layer
+  // and token, the gap between the k-th and (k+1)-th score, and for the NormRouter the smallest
+  // |u_i| (the ReLU kink). Finite-difference tests require it to be well above their step.
+  double routing_margin() const;
+
   // Routing of the last forward, per layer: ids [N, k] (for probes and tests).
   const int32_t* routed_experts(int layer) const { return moe_[layer].ids.data(); }
 

@@ -3,6 +3,8 @@
 // the problem), and the loader's determinism, resumability, sample layout, blending and splits.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>

@@ -290,53 +290,73 @@ TEST_CASE("crossentropy is stable for large logits and rejects bad targets", "[o
 }
 
 // ------------------------------------------------------------------------------------------------
+// Each check runs for float and double: the sums run in double, and a float result could hide an
+// order change in them.
+template <typename T>
+void check_embedding_threads() {
+  const int N = 2048, d = 64, V = 100;
+  std::vector<int32_t> tokens(N);
+  for (int t = 0; t < N; ++t) tokens[t] = int32_t((t * 7919u + (t >> 3)) % V);  // many repeats
+  const Vec dout64 = random_vector(size_t(N) * d, 16), init64 = random_vector(size_t(V) * d, 17);
+  const std::vector<T> dout(dout64.begin(), dout64.end()), init(init64.begin(), init64.end());
+  auto res = with_thread_counts([&] {
+    std::vector<T> dE = init;
+    cpu::embedding_backward(dE.data(), dout.data(), tokens.data(), N, d);
+    return dE;
+  });
+  CHECK(bitwise_equal(res[0], res[1]));
+  CHECK(bitwise_equal(res[0], res[2]));
+}
+
+template <typename T>
+void check_rmsnorm_threads() {
+  const int N = 777, d = 200;  // partial row chunk and partial column block
+  const Vec x64 = random_vector(size_t(N) * d, 18, 3.0), w64 = random_vector(d, 19);
+  const Vec dout64 = random_vector(size_t(N) * d, 20);
+  const std::vector<T> x(x64.begin(), x64.end()), w(w64.begin(), w64.end());
+  const std::vector<T> dout(dout64.begin(), dout64.end());
+  std::vector<T> out(x.size()), rstd(N);
+  cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, 1e-5);
+  auto res = with_thread_counts([&] {
+    std::vector<T> dx(x.size(), T(0.5)), dw(d, T(0.25));
+    cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, d);
+    dx.insert(dx.end(), dw.begin(), dw.end());
+    return dx;
+  });
+  CHECK(bitwise_equal(res[0], res[1]));
+  CHECK(bitwise_equal(res[0], res[2]));
+}
+
+template <typename T>
+void check_crossentropy_threads() {
+  const int rows = 7, V = 51200;
+  const Vec logits64 = random_vector(size_t(rows) * V, 21, 8.0);
+  const std::vector<T> logits(logits64.begin(), logits64.end());
+  std::vector<int32_t> targets(rows);
+  for (int r = 0; r < rows; ++r) targets[r] = (r * 12345) % V;
+  auto res = with_thread_counts([&] {
+    std::vector<T> lg = logits, losses(rows);
+    cpu::crossentropy_forward_backward(losses.data(), lg.data(), targets.data(), rows, V, T(1) / rows);
+    lg.insert(lg.end(), losses.begin(), losses.end());
+    return lg;
+  });
+  CHECK(bitwise_equal(res[0], res[1]));
+  CHECK(bitwise_equal(res[0], res[2]));
+  CHECK(all_finite(res[0]));
+}
+
 TEST_CASE("layer ops and crossentropy are bitwise independent of the thread count", "[ops]") {
   SECTION("embedding_backward with repeated tokens") {
-    const int N = 2048, d = 64, V = 100;
-    std::vector<int32_t> tokens(N);
-    for (int t = 0; t < N; ++t) tokens[t] = int32_t((t * 7919u + (t >> 3)) % V);  // many repeats
-    const std::vector<float> dout = to_float(random_vector(size_t(N) * d, 16));
-    const std::vector<float> init = to_float(random_vector(size_t(V) * d, 17));
-    auto res = with_thread_counts([&] {
-      std::vector<float> dE = init;
-      cpu::embedding_backward(dE.data(), dout.data(), tokens.data(), N, d);
-      return dE;
-    });
-    CHECK(bitwise_equal(res[0], res[1]));
-    CHECK(bitwise_equal(res[0], res[2]));
+    check_embedding_threads<float>();
+    check_embedding_threads<double>();
   }
-
   SECTION("rmsnorm_backward") {
-    const int N = 777, d = 200;  // partial row chunk and partial column block
-    const std::vector<float> x = to_float(random_vector(size_t(N) * d, 18, 3.0));
-    const std::vector<float> w = to_float(random_vector(d, 19));
-    const std::vector<float> dout = to_float(random_vector(size_t(N) * d, 20));
-    std::vector<float> out(x.size()), rstd(N);
-    cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, d, 1e-5);
-    auto res = with_thread_counts([&] {
-      std::vector<float> dx(x.size(), 0.5f), dw(d, 0.25f);
-      cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, d);
-      dx.insert(dx.end(), dw.begin(), dw.end());
-      return dx;
-    });
-    CHECK(bitwise_equal(res[0], res[1]));
-    CHECK(bitwise_equal(res[0], res[2]));
+    check_rmsnorm_threads<float>();
+    check_rmsnorm_threads<double>();
   }
-
   SECTION("crossentropy at V = 51200") {
-    const int rows = 7, V = 51200;
-    const std::vector<float> logits = to_float(random_vector(size_t(rows) * V, 21, 8.0));
-    std::vector<int32_t> targets(rows);
-    for (int r = 0; r < rows; ++r) targets[r] = (r * 12345) % V;
-    auto res = with_thread_counts([&] {
-      std::vector<float> lg = logits, losses(rows);
-      cpu::crossentropy_forward_backward(losses.data(), lg.data(), targets.data(), rows, V, 1.0f / rows);
-      lg.insert(lg.end(), losses.begin(), losses.end());
-      return lg;
-    });
-    CHECK(bitwise_equal(res[0], res[1]));
-    CHECK(bitwise_equal(res[0], res[2]));
-    CHECK(all_finite(res[0]));
+    check_crossentropy_threads<float>();
+    check_crossentropy_threads<double>();
   }
 }
 

@@ -224,23 +224,30 @@ TEST_CASE("NormRouter backward matches finite differences in z and sigma", "[rou
   }
 }
 
-TEST_CASE("NormRouter dsigma and dz are bitwise independent of the thread count", "[router]") {
+// Double too: the sums run in double, and a float result could hide an order change in them.
+template <typename T>
+void check_norm_router_threads() {
   const int N = 4099, E = 96;  // a partial last row chunk
-  const std::vector<float> z = to_float(logits_away_from_zero(size_t(N) * E, 36));
-  const std::vector<float> ds = to_float(random_vector(z.size(), 37));
-  std::vector<float> s(z.size()), norm(N);
-  cpu::norm_router_forward(s.data(), norm.data(), z.data(), 4.0f, N, E);
+  const Vec z64 = logits_away_from_zero(size_t(N) * E, 36), ds64 = random_vector(z64.size(), 37);
+  const std::vector<T> z(z64.begin(), z64.end()), ds(ds64.begin(), ds64.end());
+  std::vector<T> s(z.size()), norm(N);
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), T(4), N, E);
   auto res = with_thread_counts([&] {
-    std::vector<float> dz(z.size());
-    float dsigma = 0.125f;
-    cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), 1.0f, 4.0f, N, E);
+    std::vector<T> dz(z.size());
+    T dsigma = T(0.125);
+    cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), T(1), T(4), N, E);
     dz.push_back(dsigma);
     return dz;
   });
   for (int q = 1; q < 3; ++q) {
-    CHECK(std::memcmp(&res[0].back(), &res[q].back(), sizeof(float)) == 0);  // dsigma
-    CHECK(std::memcmp(res[0].data(), res[q].data(), res[0].size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(&res[0].back(), &res[q].back(), sizeof(T)) == 0);  // dsigma
+    CHECK(std::memcmp(res[0].data(), res[q].data(), res[0].size() * sizeof(T)) == 0);
   }
+}
+
+TEST_CASE("NormRouter dsigma and dz are bitwise independent of the thread count", "[router]") {
+  check_norm_router_threads<float>();
+  check_norm_router_threads<double>();
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -18,15 +18,17 @@
 // explicit lane arrays, so no result depends on the thread count, on buffer alignment or on the
 // run. No atomics, no shared reductions.
 //
-// Speed (float): the T×T score matrix is never stored. A query block of kQB rows is processed at a
-// time against all keys it can see; the score rows of that block (kQB × Tlen) live in a per-thread
-// buffer. Three small register-tiled kernels do all the O(T²·hd) work, each with its inner loop
-// contiguous in memory so GCC vectorises it:
-//   tile_scores    S[q][j]  = scale · Σ_d A[q][d] · Xt[d][j]     (q·k, and dout·v in backward)
-//   tile_pv        O[q][d]  = Σ_j P[q][j] · X[j][d]              (p·v, and ds·k in backward)
-//   tile_outer_acc Y[j][d] += Σ_q P[q][j] · Z[q][d]              (dk += ds·q, dv += p·dout)
-// The softmax exponential for float is a vectorisable Cody-Waite + degree-6 polynomial exp
-// (≈1 ulp, libm's expf does not vectorise without -ffast-math); double uses std::exp.
+// Speed (float): the T×T score matrix is never stored. Queries are processed in blocks of a few rows
+// (16 forward, 32 backward) against all keys they can see; the score rows of the block
+// (rows × Tlen) live in a per-thread buffer (flash-style: only out and lse are kept). Three small
+// register-tiled kernels do all the O(Tlen²·hd) work, each with its inner loop contiguous in memory
+// so that GCC vectorises it (and keeps the tile in registers):
+//   tile_scores  S[q][j]   = scale · Σ_d A[q][d] · Xt[d][j]     (q·k; dout·v in backward)
+//   tile_pv      O[q][d]   = Σ_j P[q][j] · X[j][d]              (p·v; ds·k in backward)
+//   tile_acc_t   Yt[d][j] += Σ_q Z[q][d] · P[q][j]              (dkᵀ += q·ds, dvᵀ += dout·p)
+// K and V are copied per work item into transposed / zero-padded per-thread buffers, O(Tlen·hd).
+// The softmax exp for float is a vectorisable Cody-Waite + polynomial exp (max error ≈1 ulp; libm's
+// expf does not vectorise without -ffast-math); double uses std::exp.
 #pragma once
 
 #include <algorithm>
@@ -53,17 +55,19 @@ inline T fmadd(T a, T b, T c) {
 #endif
 }
 
-// Tiling constants. kL = SIMD lanes in 512 bits. kKC key columns per score tile and kDC head-dim
-// columns per p·v tile are two vectors wide; kQB query rows share each loaded key/value vector.
+// Tiling. kL = SIMD lanes in 512 bits (16 float / 8 double). A register tile of tile_scores /
+// tile_pv is kMR query rows × two vectors (kKC key columns, or kDC head-dim columns). A query block
+// (kFwdRows rows forward, kBwdRows backward) is a whole number of register tiles; the backward uses
+// taller blocks because tile_acc_t loads and stores its dK/dV tile once per block.
 template <typename T>
 struct Tile {
   static constexpr int kL = 64 / static_cast<int>(sizeof(T));
-  static constexpr int kQB = 16;  // query rows per block
-  static constexpr int kMR = 8;   // query rows per register tile of tile_scores / tile_pv
+  static constexpr int kMR = 8;
   static constexpr int kKC = 2 * kL;
   static constexpr int kDC = 2 * kL;
-  static_assert(kKC % kQB == 0, "key padding must cover a whole query block");
-  static_assert(kQB % kMR == 0, "a block is a whole number of register tiles");
+  static constexpr int kFwdRows = 16;
+  static constexpr int kBwdRows = 32;
+  static_assert(kFwdRows % kMR == 0 && kBwdRows % kMR == 0, "blocks are whole register tiles");
 };
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
@@ -115,78 +119,79 @@ struct AlignedBuf {
   }
 };
 
-// Per-thread scratch of one attention call.
+// Per-thread scratch of one attention call. ldt = Tpad + kL is the stride of every Tlen-long row:
+// a power-of-two stride would put the rows of a tile in the same L1 set.
 template <typename T>
 struct Workspace {
-  AlignedBuf<T> kt, vt;    // Kᵀ, Vᵀ of the group   [hd, ldt]
-  AlignedBuf<T> kp, vp;    // K, V padded           [Tpad, hdp]
-  AlignedBuf<T> dk, dv;    // dKᵀ, dVᵀ accumulators [hdp, ldt]
-  AlignedBuf<T> a, b, c, o;  // query-block rows    [kQB, hdp]
-  AlignedBuf<T> s, p;      // score / prob rows     [kQB, ldt]
+  AlignedBuf<T> kt, vt;       // Kᵀ, Vᵀ of the group     [hd, ldt]
+  AlignedBuf<T> kp, vp;       // K, V (zero padded)      [Tpad, hdp]
+  AlignedBuf<T> dk, dv;       // dKᵀ, dVᵀ accumulators   [hdp, ldt]
+  AlignedBuf<T> a, b, c, o;   // rows of a query block   [rows, hdp]
+  AlignedBuf<T> s, p;         // score / prob rows       [rows, ldt]
   static Workspace& local() {
     static thread_local Workspace ws;
     return ws;
   }
 };
 
-// S[q][j] = scale · Σ_{d<hd} A[q][d] · Xt[d][j]   for q < kQB, j < jn (jn a multiple of kKC).
-// A [kQB, lda], Xt [hd, ldx], S [kQB, lds]. Per output the sum runs over d in order.
+// ---- register-tiled kernels: all the O(Tlen²·hd) work --------------------------------------------
+
+// S[q][j] = scale · Σ_{d<hd} A[q][d] · Xt[d][j]   for q < kMR, j < jn (jn a multiple of kKC).
+// A [kMR, lda], Xt [hd, ldx], S [kMR, lds]. Each output sums over d in order.
 template <typename T>
 inline void tile_scores(T* S, int lds, const T* A, int lda, const T* Xt, int ldx, int hd, int jn,
                         T scale) {
-  constexpr int QB = Tile<T>::kMR, KC = Tile<T>::kKC;
-  for (int q0 = 0; q0 < Tile<T>::kQB; q0 += QB, S += QB * lds, A += QB * lda)
+  constexpr int MR = Tile<T>::kMR, KC = Tile<T>::kKC;
   for (int j0 = 0; j0 < jn; j0 += KC) {
-    T acc[QB][KC];
-    for (int q = 0; q < QB; ++q)
+    T acc[MR][KC];
+    for (int q = 0; q < MR; ++q)
       for (int l = 0; l < KC; ++l) acc[q][l] = T(0);
     for (int d = 0; d < hd; ++d) {
       const T* x = Xt + static_cast<size_t>(d) * ldx + j0;
-      for (int q = 0; q < QB; ++q) {
+      for (int q = 0; q < MR; ++q) {
         const T a = A[q * lda + d];
         for (int l = 0; l < KC; ++l) acc[q][l] = fmadd(a, x[l], acc[q][l]);
       }
     }
-    for (int q = 0; q < QB; ++q)
+    for (int q = 0; q < MR; ++q)
       for (int l = 0; l < KC; ++l) S[q * lds + j0 + l] = acc[q][l] * scale;
   }
 }
 
-// O[q][d] = Σ_{j<jn} P[q][j] · X[j][d]   for q < kQB, d < dn (dn a multiple of kDC).
-// P [kQB, ldp], X [jn, ldx], O [kQB, ldo]. Per output the sum runs over j in order.
+// O[q][d] = Σ_{j<jn} P[q][j] · X[j][d]   for q < kMR, d < dn (dn a multiple of kDC).
+// P [kMR, ldp], X [jn, ldx], O [kMR, ldo]. Each output sums over j in order.
 template <typename T>
 inline void tile_pv(T* O, int ldo, const T* P, int ldp, const T* X, int ldx, int jn, int dn) {
-  constexpr int QB = Tile<T>::kMR, DC = Tile<T>::kDC;
-  for (int q0 = 0; q0 < Tile<T>::kQB; q0 += QB, O += QB * ldo, P += QB * ldp)
+  constexpr int MR = Tile<T>::kMR, DC = Tile<T>::kDC;
   for (int d0 = 0; d0 < dn; d0 += DC) {
-    T acc[QB][DC];
-    for (int q = 0; q < QB; ++q)
+    T acc[MR][DC];
+    for (int q = 0; q < MR; ++q)
       for (int l = 0; l < DC; ++l) acc[q][l] = T(0);
     for (int j = 0; j < jn; ++j) {
       const T* x = X + static_cast<size_t>(j) * ldx + d0;
-      for (int q = 0; q < QB; ++q) {
+      for (int q = 0; q < MR; ++q) {
         const T p = P[q * ldp + j];
         for (int l = 0; l < DC; ++l) acc[q][l] = fmadd(p, x[l], acc[q][l]);
       }
     }
-    for (int q = 0; q < QB; ++q)
+    for (int q = 0; q < MR; ++q)
       for (int l = 0; l < DC; ++l) O[q * ldo + d0 + l] = acc[q][l];
   }
 }
 
-// Yt[d][j] += Σ_{q<kQB} Z[q][d] · P[q][j]   for d < dn (a multiple of 8), j < jn (a multiple of kKC).
-// Z [kQB, ldz], P [kQB, ldp], Yt [dn, ldy] (the transposed accumulator, so that the vector index j
-// is contiguous in both P and Yt). Per output the terms are added in q order.
-template <typename T>
+// Yt[d][j] += Σ_{q<ROWS} Z[q][d] · P[q][j]   for d < dn (a multiple of 8), j < jn (a multiple of kKC).
+// Z [ROWS, ldz], P [ROWS, ldp], Yt [dn, ldy]: the accumulator is transposed so that the vector
+// index j is contiguous in both P and Yt. Each output adds its terms in q order.
+template <int ROWS, typename T>
 inline void tile_acc_t(T* Yt, int ldy, const T* Z, int ldz, const T* P, int ldp, int dn, int jn) {
-  constexpr int QB = Tile<T>::kQB, KC = Tile<T>::kKC, DU = 8;
+  constexpr int KC = Tile<T>::kKC, DU = 8;
   for (int d0 = 0; d0 < dn; d0 += DU) {
     for (int j0 = 0; j0 < jn; j0 += KC) {
       T acc[DU][KC];
       for (int u = 0; u < DU; ++u)
         for (int l = 0; l < KC; ++l) acc[u][l] = Yt[static_cast<size_t>(d0 + u) * ldy + j0 + l];
-#pragma GCC unroll 16
-      for (int q = 0; q < QB; ++q) {
+#pragma GCC unroll 32
+      for (int q = 0; q < ROWS; ++q) {
         const T* p = P + q * ldp + j0;
 #pragma GCC unroll 8
         for (int u = 0; u < DU; ++u) {
@@ -199,6 +204,8 @@ inline void tile_acc_t(T* Yt, int ldy, const T* Z, int ldz, const T* P, int ldp,
     }
   }
 }
+
+// ---- row helpers ---------------------------------------------------------------------------------
 
 // Σ_{i<n} x[i]·y[i] with kL explicit lanes (n a multiple of kL), lanes folded in a fixed tree.
 template <typename T>
@@ -243,12 +250,12 @@ inline T row_max(const T* x, int t, int n) {
   return m;
 }
 
-// Copies rows [t0, t0+kQB) of one head (hd columns starting at col) into a zero-padded [kQB, hdp]
-// block; rows at or beyond Tlen become zeros.
+// Copies rows [t0, t0+rows) of one head (hd columns starting at col) into a zero-padded
+// [rows, hdp] block; rows at or beyond Tlen become zeros.
 template <typename T>
-inline void load_rows(T* dst, int hdp, const T* src, int ld, int col, int t0, int Tlen, int hd) {
-  constexpr int QB = Tile<T>::kQB;
-  for (int q = 0; q < QB; ++q) {
+inline void load_rows(T* dst, int rows, int hdp, const T* src, int ld, int col, int t0, int Tlen,
+                      int hd) {
+  for (int q = 0; q < rows; ++q) {
     T* d = dst + q * hdp;
     const int t = t0 + q;
     if (t < Tlen) {
@@ -369,19 +376,21 @@ void rope_backward(T* dqkv, const T* cos_table, const T* sin_table, int B, int T
 // Forward. qkv [B*Tlen, (nh+2nkv)*hd] (after RoPE) -> out [B*Tlen, nh*hd], lse [B, nh, Tlen].
 // For head h (group g = h/(nh/nkv)), query t, keys s <= t, scale = 1/sqrt(hd):
 //   z_s   = scale · q_t·k_s
-//   lse_t = max_s z_s + log Σ_s exp(z_s − max)
-//   out_t = Σ_s exp(z_s − lse_t) v_s          (computed as Σ_s exp(z_s − max) v_s / Σ_s exp(z_s − max))
-// One work item per (b, h); within it query blocks of kQB rows, each against keys 0..t0+kQB-1.
+//   m_t   = max_s z_s
+//   lse_t = m_t + log Σ_s exp(z_s − m_t)
+//   out_t = Σ_s exp(z_s − m_t) v_s / Σ_s exp(z_s − m_t)        (= Σ_s exp(z_s − lse_t) v_s)
+// One work item per (b, h). Within it, query blocks of kFwdRows rows: scores of the block against
+// keys 0..t0+rows-1 (tile_scores), softmax row by row in place, then p·v (tile_pv).
 template <typename T>
 void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, int nkv, int hd) {
   using namespace attention_detail;
-  constexpr int QB = Tile<T>::kQB, KC = Tile<T>::kKC, DC = Tile<T>::kDC;
-  assert(nkv > 0 && nh % nkv == 0);
+  constexpr int QB = Tile<T>::kFwdRows, MR = Tile<T>::kMR, KC = Tile<T>::kKC, DC = Tile<T>::kDC;
+  assert(nkv > 0 && nh % nkv == 0 && hd > 0);
   const int C = (nh + 2 * nkv) * hd;
   const int Cout = nh * hd;
   const int rep = nh / nkv;
-  const int Tpad = round_up(Tlen, KC);
-  const int ldt = Tpad + Tile<T>::kL;  // row stride of T-long rows: not a power of two (L1 sets)
+  const int Tpad = round_up(Tlen, std::max(QB, KC));
+  const int ldt = Tpad + Tile<T>::kL;
   const int hdp = round_up(hd, DC);
   const T scale = T(1) / std::sqrt(T(hd));
 
@@ -391,23 +400,25 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
     Workspace<T>& ws = Workspace<T>::local();
     T* kt = ws.kt.get(static_cast<size_t>(hd) * ldt);
     T* vp = ws.vp.get(static_cast<size_t>(Tpad) * hdp);
-    T* qb = ws.a.get(static_cast<size_t>(QB) * hdp);
-    T* ob = ws.o.get(static_cast<size_t>(QB) * hdp);
-    T* S = ws.s.get(static_cast<size_t>(QB) * ldt);
+    T* qb = ws.a.get(static_cast<size_t>(QB) * hdp);   // q rows of the block
+    T* ob = ws.o.get(static_cast<size_t>(QB) * hdp);   // unnormalised out rows
+    T* S = ws.s.get(static_cast<size_t>(QB) * ldt);    // scores, then exp(z - m)
     const T* base = qkv + static_cast<size_t>(b) * Tlen * C;
     load_head_t(kt, ldt, Tpad, base, C, (nh + g) * hd, Tlen, hd);
     load_head(vp, hdp, Tpad, base, C, (nh + nkv + g) * hd, Tlen, hd);
 
     for (int t0 = 0; t0 < Tlen; t0 += QB) {
-      const int jn = round_up(t0 + QB, KC);  // keys this block can see, padded
-      load_rows(qb, hdp, base, C, h * hd, t0, Tlen, hd);
-      tile_scores(S, ldt, qb, hdp, kt, ldt, hd, jn, scale);
+      const int jn = round_up(t0 + QB, KC);  // keys the block can see, padded (<= Tpad)
+      load_rows(qb, QB, hdp, base, C, h * hd, t0, Tlen, hd);
+      for (int q0 = 0; q0 < QB; q0 += MR)  // z = scale q·k
+        tile_scores(S + q0 * ldt, ldt, qb + q0 * hdp, hdp, kt, ldt, hd,
+                    round_up(t0 + q0 + MR, KC), scale);
       T sum[QB];
       for (int q = 0; q < QB; ++q) {
-        const int t = std::min(t0 + q, Tlen - 1);  // rows past Tlen: any finite values, unused
+        const int t = std::min(t0 + q, Tlen - 1);  // rows past Tlen are computed, never stored
         T* z = S + q * ldt;
         const T m = row_max(z, t, jn);
-        for (int j = 0; j < jn; ++j) {
+        for (int j = 0; j < jn; ++j) {  // exp(z - m) for s <= t, exactly 0 for masked keys
           const T e = softmax_exp(z[j] - m);
           z[j] = j <= t ? e : T(0);
         }
@@ -415,7 +426,8 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
         if (t0 + q < Tlen)
           lse[(static_cast<size_t>(b) * nh + h) * Tlen + t0 + q] = m + std::log(sum[q]);
       }
-      tile_pv(ob, hdp, S, ldt, vp, hdp, jn, hdp);
+      for (int q0 = 0; q0 < QB; q0 += MR)  // Σ_s exp(z_s - m) v_s
+        tile_pv(ob + q0 * hdp, hdp, S + q0 * ldt, ldt, vp, hdp, t0 + q0 + MR, hdp);
       for (int q = 0; q < QB && t0 + q < Tlen; ++q) {
         T* o = out + (static_cast<size_t>(b) * Tlen + t0 + q) * Cout + h * hd;
         for (int i = 0; i < hd; ++i) o[i] = ob[q * hdp + i] / sum[q];
@@ -426,7 +438,7 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
 
 // Backward. dout [B*Tlen, nh*hd], qkv (after RoPE), out, lse from the forward
 // -> dqkv [B*Tlen, (nh+2nkv)*hd], OVERWRITTEN (gradient w.r.t. the post-RoPE q, k, v).
-// Per head, query t, keys s <= t (p recomputed from lse, never stored beyond a row block):
+// Per head, query t, keys s <= t (p recomputed from lse, rows of one block at a time):
 //   p_s   = exp(scale · q_t·k_s − lse_t)
 //   D_t   = dout_t · out_t
 //   ds_s  = p_s · (dout_t·v_s − D_t)
@@ -434,18 +446,19 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
 //   dk_s += scale · ds_s q_t          (over all query heads of the group and all t >= s)
 //   dv_s += p_s dout_t
 // One work item per (b, g): it owns dk, dv of group g and dq of the group's query heads, and
-// accumulates them in the fixed order (head, query block, query row).
+// accumulates them in the fixed order (head, query block, row). Query blocks of kBwdRows rows:
+// p and dout·v by tile_scores, ds row by row, dq by tile_pv, dkᵀ and dvᵀ by tile_acc_t.
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B,
                         int Tlen, int nh, int nkv, int hd) {
   using namespace attention_detail;
-  constexpr int QB = Tile<T>::kQB, KC = Tile<T>::kKC, DC = Tile<T>::kDC;
-  assert(nkv > 0 && nh % nkv == 0);
+  constexpr int QB = Tile<T>::kBwdRows, MR = Tile<T>::kMR, KC = Tile<T>::kKC, DC = Tile<T>::kDC;
+  assert(nkv > 0 && nh % nkv == 0 && hd > 0);
   const int C = (nh + 2 * nkv) * hd;
   const int Cout = nh * hd;
   const int rep = nh / nkv;
-  const int Tpad = round_up(Tlen, KC);
-  const int ldt = Tpad + Tile<T>::kL;  // row stride of T-long rows: not a power of two (L1 sets)
+  const int Tpad = round_up(Tlen, std::max(QB, KC));
+  const int ldt = Tpad + Tile<T>::kL;
   const int hdp = round_up(hd, DC);
   const T scale = T(1) / std::sqrt(T(hd));
 
@@ -459,11 +472,11 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
     T* dkt = ws.dk.get(static_cast<size_t>(hdp) * ldt);
     T* dvt = ws.dv.get(static_cast<size_t>(hdp) * ldt);
     T* qb = ws.a.get(static_cast<size_t>(QB) * hdp);   // q rows of the block
-    T* gb = ws.b.get(static_cast<size_t>(QB) * hdp);   // dout rows of the block
-    T* dqb = ws.o.get(static_cast<size_t>(QB) * hdp);  // dq rows of the block
-    T* ob = ws.c.get(static_cast<size_t>(QB) * hdp);   // out rows of the block
-    T* P = ws.p.get(static_cast<size_t>(QB) * ldt);   // p rows
-    T* dS = ws.s.get(static_cast<size_t>(QB) * ldt);  // dout·v, then scale·ds rows
+    T* gb = ws.b.get(static_cast<size_t>(QB) * hdp);   // dout rows
+    T* ob = ws.c.get(static_cast<size_t>(QB) * hdp);   // out rows
+    T* dqb = ws.o.get(static_cast<size_t>(QB) * hdp);  // dq rows
+    T* P = ws.p.get(static_cast<size_t>(QB) * ldt);    // z, then p
+    T* dS = ws.s.get(static_cast<size_t>(QB) * ldt);   // dout·v, then scale·ds
     const T* base = qkv + static_cast<size_t>(b) * Tlen * C;
     const T* obase = out + static_cast<size_t>(b) * Tlen * Cout;
     const T* gbase = dout + static_cast<size_t>(b) * Tlen * Cout;
@@ -479,11 +492,14 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
       const T* lrow = lse + (static_cast<size_t>(b) * nh + h) * Tlen;
       for (int t0 = 0; t0 < Tlen; t0 += QB) {
         const int jn = round_up(t0 + QB, KC);
-        load_rows(qb, hdp, base, C, h * hd, t0, Tlen, hd);
-        load_rows(gb, hdp, gbase, Cout, h * hd, t0, Tlen, hd);
-        load_rows(ob, hdp, obase, Cout, h * hd, t0, Tlen, hd);
-        tile_scores(P, ldt, qb, hdp, kt, ldt, hd, jn, scale);     // z = scale q·k
-        tile_scores(dS, ldt, gb, hdp, vt, ldt, hd, jn, T(1));     // dout·v
+        load_rows(qb, QB, hdp, base, C, h * hd, t0, Tlen, hd);
+        load_rows(gb, QB, hdp, gbase, Cout, h * hd, t0, Tlen, hd);
+        load_rows(ob, QB, hdp, obase, Cout, h * hd, t0, Tlen, hd);
+        for (int q0 = 0; q0 < QB; q0 += MR) {
+          const int jq = round_up(t0 + q0 + MR, KC);
+          tile_scores(P + q0 * ldt, ldt, qb + q0 * hdp, hdp, kt, ldt, hd, jq, scale);  // z
+          tile_scores(dS + q0 * ldt, ldt, gb + q0 * hdp, hdp, vt, ldt, hd, jq, T(1));  // dout·v
+        }
         for (int q = 0; q < QB; ++q) {
           const int t = t0 + q;
           T* p = P + q * ldt;
@@ -494,20 +510,21 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
           }
           const T l = lrow[t];
           const T D = lane_dot(gb + q * hdp, ob + q * hdp, hdp);
-          for (int j = 0; j < jn; ++j) {
+          for (int j = 0; j < jn; ++j) {  // masked keys (and stale tile entries) become exactly 0
             const T e = softmax_exp(p[j] - l);
             const T pj = j <= t ? e : T(0);
             p[j] = pj;
-            ds[j] = scale * (pj * (ds[j] - D));
+            ds[j] = j <= t ? scale * (pj * (ds[j] - D)) : T(0);
           }
         }
-        tile_pv(dqb, hdp, dS, ldt, kp, hdp, jn, hdp);              // dq = Σ_s (scale ds_s) k_s
+        for (int q0 = 0; q0 < QB; q0 += MR)  // dq_t = Σ_s (scale ds_s) k_s
+          tile_pv(dqb + q0 * hdp, hdp, dS + q0 * ldt, ldt, kp, hdp, t0 + q0 + MR, hdp);
         for (int q = 0; q < QB && t0 + q < Tlen; ++q) {
           T* d = dbase + static_cast<size_t>(t0 + q) * C + h * hd;
           for (int i = 0; i < hd; ++i) d[i] = dqb[q * hdp + i];
         }
-        tile_acc_t(dkt, ldt, qb, hdp, dS, ldt, hdp, jn);          // dk_s += (scale ds_s) q_t
-        tile_acc_t(dvt, ldt, gb, hdp, P, ldt, hdp, jn);           // dv_s += p_s dout_t
+        tile_acc_t<QB>(dkt, ldt, qb, hdp, dS, ldt, hdp, jn);  // dk_s += (scale ds_s) q_t
+        tile_acc_t<QB>(dvt, ldt, gb, hdp, P, ldt, hdp, jn);   // dv_s += p_s dout_t
       }
     }
     for (int t = 0; t < Tlen; ++t) {

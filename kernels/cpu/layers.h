@@ -7,9 +7,12 @@
 // iteration, and every sum runs in a fixed order:
 //   - sums inside a row use kLanes independent accumulators (element i goes to lane i % kLanes, lanes
 //     combined by a fixed tree, then the tail), which lets the compiler vectorise without -ffast-math;
-//   - sums across rows are either per column in row order (rmsnorm dw, embedding dE) or per fixed
-//     chunk of kRowChunk rows, then the chunk partials in chunk order (ordered_row_sum).
-// Reductions accumulate in double, also for T = float.
+//   - sums across rows are either per output row in token order (embedding dE: dE's rows are split
+//     among iterations by id) or per fixed chunk of rows (kRowChunk / kNormRowChunk, constants), each
+//     chunk in row order, then the chunk partials in chunk order (ordered_row_sum, rmsnorm dw).
+// Reductions accumulate in double, also for T = float. (Bits can differ between builds, e.g. with or
+// without FMA contraction under -march=native; never between thread counts or runs of one binary.)
+// Scratch: only detail::chunk_partials, a thread_local buffer of the calling thread that grows once.
 //
 // "+=" outputs accumulate into what is there, "=" outputs are fully overwritten.
 #pragma once
@@ -28,8 +31,10 @@ constexpr int64_t kMinParallelWork = int64_t(1) << 15;
 constexpr int kRowChunk = 64;
 // Independent accumulators for sums inside a row.
 constexpr int kLanes = 8;
-// Columns per task for per-column sums over rows (rmsnorm dw).
+// Columns per task for per-column sums (rmsnorm dw's final reduction).
 constexpr int kColChunk = 32;
+// Rows per chunk of rmsnorm_backward's dw partials.
+constexpr int kNormRowChunk = 128;
 // Token groups of embedding_backward (row v of dE belongs to group v % kEmbedGroups).
 constexpr int kEmbedGroups = 64;
 
@@ -61,13 +66,15 @@ inline double dot(const T* a, const T* b, int n) {
 template <typename T>
 inline T max_value(const T* a, int n) {
   T m = a[0];
+#if defined(_OPENMP) && !defined(__clang__)  // clang cannot vectorise this max without fast-math
 #pragma omp simd reduction(max : m)
+#endif
   for (int i = 1; i < n; ++i) m = a[i] > m ? a[i] : m;
   return m;
 }
 
 // The calling thread's scratch for per-chunk partial sums (grows, never shrinks).
-inline double* chunk_partials(int n) {
+inline double* chunk_partials(int64_t n) {
   static thread_local std::vector<double> buf;
   if (buf.size() < size_t(n)) buf.resize(size_t(n));
   return buf.data();
@@ -77,7 +84,7 @@ inline double* chunk_partials(int n) {
 // chunk summed in row order, the chunk partials summed in chunk order. row(t) may also write row t's
 // outputs (it is called exactly once per row, from one thread). work_per_row sizes the parallel cutoff.
 template <class F>
-inline double ordered_row_sum(int N, int64_t work_per_row, F&& row) {
+inline double ordered_row_sum(int N, [[maybe_unused]] int64_t work_per_row, F&& row) {
   if (N <= 0) return 0.0;
   const int nchunks = (N + kRowChunk - 1) / kRowChunk;
   double* partial = chunk_partials(nchunks);
@@ -129,7 +136,8 @@ void embedding_backward(T* dE, const T* dout, const int32_t* tokens, int N, int 
 // RMSNorm.  x, out, dout, dx [N,d]; w, dw [d]; rstd [N].
 //   forward:  rstd[t] = 1/sqrt(mean_i x[t,i]² + eps);  out[t,i] = x[t,i]·rstd[t]·w[i]
 //   backward: dx[t,j] += rstd·(dout[t,j]·w[j] − x[t,j]·rstd²·(Σ_i dout[t,i]·w[i]·x[t,i])/d)
-//             dw[i]   += Σ_t dout[t,i]·x[t,i]·rstd[t]        (per column, in row order)
+//             dw[i]   += Σ_t dout[t,i]·x[t,i]·rstd[t]   (rows in chunks of kNormRowChunk, each chunk in
+//             row order, the chunk partials in chunk order; scratch: N·d/kNormRowChunk doubles)
 // out may alias x.
 template <typename T>
 void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int d, double eps) {
@@ -147,36 +155,41 @@ void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int d, doub
 template <typename T>
 void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd, int N,
                       int d) {
-  // dx: one row per iteration.
+  // Pass 1, one chunk of kNormRowChunk rows per iteration: dx rows, and the chunk's partial dw (its rows
+  // in row order) into part[chunk, :] while the rows are in L1.
+  constexpr int K = detail::kNormRowChunk;
+  const int nchunks = (N + K - 1) / K;
+  if (nchunks == 0 || d <= 0) return;
+  double* part = detail::chunk_partials(int64_t(nchunks) * d);
 #pragma omp parallel for schedule(static) if (int64_t(N) * d >= detail::kMinParallelWork)
-  for (int t = 0; t < N; ++t) {
-    const T* g = dout + int64_t(t) * d;
-    const T* xr = x + int64_t(t) * d;
-    T* dxr = dx + int64_t(t) * d;
-    const double rs = rstd[t];
-    const double gwx =
-        detail::lane_sum(d, [&](int i) { return double(g[i]) * double(w[i]) * double(xr[i]); });
-    const T a = T(rs);
-    const T b = T(rs * rs * rs * gwx / d);
-    for (int i = 0; i < d; ++i) dxr[i] += a * (g[i] * w[i]) - xr[i] * b;
+  for (int c = 0; c < nchunks; ++c) {
+    double* pc = part + int64_t(c) * d;
+    for (int i = 0; i < d; ++i) pc[i] = 0.0;
+    const int end = std::min(N, (c + 1) * K);
+    for (int t = c * K; t < end; ++t) {
+      const T* g = dout + int64_t(t) * d;
+      const T* xr = x + int64_t(t) * d;
+      T* dxr = dx + int64_t(t) * d;
+      const double rs = rstd[t];
+      const double gwx =
+          detail::lane_sum(d, [&](int i) { return double(g[i]) * double(w[i]) * double(xr[i]); });
+      const T a = T(rs);
+      const T b = T(rs * rs * rs * gwx / d);
+      for (int i = 0; i < d; ++i) dxr[i] += a * (g[i] * w[i]) - xr[i] * b;
+      for (int i = 0; i < d; ++i) pc[i] += double(g[i]) * double(xr[i]) * rs;
+    }
   }
-  // dw: one block of kColChunk columns per iteration, each column summed over rows in row order.
+  // Pass 2, one block of kColChunk columns per iteration: dw[i] += Σ_chunks part[c, i] in chunk order.
   const int nblocks = (d + detail::kColChunk - 1) / detail::kColChunk;
-#pragma omp parallel for schedule(static) if (int64_t(N) * d >= detail::kMinParallelWork)
+#pragma omp parallel for schedule(static) if (int64_t(nchunks) * d >= detail::kMinParallelWork)
   for (int cb = 0; cb < nblocks; ++cb) {
     constexpr int C = detail::kColChunk;
     const int c0 = cb * C;
     const int width = std::min(C, d - c0);
     double acc[C] = {};
-    for (int t = 0; t < N; ++t) {
-      const T* g = dout + int64_t(t) * d + c0;
-      const T* xr = x + int64_t(t) * d + c0;
-      const double rs = rstd[t];
-      if (width == C) {
-        for (int i = 0; i < C; ++i) acc[i] += double(g[i]) * double(xr[i]) * rs;
-      } else {
-        for (int i = 0; i < width; ++i) acc[i] += double(g[i]) * double(xr[i]) * rs;
-      }
+    for (int c = 0; c < nchunks; ++c) {
+      const double* pc = part + int64_t(c) * d + c0;
+      for (int i = 0; i < width; ++i) acc[i] += pc[i];
     }
     for (int i = 0; i < width; ++i) dw[c0 + i] += T(acc[i]);
   }

@@ -92,8 +92,8 @@ void norm_router_backward(T* dz, T* dsigma, const T* ds, const T* z, const T* no
     const T D = n + T(1e-8);
     // P = Σ_{z_i>0} z_i·ds_i, so Σ_i ds_i·r_i = P/D and <z, G_u> = σc·P.
     const double P = detail::lane_sum(E, [&](int i) {
-      const T zp = zr[i] > T(0) ? zr[i] : T(0);
-      return double(zp) * double(dsr[i]);
+      const T pos = T(zr[i] > T(0));  // branch-free: random signs would mispredict
+      return double(zr[i] * pos) * double(dsr[i]);
     });
     const double Dd = double(D);
     const T a = T(sc / Dd);                         // G_u/D = a·ds on the positive part
