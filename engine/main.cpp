@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "data/tokenize.h"
 #include "engine/config.h"
 #include "engine/error.h"
 #include "engine/train.h"
@@ -37,6 +38,17 @@ int main(int argc, char** argv) {
   bench->add_option("--steps", bench_options.steps, "timed steps")->check(CLI::PositiveNumber);
   bench->add_option("--warmup", bench_options.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
 
+  // unipool tokenize --out PREFIX [--tokenizer bytes] [--doc-separator LINE] INPUT...
+  CLI::App* tokenize = app.add_subcommand("tokenize", "text files / JSONL → Megatron .bin/.idx token shards");
+  data::TokenizeOptions tok;
+  tokenize->add_option("--out", tok.out_prefix, "output prefix: writes PREFIX.bin and PREFIX.idx")->required();
+  tokenize->add_option("--tokenizer", tok.tokenizer, "bytes (one token per byte, vocabulary 257)");
+  tokenize->add_option("--doc-separator", tok.doc_separator,
+                       "a line that separates documents inside plain-text files (e.g. %)");
+  tokenize->add_option("--shuffle-seed", tok.shuffle_seed, "seed of the document shuffle");
+  tokenize->add_option("inputs", tok.inputs, "files or directories (.jsonl: one {\"text\": ...} per line)")
+      ->required();
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (train->parsed()) {
@@ -48,6 +60,8 @@ int main(int argc, char** argv) {
             "--resume and --init-from cannot be combined (a checkpoint already holds the weights)");
       const Config config = load_config(read_config_file(config_path), overrides, /*check_data=*/true);
       run_train(config, train_options);
+    } else if (tokenize->parsed()) {
+      data::run_tokenize(tok);
     } else if (bench->parsed()) {
       const Config config = load_config(read_config_file(config_path), overrides, /*check_data=*/false);
       run_bench(config, bench_options);

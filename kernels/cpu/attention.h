@@ -113,6 +113,7 @@ struct AlignedBuf {
       const size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
       p = static_cast<T*>(std::aligned_alloc(64, bytes));
       if (!p) throw std::bad_alloc();
+      std::memset(p, 0, bytes);  // never read indeterminate values (stale ones are masked anyway)
       n = count;
     }
     return p;
