@@ -1,0 +1,105 @@
+// The optimizer step: LR schedule, clipping, AdamW with decay on rank >= 2 only, and a global norm
+// that counts each shared tensor once and does not depend on the thread count.
+#include <omp.h>
+
+#include <cmath>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/optimizer.h"
+#include "model/layout.h"
+#include "tests/catch.h"
+
+using namespace unipool;
+
+TEST_CASE("warmup + cosine schedule", "[optim]") {
+  OptimConfig o;
+  o.lr = 1.0;
+  o.min_lr = 0.1;
+  o.warmup_steps = 10;
+  CHECK(learning_rate(o, 110, 1) == Approx(0.1));
+  CHECK(learning_rate(o, 110, 10) == Approx(1.0));
+  CHECK(learning_rate(o, 110, 60) == Approx(0.1 + 0.9 * 0.5));  // halfway through the cosine
+  CHECK(learning_rate(o, 110, 110) == Approx(0.1));
+  CHECK(learning_rate(o, 110, 200) == Approx(0.1));
+  o.warmup_steps = 0;
+  CHECK(learning_rate(o, 100, 1) == Approx(0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 0.01))));
+}
+
+TEST_CASE("clip factor", "[optim]") {
+  CHECK(clip_factor(0.5, 1.0) == 1.0);
+  CHECK(clip_factor(4.0, 1.0) == Approx(1.0 / (4.0 + 1e-6)));
+  CHECK(clip_factor(4.0, 0.0) == 1.0);  // 0 disables clipping
+}
+
+namespace {
+Layout small_pool_layout() {
+  ModelConfig m;
+  m.vocab_size = 11;
+  m.vocab_multiple = 4;
+  m.seq_len = 4;
+  m.n_layer = 4;
+  m.d_model = 8;
+  m.n_head = 2;
+  m.n_kv_head = 1;
+  m.ffn_hidden = 6;
+  m.ffn = "unipool";
+  m.pool_size = 6;
+  m.router = "norm";
+  m.router_share = 2;
+  return make_layout(m);
+}
+}  // namespace
+
+TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tensor moves", "[optim]") {
+  const Layout layout = small_pool_layout();
+  std::vector<double> p(layout.arena_size, 0.5), g(layout.arena_size, 0.0), m(layout.arena_size, 0.0),
+      v(layout.arena_size, 0.0);
+  for (int64_t i = 0; i < layout.arena_size; ++i) g[i] = 0.01 * ((i % 7) - 3);
+  OptimConfig o;
+  o.weight_decay = 0.1;
+  const double lr = 0.01, scale = 0.5;
+  const std::vector<double> p0 = p;
+  adamw_step(layout, p.data(), g.data(), m.data(), v.data(), 1, lr, scale, o);
+  for (const ParamTensor& t : layout.tensors) {
+    for (int64_t j = 0; j < t.numel; j += std::max<int64_t>(1, t.numel / 5)) {
+      const int64_t i = t.offset + j;
+      const double grad = g[i] * scale;
+      const double m1 = (1 - o.beta1) * grad, v1 = (1 - o.beta2) * grad * grad;
+      const double mh = m1 / (1 - o.beta1), vh = v1 / (1 - o.beta2);
+      const double decay = t.decay ? 1 - lr * o.weight_decay : 1.0;
+      const double expected = p0[i] * decay - lr * mh / (std::sqrt(vh) + o.eps);
+      INFO(t.name << "[" << j << "]");
+      CHECK(p[i] == Approx(expected).epsilon(1e-12));
+      CHECK(m[i] == Approx(m1).margin(1e-18));
+    }
+    CHECK(t.decay == (t.shape.size() >= 2));
+  }
+  // A zero gradient still decays a matrix and still moves through its moments on the next step.
+  const ParamTensor& pool = layout[layout.find("pools.0.w13")];
+  CHECK(pool.decay);
+  CHECK(!layout[layout.find("routers.0.scale")].decay);
+  CHECK(!layout[layout.find("layers.0.attn_norm.weight")].decay);
+}
+
+TEST_CASE("global grad norm counts each shared tensor once and ignores the thread count", "[optim]") {
+  const Layout layout = small_pool_layout();
+  std::vector<float> g(layout.arena_size, 0.0f);
+  double expected = 0;
+  for (const ParamTensor& t : layout.tensors)
+    for (int64_t i = 0; i < t.numel; ++i) {
+      g[t.offset + i] = 0.001f * static_cast<float>((i * 37 + t.offset) % 101 - 50);
+      expected += double(g[t.offset + i]) * g[t.offset + i];
+    }
+  // The pool tensors are used by 4 layers but appear once in the layout: counted once.
+  CHECK(layout[layout.find("pools.0.w13")].uses == 4);
+  CHECK(layout[layout.find("routers.1.weight")].uses == 2);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const double n1 = global_grad_norm(layout, g.data());
+  omp_set_num_threads(3);
+  const double n3 = global_grad_norm(layout, g.data());
+  omp_set_num_threads(saved);
+  CHECK(n1 == n3);
+  CHECK(n1 == Approx(std::sqrt(expected)).epsilon(1e-12));
+}
