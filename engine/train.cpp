@@ -109,17 +109,23 @@ void run_train(const Config& c, const TrainOptions& options) {
   if (options.resume) {
     resumed_from = options.resume_dir.empty() ? latest_checkpoint(out) : options.resume_dir;
     check(!resumed_from.empty(), "--resume: no checkpoint found in train.out_dir '" + out + "'");
-    const nlohmann::json state = load_checkpoint(resumed_from, layout, trainer.model.params(),
-                                                 trainer.exp_avg.data(), trainer.exp_avg_sq.data());
-    check(state.contains("config") && state["config"].contains("model") && state.contains("step"),
+    // The model config is compared before any tensor is read, so that a checkpoint of another model
+    // is refused naming the config key (not the first tensor whose shape differs).
+    check(path_exists(resumed_from + "/state.json"),
+          "--resume: '" + resumed_from + "' is not a checkpoint (no state.json)");
+    const nlohmann::json peek = nlohmann::json::parse(read_file(resumed_from + "/state.json"), nullptr, false);
+    check(!peek.is_discarded() && peek.is_object() && peek.contains("config") && peek["config"].contains("model") &&
+              peek.contains("step"),
           resumed_from + "/state.json: missing step or config");
     const nlohmann::json ours = c.to_json()["model"];
     for (auto it = ours.begin(); it != ours.end(); ++it) {
-      check(state["config"]["model"].contains(it.key()) && state["config"]["model"][it.key()] == it.value(),
+      check(peek["config"]["model"].contains(it.key()) && peek["config"]["model"][it.key()] == it.value(),
             "--resume: model." + it.key() + " of the checkpoint (" +
-                state["config"]["model"].value(it.key(), nlohmann::json()).dump() + ") differs from this run's (" +
+                peek["config"]["model"].value(it.key(), nlohmann::json()).dump() + ") differs from this run's (" +
                 it.value().dump() + ")");
     }
+    const nlohmann::json state = load_checkpoint(resumed_from, layout, trainer.model.params(),
+                                                 trainer.exp_avg.data(), trainer.exp_avg_sq.data());
     trainer.step = state["step"].get<int>();
     train_data.restore(state.at("data").at("train"));
     if (c.model.ffn == "unipool") {
@@ -131,16 +137,22 @@ void run_train(const Config& c, const TrainOptions& options) {
     load_weights(options.init_from, layout, trainer.model.params());
   }
 
-  make_dirs(out);
+  // The run directory's files (metrics.jsonl, config.json) are written over only once the first step
+  // has succeeded: bad data (a token id >= vocab_size is found only when read) or a non-finite first
+  // loss leaves a previous run's files as they were.
   const std::string metrics_path = out + "/metrics.jsonl";
-  if (options.resume) {
-    truncate_metrics(metrics_path, trainer.step);
-  } else {
-    write_file_atomic(metrics_path, "");
-  }
-  write_file_atomic(out + "/config.json", c.to_json().dump(2) + "\n");
-  std::FILE* metrics = std::fopen(metrics_path.c_str(), "a");
-  check(metrics != nullptr, "cannot open " + metrics_path + " for appending");
+  std::FILE* metrics = nullptr;
+  auto open_metrics = [&](int done_step) {
+    make_dirs(out);
+    if (options.resume) {
+      truncate_metrics(metrics_path, done_step);
+    } else {
+      write_file_atomic(metrics_path, "");
+    }
+    write_file_atomic(out + "/config.json", c.to_json().dump(2) + "\n");
+    metrics = std::fopen(metrics_path.c_str(), "a");
+    check(metrics != nullptr, "cannot open " + metrics_path + " for appending");
+  };
 
   const int64_t tokens_per_step =
       static_cast<int64_t>(c.train.micro_batch) * c.model.seq_len * c.train.grad_accum;
@@ -170,7 +182,7 @@ void run_train(const Config& c, const TrainOptions& options) {
     try {
       r = trainer.train_step(next_train);
     } catch (const Error& e) {
-      std::fclose(metrics);
+      if (metrics) std::fclose(metrics);
       throw Error(std::string(e.what()) + ". Last good checkpoint: " +
                   (last_ckpt.empty() ? std::string("none written yet") : last_ckpt));
     }
@@ -179,6 +191,7 @@ void run_train(const Config& c, const TrainOptions& options) {
     const double tok_per_s = tokens_per_step / std::max(dt, 1e-9);
     const double eta = elapsed / (step - first_step) * (c.train.steps - step);
     const std::string line = metrics_line(step, r, tokens_per_step * step, tok_per_s, elapsed);
+    if (!metrics) open_metrics(first_step);
     std::fprintf(metrics, "%s\n", line.c_str());
     std::fflush(metrics);
     if (step % c.train.log_every == 0 || step == c.train.steps || step == first_step + 1) {
@@ -209,7 +222,7 @@ void run_train(const Config& c, const TrainOptions& options) {
       std::fflush(stdout);
     }
   }
-  std::fclose(metrics);
+  if (metrics) std::fclose(metrics);
   std::printf("done: %d steps in %s\n", c.train.steps - first_step, format_duration(seconds_since(t_start)).c_str());
 }
 
