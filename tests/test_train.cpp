@@ -608,7 +608,7 @@ TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint u
 // ------------------------------------------------------------------------------------------------
 // 6. --init-from
 
-TEST_CASE("--init-from starts from exactly the given weights; bad files are named", "[train]") {
+TEST_CASE("train: --init-from starts from exactly the given weights; bad files are named", "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
