@@ -89,9 +89,12 @@ std::string trim(const std::string& s) {
 
 const char* split_name(Split s) {
   switch (s) {
-    case Split::train: return "train";
-    case Split::valid: return "valid";
-    case Split::test: return "test";
+    case Split::train:
+      return "train";
+    case Split::valid:
+      return "valid";
+    case Split::test:
+      return "test";
   }
   return "?";
 }
@@ -105,9 +108,11 @@ std::array<double, 3> parse_split(const std::string& split) {
   size_t part = 0, start = 0;
   for (;;) {
     const size_t comma = split.find(',', start);
-    const std::string field = trim(split.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    const std::string field =
+        trim(split.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     check(part < 3, what + "more than 3 parts (expected train,valid,test weights like 969,30,1)");
-    check(!field.empty(), what + "empty part " + std::to_string(part + 1) + " (expected numbers like 969,30,1)");
+    check(!field.empty(),
+          what + "empty part " + std::to_string(part + 1) + " (expected numbers like 969,30,1)");
     char* end = nullptr;
     errno = 0;
     const double v = std::strtod(field.c_str(), &end);
@@ -129,12 +134,14 @@ std::array<int64_t, 4> split_indices(const std::array<double, 3>& weights, int64
   // idx[1:]. Python's round is half-to-even, which is std::nearbyint in the default rounding mode.
   std::array<int64_t, 4> idx{0, 0, 0, 0};
   for (int p = 0; p < 3; ++p) {
-    idx[p + 1] = idx[p] + static_cast<int64_t>(std::nearbyint(weights[p] * static_cast<double>(num_documents)));
+    idx[p + 1] = idx[p] + static_cast<int64_t>(
+                              std::nearbyint(weights[p] * static_cast<double>(num_documents)));
   }
   const int64_t diff = idx[3] - num_documents;
   for (int p = 1; p < 4; ++p) idx[p] -= diff;
   // Megatron can leave a boundary below its predecessor for tiny document counts and a weight of 0
-  // (e.g. "0,1,1" on 3 documents gives [0,-1,1,3]); clamp so every part is a valid, maybe empty, range.
+  // (e.g. "0,1,1" on 3 documents gives [0,-1,1,3]); clamp so every part is a valid, maybe empty,
+  // range.
   for (int p = 1; p < 4; ++p) idx[p] = std::min(std::max(idx[p], idx[p - 1]), num_documents);
   return idx;
 }
@@ -144,8 +151,10 @@ std::array<int64_t, 4> split_indices(const std::array<double, 3>& weights, int64
 
 Loader::Loader(const LoaderSpec& spec, Split split) : spec_(spec), split_(split) {
   check(!spec.blend.empty(), "data loader: the blend has no datasets");
-  check(spec.seq_len >= 1, "data loader: seq_len must be >= 1, got " + std::to_string(spec.seq_len));
-  check(spec.vocab_size >= 1, "data loader: vocab_size must be >= 1, got " + std::to_string(spec.vocab_size));
+  check(spec.seq_len >= 1,
+        "data loader: seq_len must be >= 1, got " + std::to_string(spec.seq_len));
+  check(spec.vocab_size >= 1,
+        "data loader: vocab_size must be >= 1, got " + std::to_string(spec.vocab_size));
   split_weights_ = parse_split(spec.split);
   const int64_t T = spec.seq_len;
   const int s = static_cast<int>(split);
@@ -160,8 +169,8 @@ Loader::Loader(const LoaderSpec& spec, Split split) : spec_(spec), split_(split)
     const std::array<int64_t, 4> idx = split_indices(split_weights_, ndocs);
     for (int p = 0; p < 3; ++p) {
       if (idx[p] == idx[p + 1]) {
-        warn_once(ds.file.name() + ": split \"" + spec.split + "\" gives the " + split_name(Split(p)) +
-                  " part no documents (of " + std::to_string(ndocs) + ")" +
+        warn_once(ds.file.name() + ": split \"" + spec.split + "\" gives the " +
+                  split_name(Split(p)) + " part no documents (of " + std::to_string(ndocs) + ")" +
                   (split_weights_[p] == 0 ? ", as its weight is 0" : ""));
       }
     }
@@ -172,15 +181,17 @@ Loader::Loader(const LoaderSpec& spec, Split split) : spec_(spec), split_(split)
     const int64_t ntok = ds.tok_hi - ds.tok_lo;
     ds.num_samples = ntok >= 1 ? (ntok - 1) / T : 0;
     check(ds.num_samples <= int64_t(UINT32_MAX),
-          ds.file.name() + ": " + std::to_string(ds.num_samples) + " samples in the " + split_name(split) +
-              " split, more than the loader's limit of 2^32 - 1");
+          ds.file.name() + ": " + std::to_string(ds.num_samples) + " samples in the " +
+              split_name(split) + " split, more than the loader's limit of 2^32 - 1");
     ds.fingerprint = fingerprint(ds.file);
     if (ds.num_samples == 0) {
-      const std::string why = ds.file.name() + ": " + std::to_string(ds.doc_hi - ds.doc_lo) + " documents, " +
-                              std::to_string(ntok) + " tokens in the " + split_name(split) + " split";
+      const std::string why = ds.file.name() + ": " + std::to_string(ds.doc_hi - ds.doc_lo) +
+                              " documents, " + std::to_string(ntok) + " tokens in the " +
+                              split_name(split) + " split";
       why_empty += "; " + why;
       if (ntok > 0) {  // (a part with no documents was warned about above)
-        warn_once(why + ", fewer than seq_len + 1 = " + std::to_string(T + 1) + ": left out of the blend");
+        warn_once(why + ", fewer than seq_len + 1 = " + std::to_string(T + 1) +
+                  ": left out of the blend");
       }
     } else {
       ds.weight = weight;
@@ -189,8 +200,8 @@ Loader::Loader(const LoaderSpec& spec, Split split) : spec_(spec), split_(split)
     datasets_.push_back(std::move(ds));
   }
   check(weight_sum > 0, std::string("data loader: no samples for the ") + split_name(split) +
-                            " split in any dataset of the blend (split \"" + spec.split + "\", seq_len " +
-                            std::to_string(T) + ")" + why_empty);
+                            " split in any dataset of the blend (split \"" + spec.split +
+                            "\", seq_len " + std::to_string(T) + ")" + why_empty);
   for (Dataset& ds : datasets_) ds.weight /= weight_sum;
   buf_.resize(static_cast<size_t>(T) + 1);
 }
@@ -303,14 +314,20 @@ nlohmann::json Loader::state() const {
 
 void Loader::restore(const nlohmann::json& st) {
   const std::string what = "data loader state: ";
-  struct Position { uint64_t epoch; int64_t pos; };
+  struct Position {
+    uint64_t epoch;
+    int64_t pos;
+  };
   std::vector<Position> positions;
   int64_t drawn_total = 0;
   try {
-    check(st.is_object() && st.value("kind", "") == "unipool.data.Loader" && st.at("version").get<int>() == 1,
+    check(st.is_object() && st.value("kind", "") == "unipool.data.Loader" &&
+              st.at("version").get<int>() == 1,
           what + "not a unipool data loader state (version 1)");
-    auto mismatch = [&](const std::string& field, const std::string& mine, const std::string& theirs) {
-      throw Error(what + "does not match this loader: " + field + " is " + mine + ", the state has " + theirs);
+    auto mismatch = [&](const std::string& field, const std::string& mine,
+                        const std::string& theirs) {
+      throw Error(what + "does not match this loader: " + field + " is " + mine +
+                  ", the state has " + theirs);
     };
     if (st.at("split").get<std::string>() != split_name(split_)) {
       mismatch("split", split_name(split_), st.at("split").get<std::string>());
@@ -326,7 +343,8 @@ void Loader::restore(const nlohmann::json& st) {
     }
     const nlohmann::json& dss = st.at("datasets");
     if (!dss.is_array() || dss.size() != datasets_.size()) {
-      mismatch("the number of datasets", std::to_string(datasets_.size()), std::to_string(dss.size()));
+      mismatch("the number of datasets", std::to_string(datasets_.size()),
+               std::to_string(dss.size()));
     }
     int64_t sum = 0;
     for (size_t d = 0; d < datasets_.size(); ++d) {
@@ -335,7 +353,8 @@ void Loader::restore(const nlohmann::json& st) {
       const std::string who = "dataset " + std::to_string(d) + " (" + ds.file.name() + ") ";
       auto same_int = [&](const char* key, int64_t mine) {
         const int64_t theirs = j.at(key).get<int64_t>();
-        if (theirs != mine) mismatch(who + key, std::to_string(mine), std::to_string(theirs) + " (different data?)");
+        if (theirs != mine)
+          mismatch(who + key, std::to_string(mine), std::to_string(theirs) + " (different data?)");
       };
       same_int("num_tokens", ds.file.num_tokens());
       same_int("num_documents", ds.file.num_documents());
@@ -343,11 +362,12 @@ void Loader::restore(const nlohmann::json& st) {
       const nlohmann::json docs = j.at("documents");
       if (docs != nlohmann::json({ds.doc_lo, ds.doc_hi})) {
         mismatch(who + "split documents",
-                 "[" + std::to_string(ds.doc_lo) + ", " + std::to_string(ds.doc_hi) + ")", docs.dump());
+                 "[" + std::to_string(ds.doc_lo) + ", " + std::to_string(ds.doc_hi) + ")",
+                 docs.dump());
       }
       if (j.at("fingerprint").get<std::string>() != ds.fingerprint) {
-        mismatch(who + "content fingerprint", ds.fingerprint, j.at("fingerprint").get<std::string>() +
-                 " (different data?)");
+        mismatch(who + "content fingerprint", ds.fingerprint,
+                 j.at("fingerprint").get<std::string>() + " (different data?)");
       }
       if (j.at("weight").get<double>() != spec_.blend[d].first) {
         mismatch(who + "blend weight", std::to_string(spec_.blend[d].first), j.at("weight").dump());
@@ -356,14 +376,16 @@ void Loader::restore(const nlohmann::json& st) {
       const int64_t pos = j.at("position").get<int64_t>();
       const bool ok = epoch >= 0 && pos >= 0 &&
                       (ds.num_samples == 0 ? epoch == 0 && pos == 0 : pos < ds.num_samples);
-      check(ok, what + who + "has an invalid position: epoch " + std::to_string(epoch) + ", position " +
-                    std::to_string(pos) + " of " + std::to_string(ds.num_samples) + " samples");
+      check(ok, what + who + "has an invalid position: epoch " + std::to_string(epoch) +
+                    ", position " + std::to_string(pos) + " of " + std::to_string(ds.num_samples) +
+                    " samples");
       positions.push_back({static_cast<uint64_t>(epoch), pos});
       sum += epoch * ds.num_samples + pos;
     }
     drawn_total = st.at("samples_drawn").get<int64_t>();
     check(drawn_total == sum, what + "samples_drawn " + std::to_string(drawn_total) +
-                                  " does not equal the sum over the datasets' positions " + std::to_string(sum));
+                                  " does not equal the sum over the datasets' positions " +
+                                  std::to_string(sum));
   } catch (const nlohmann::json::exception& e) {
     throw Error(what + "malformed: " + e.what());
   }

@@ -38,15 +38,24 @@ T load(const uint8_t* p) {
 
 const char* dtype_name(uint8_t code) {
   switch (code) {
-    case 1: return "uint8";
-    case 2: return "int8";
-    case 3: return "int16";
-    case 4: return "int32";
-    case 5: return "int64";
-    case 6: return "float64 or float32 (ambiguous)";
-    case 7: return "float32 or float64 (ambiguous)";
-    case 8: return "uint16";
-    default: return "unknown";
+    case 1:
+      return "uint8";
+    case 2:
+      return "int8";
+    case 3:
+      return "int16";
+    case 4:
+      return "int32";
+    case 5:
+      return "int64";
+    case 6:
+      return "float64 or float32 (ambiguous)";
+    case 7:
+      return "float32 or float64 (ambiguous)";
+    case 8:
+      return "uint16";
+    default:
+      return "unknown";
   }
 }
 
@@ -66,7 +75,9 @@ class Writer {
     check(std::fwrite(p, 1, n, f_) == n, "cannot write " + path_ + ": " + std::strerror(errno));
   }
   template <typename T>
-  void put(T v) { write(&v, sizeof(T)); }
+  void put(T v) {
+    write(&v, sizeof(T));
+  }
   void close() {
     const int rc = std::fclose(f_);
     f_ = nullptr;
@@ -169,12 +180,15 @@ TokenFile TokenFile::open_megatron(const std::string& prefix) {
   const size_t idx_size = f.idx_.size();
 
   // header
-  if (idx_size >= sizeof(kLegacyMagic) && std::memcmp(idx, kLegacyMagic, sizeof(kLegacyMagic)) == 0) {
-    throw Error(idx_path + ": bad magic TNTIDX: a legacy (non-mmap) Megatron index, not supported "
+  if (idx_size >= sizeof(kLegacyMagic) &&
+      std::memcmp(idx, kLegacyMagic, sizeof(kLegacyMagic)) == 0) {
+    throw Error(idx_path +
+                ": bad magic TNTIDX: a legacy (non-mmap) Megatron index, not supported "
                 "(expected MMIDIDX)");
   }
   if (idx_size < kMegatronHeader) {
-    if (idx_size < sizeof(kMegatronMagic) || std::memcmp(idx, kMegatronMagic, sizeof(kMegatronMagic)) != 0) {
+    if (idx_size < sizeof(kMegatronMagic) ||
+        std::memcmp(idx, kMegatronMagic, sizeof(kMegatronMagic)) != 0) {
       throw Error(idx_path + ": bad magic (expected MMIDIDX), not a Megatron index file (" +
                   std::to_string(idx_size) + " bytes)");
     }
@@ -190,8 +204,8 @@ TokenFile TokenFile::open_megatron(const std::string& prefix) {
   }
   const uint8_t dtype = idx[17];
   if (dtype != kDtypeUint16 && dtype != kDtypeInt32) {
-    throw Error(idx_path + ": unsupported dtype code " + std::to_string(dtype) + " (" + dtype_name(dtype) +
-                "); token files must be uint16 (code 8) or int32 (code 4)");
+    throw Error(idx_path + ": unsupported dtype code " + std::to_string(dtype) + " (" +
+                dtype_name(dtype) + "); token files must be uint16 (code 8) or int32 (code 4)");
   }
   f.itemsize_ = dtype == kDtypeUint16 ? 2 : 4;
   const uint64_t n = load<uint64_t>(idx + 18);
@@ -199,7 +213,8 @@ TokenFile TokenFile::open_megatron(const std::string& prefix) {
 
   // size: exactly 34 + 12N + 8D, computed without overflow (N and D come from the file)
   const uint64_t room = idx_size - kMegatronHeader;
-  const std::string counts = "N=" + std::to_string(n) + " sequences, D=" + std::to_string(d) + " document indices";
+  const std::string counts =
+      "N=" + std::to_string(n) + " sequences, D=" + std::to_string(d) + " document indices";
   if (d == 0) throw Error(idx_path + ": document count D is 0 (must be >= 1: documents + 1)");
   if (n > room / 12 || d > (room - 12 * n) / 8) {
     throw Error(idx_path + ": truncated: header says " + counts + ", which needs more than the " +
@@ -208,7 +223,8 @@ TokenFile TokenFile::open_megatron(const std::string& prefix) {
   const uint64_t expected = kMegatronHeader + 12 * n + 8 * d;
   if (expected != idx_size) {
     throw Error(idx_path + ": size mismatch: header says " + counts + " so the index is " +
-                std::to_string(expected) + " bytes (34 + 12N + 8D), file has " + std::to_string(idx_size) +
+                std::to_string(expected) + " bytes (34 + 12N + 8D), file has " +
+                std::to_string(idx_size) +
                 " (trailing bytes; multimodal sequence_modes are not supported)");
   }
   f.num_sequences_ = static_cast<int64_t>(n);
@@ -223,16 +239,19 @@ TokenFile TokenFile::open_megatron(const std::string& prefix) {
     const int32_t len = load<int32_t>(lengths + 4 * i);
     const int64_t ptr = load<int64_t>(pointers + 8 * i);
     if (len < 0) {
-      throw Error(idx_path + ": sequence " + std::to_string(i) + " has negative length " + std::to_string(len));
+      throw Error(idx_path + ": sequence " + std::to_string(i) + " has negative length " +
+                  std::to_string(len));
     }
     if (ptr != expected_ptr) {
-      throw Error(idx_path + ": sequence " + std::to_string(i) + " pointer " + std::to_string(ptr) + " != " +
-                  std::to_string(expected_ptr) + " (pointers are byte offsets: previous pointer + length * " +
+      throw Error(idx_path + ": sequence " + std::to_string(i) + " pointer " + std::to_string(ptr) +
+                  " != " + std::to_string(expected_ptr) +
+                  " (pointers are byte offsets: previous pointer + length * " +
                   std::to_string(f.itemsize_) + ")");
     }
     const int64_t bytes = static_cast<int64_t>(len) * f.itemsize_;
     if (expected_ptr > std::numeric_limits<int64_t>::max() - bytes) {
-      throw Error(idx_path + ": sequence lengths sum past 2^63 bytes at sequence " + std::to_string(i));
+      throw Error(idx_path + ": sequence lengths sum past 2^63 bytes at sequence " +
+                  std::to_string(i));
     }
     expected_ptr += bytes;
   }
@@ -249,22 +268,25 @@ TokenFile TokenFile::open_megatron(const std::string& prefix) {
                   std::to_string(prev) + " then " + std::to_string(s) + ")");
     }
     if (s > f.num_sequences_) {
-      throw Error(idx_path + ": document_indices entry " + std::to_string(i) + " is " + std::to_string(s) +
-                  ", past the sequence count N=" + std::to_string(n));
+      throw Error(idx_path + ": document_indices entry " + std::to_string(i) + " is " +
+                  std::to_string(s) + ", past the sequence count N=" + std::to_string(n));
     }
     prev = s;
   }
   if (prev != f.num_sequences_) {
-    throw Error(idx_path + ": document_indices must end at the sequence count N=" + std::to_string(n) +
-                ", found " + std::to_string(prev));
+    throw Error(idx_path + ": document_indices must end at the sequence count N=" +
+                std::to_string(n) + ", found " + std::to_string(prev));
   }
 
   // .bin: exactly the bytes the index describes
   f.bin_ = MappedFile::open(bin_path);
   const uint64_t bin_size = f.bin_.size();
   if (bin_size != static_cast<uint64_t>(expected_ptr)) {
-    throw Error(bin_path + (bin_size < static_cast<uint64_t>(expected_ptr) ? ": truncated" : ": size mismatch") +
-                ": index says " + std::to_string(expected_ptr) + " bytes, file has " + std::to_string(bin_size));
+    throw Error(
+        bin_path +
+        (bin_size < static_cast<uint64_t>(expected_ptr) ? ": truncated" : ": size mismatch") +
+        ": index says " + std::to_string(expected_ptr) + " bytes, file has " +
+        std::to_string(bin_size));
   }
   f.num_tokens_ = expected_ptr / f.itemsize_;
   if (f.num_tokens_ == 0) throw Error(prefix + ": shard is empty (0 tokens in " + bin_path + ")");
@@ -282,9 +304,10 @@ TokenFile TokenFile::open_llmc(const std::string& path) {
   const uint64_t size = f.bin_.size();
   const uint64_t header = kLlmcHeaderInts * 4;
   if (size < 4 || (load<uint32_t>(p) != kLlmcMagicGpt2 && load<uint32_t>(p) != kLlmcMagicLlama3)) {
-    throw Error(path + ": bad magic " + (size < 4 ? std::string("(file too short)") : std::to_string(load<uint32_t>(p))) +
-                " (expected " + std::to_string(kLlmcMagicGpt2) + " or " + std::to_string(kLlmcMagicLlama3) +
-                "), not an llm.c token shard");
+    throw Error(path + ": bad magic " +
+                (size < 4 ? std::string("(file too short)") : std::to_string(load<uint32_t>(p))) +
+                " (expected " + std::to_string(kLlmcMagicGpt2) + " or " +
+                std::to_string(kLlmcMagicLlama3) + "), not an llm.c token shard");
   }
   if (size < header) {
     throw Error(path + ": truncated: " + std::to_string(size) + " bytes, an llm.c header needs " +
@@ -295,17 +318,19 @@ TokenFile TokenFile::open_llmc(const std::string& path) {
   const int32_t ntok = load<int32_t>(p + 8);
   const int32_t expected_version = magic == kLlmcMagicGpt2 ? 1 : 7;
   if (version != expected_version) {
-    throw Error(path + ": unsupported version " + std::to_string(version) + " for magic " + std::to_string(magic) +
-                " (expected " + std::to_string(expected_version) + ")");
+    throw Error(path + ": unsupported version " + std::to_string(version) + " for magic " +
+                std::to_string(magic) + " (expected " + std::to_string(expected_version) + ")");
   }
   f.itemsize_ = magic == kLlmcMagicGpt2 ? 2 : 4;
   f.is_unsigned32_ = magic == kLlmcMagicLlama3;
-  if (ntok < 0) throw Error(path + ": negative token count " + std::to_string(ntok) + " in the header");
+  if (ntok < 0)
+    throw Error(path + ": negative token count " + std::to_string(ntok) + " in the header");
   const uint64_t expected = header + static_cast<uint64_t>(ntok) * f.itemsize_;
   if (size != expected) {
-    throw Error(path + ": size mismatch" + (size < expected ? " (truncated)" : "") + ": header says " +
-                std::to_string(ntok) + " tokens, so the file is " + std::to_string(expected) +
-                " bytes (1024 + ntok * " + std::to_string(f.itemsize_) + "), file has " + std::to_string(size));
+    throw Error(path + ": size mismatch" + (size < expected ? " (truncated)" : "") +
+                ": header says " + std::to_string(ntok) + " tokens, so the file is " +
+                std::to_string(expected) + " bytes (1024 + ntok * " + std::to_string(f.itemsize_) +
+                "), file has " + std::to_string(size));
   }
   if (ntok == 0) throw Error(path + ": shard is empty (0 tokens)");
   f.num_tokens_ = ntok;
@@ -316,7 +341,8 @@ TokenFile TokenFile::open_llmc(const std::string& path) {
   f.llmc_doc_starts_.push_back(0);
   std::vector<int32_t> chunk(1 << 16);
   for (int64_t begin = 0; begin < f.num_tokens_; begin += static_cast<int64_t>(chunk.size())) {
-    const int64_t count = std::min<int64_t>(static_cast<int64_t>(chunk.size()), f.num_tokens_ - begin);
+    const int64_t count =
+        std::min<int64_t>(static_cast<int64_t>(chunk.size()), f.num_tokens_ - begin);
     f.read_tokens(begin, count, chunk.data());
     for (int64_t i = begin == 0 ? 1 : 0; i < count; ++i) {
       if (chunk[static_cast<size_t>(i)] == delim) f.llmc_doc_starts_.push_back(begin + i);
@@ -330,7 +356,8 @@ TokenFile TokenFile::open_llmc(const std::string& path) {
 // TokenFile: access
 
 int64_t TokenFile::num_documents() const {
-  return format_ == ShardFormat::megatron ? doc_count_ - 1 : static_cast<int64_t>(llmc_doc_starts_.size()) - 1;
+  return format_ == ShardFormat::megatron ? doc_count_ - 1
+                                          : static_cast<int64_t>(llmc_doc_starts_.size()) - 1;
 }
 
 int64_t TokenFile::doc_start(int64_t d) const {
@@ -344,14 +371,16 @@ int64_t TokenFile::doc_start(int64_t d) const {
 }
 
 int64_t TokenFile::document_begin(int64_t doc) const {
-  check(doc >= 0 && doc < num_documents(), name_ + ": document " + std::to_string(doc) + " out of range (" +
-                                               std::to_string(num_documents()) + " documents)");
+  check(doc >= 0 && doc < num_documents(), name_ + ": document " + std::to_string(doc) +
+                                               " out of range (" + std::to_string(num_documents()) +
+                                               " documents)");
   return doc_start(doc);
 }
 
 int64_t TokenFile::document_end(int64_t doc) const {
-  check(doc >= 0 && doc < num_documents(), name_ + ": document " + std::to_string(doc) + " out of range (" +
-                                               std::to_string(num_documents()) + " documents)");
+  check(doc >= 0 && doc < num_documents(), name_ + ": document " + std::to_string(doc) +
+                                               " out of range (" + std::to_string(num_documents()) +
+                                               " documents)");
   return doc_start(doc + 1);
 }
 
@@ -363,8 +392,9 @@ int32_t TokenFile::token(int64_t i) const {
 
 void TokenFile::read_tokens(int64_t begin, int64_t count, int32_t* out) const {
   if (begin < 0 || count < 0 || begin > num_tokens_ || count > num_tokens_ - begin) {
-    throw Error(token_path_ + ": read of " + std::to_string(count) + " tokens at token " + std::to_string(begin) +
-                " out of range (" + std::to_string(num_tokens_) + " tokens)");
+    throw Error(token_path_ + ": read of " + std::to_string(count) + " tokens at token " +
+                std::to_string(begin) + " out of range (" + std::to_string(num_tokens_) +
+                " tokens)");
   }
   const uint8_t* p = tokens_ + static_cast<size_t>(begin) * itemsize_;
   if (itemsize_ == 2) {
@@ -375,8 +405,8 @@ void TokenFile::read_tokens(int64_t begin, int64_t count, int32_t* out) const {
     for (int64_t i = 0; i < count; ++i) {
       const uint32_t t = load<uint32_t>(p + 4 * i);
       if (t > static_cast<uint32_t>(std::numeric_limits<int32_t>::max())) {
-        throw Error(token_path_ + ": token id " + std::to_string(t) + " at token " + std::to_string(begin + i) +
-                    " does not fit int32");
+        throw Error(token_path_ + ": token id " + std::to_string(t) + " at token " +
+                    std::to_string(begin + i) + " does not fit int32");
       }
       out[i] = static_cast<int32_t>(t);
     }
@@ -399,7 +429,8 @@ void write_megatron(const std::string& prefix, const std::vector<std::vector<int
   size_t pos = 0;
   for (const auto& doc : documents) {
     check(doc.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
-          bin_path + ": a document of " + std::to_string(doc.size()) + " tokens does not fit an int32 length");
+          bin_path + ": a document of " + std::to_string(doc.size()) +
+              " tokens does not fit an int32 length");
     buf.resize(doc.size());
     for (size_t i = 0; i < doc.size(); ++i, ++pos) {
       check_uint16_token(bin_path, doc[i], pos);
@@ -414,19 +445,20 @@ void write_megatron(const std::string& prefix, const std::vector<std::vector<int
 
   Writer idx(idx_path);
   idx.write(kMegatronMagic, sizeof(kMegatronMagic));
-  idx.put<uint64_t>(1);             // version
-  idx.put<uint8_t>(kDtypeUint16);   // dtype code
-  idx.put<uint64_t>(n);             // sequence count
-  idx.put<uint64_t>(n + 1);         // document count (+1)
+  idx.put<uint64_t>(1);            // version
+  idx.put<uint8_t>(kDtypeUint16);  // dtype code
+  idx.put<uint64_t>(n);            // sequence count
+  idx.put<uint64_t>(n + 1);        // document count (+1)
   idx.write(lengths.data(), lengths.size() * 4);
   idx.write(pointers.data(), pointers.size() * 8);
-  for (uint64_t i = 0; i <= n; ++i) idx.put<int64_t>(static_cast<int64_t>(i));  // one sequence per document
+  for (uint64_t i = 0; i <= n; ++i)
+    idx.put<int64_t>(static_cast<int64_t>(i));  // one sequence per document
   idx.close();
 }
 
 void write_llmc(const std::string& path, const std::vector<int32_t>& tokens) {
-  check(tokens.size() < (size_t(1) << 31),
-        path + ": " + std::to_string(tokens.size()) + " tokens, an llm.c shard holds fewer than 2^31");
+  check(tokens.size() < (size_t(1) << 31), path + ": " + std::to_string(tokens.size()) +
+                                               " tokens, an llm.c shard holds fewer than 2^31");
   std::vector<int32_t> header(kLlmcHeaderInts, 0);
   header[0] = static_cast<int32_t>(kLlmcMagicGpt2);
   header[1] = 1;

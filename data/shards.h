@@ -8,18 +8,20 @@
 //        34+12N: int64 document_indices[D] (first sequence of each document; 0 first, N last)
 //        size exactly 34 + 12N + 8D (the arrays are unaligned: they are read with memcpy)
 //   .bin  the sequences' tokens back to back, no header, size exactly sum(lengths) * itemsize.
-//   Document d is the sequences [doc_idx[d], doc_idx[d+1]). Writers append the EOD (50256) themselves.
+//   Document d is the sequences [doc_idx[d], doc_idx[d+1]). Writers append the EOD (50256)
+//   themselves.
 //
 // karpathy/llm.c token shard, one .bin:
 //   256 int32 header (1024 bytes): [0] magic, [1] version, [2] token count; then the tokens.
-//   magic 20240520 version 1: uint16 tokens (GPT-2);  magic 20240801 version 7: uint32 tokens (LLaMA-3).
-//   size exactly 1024 + ntok * itemsize. There is no document index: llm.c's writers put a delimiter
-//   BEFORE each document (EOT 50256 for GPT-2; BOS 128000 for the uint32 LLaMA-3 shards), so a document
-//   starts at every delimiter and at token 0.
+//   magic 20240520 version 1: uint16 tokens (GPT-2);  magic 20240801 version 7: uint32 tokens
+//   (LLaMA-3). size exactly 1024 + ntok * itemsize. There is no document index: llm.c's writers put
+//   a delimiter BEFORE each document (EOT 50256 for GPT-2; BOS 128000 for the uint32 LLaMA-3
+//   shards), so a document starts at every delimiter and at token 0.
 //
-// TokenFile::open checks every invariant and throws unipool::Error naming the file and the problem; a
-// corrupt file never crashes the reader or makes it read out of bounds. Token ids are NOT checked
-// against a vocabulary here (that would read the whole file): the Loader checks each token it reads.
+// TokenFile::open checks every invariant and throws unipool::Error naming the file and the problem;
+// a corrupt file never crashes the reader or makes it read out of bounds. Token ids are NOT checked
+// against a vocabulary here (that would read the whole file): the Loader checks each token it
+// reads.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -32,11 +34,11 @@ enum class ShardFormat { megatron, llmc };
 ShardFormat parse_shard_format(const std::string& s);  // "megatron" | "llmc", else Error
 const char* shard_format_name(ShardFormat f);
 
-constexpr int32_t kGpt2Eot = 50256;          // GPT-2 <|endoftext|>
-constexpr int32_t kLlama3Bos = 128000;       // LLaMA-3 <|begin_of_text|> (llm.c uint32 shards)
-constexpr uint32_t kLlmcMagicGpt2 = 20240520;  // version 1, uint16 tokens
+constexpr int32_t kGpt2Eot = 50256;              // GPT-2 <|endoftext|>
+constexpr int32_t kLlama3Bos = 128000;           // LLaMA-3 <|begin_of_text|> (llm.c uint32 shards)
+constexpr uint32_t kLlmcMagicGpt2 = 20240520;    // version 1, uint16 tokens
 constexpr uint32_t kLlmcMagicLlama3 = 20240801;  // version 7, uint32 tokens
-constexpr int kLlmcHeaderInts = 256;         // 1024-byte header
+constexpr int kLlmcHeaderInts = 256;             // 1024-byte header
 
 // A read-only memory mapping of a whole file (POSIX mmap); move-only, unmapped in the destructor.
 class MappedFile {
@@ -84,13 +86,15 @@ class TokenFile {
   TokenFile() = default;
   static TokenFile open_megatron(const std::string& prefix);
   static TokenFile open_llmc(const std::string& path);
-  int64_t doc_start(int64_t d) const;  // d in [0, num_documents()]: the token offset, num_tokens at the end
+  int64_t doc_start(
+      int64_t d) const;  // d in [0, num_documents()]: the token offset, num_tokens at the end
 
   std::string name_, token_path_;
   ShardFormat format_ = ShardFormat::megatron;
   int itemsize_ = 2;
-  bool is_unsigned32_ = false;  // llm.c version 7: uint32 tokens (values >= 2^31 are rejected on read)
-  MappedFile bin_;              // the token file, kept mapped
+  bool is_unsigned32_ =
+      false;        // llm.c version 7: uint32 tokens (values >= 2^31 are rejected on read)
+  MappedFile bin_;  // the token file, kept mapped
   const uint8_t* tokens_ = nullptr;  // first token byte inside bin_
   int64_t num_tokens_ = 0;
   // megatron: the .idx stays mapped; document starts are looked up in it (no per-document memory)

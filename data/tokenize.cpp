@@ -71,8 +71,8 @@ std::vector<std::string> list_inputs(const std::vector<std::string>& inputs) {
 }  // namespace
 
 void run_tokenize(const TokenizeOptions& o) {
-  check(o.tokenizer == "bytes", "tokenize: --tokenizer '" + o.tokenizer +
-                                    "' is not available (this build has: bytes)");
+  check(o.tokenizer == "bytes",
+        "tokenize: --tokenizer '" + o.tokenizer + "' is not available (this build has: bytes)");
   check(!o.out_prefix.empty(), "tokenize: --out PREFIX is required");
   check(!o.inputs.empty(), "tokenize: no input files");
   const auto t0 = std::chrono::steady_clock::now();
@@ -90,7 +90,8 @@ void run_tokenize(const TokenizeOptions& o) {
         if (line.empty()) continue;
         const auto j = nlohmann::json::parse(line, nullptr, false);
         check(!j.is_discarded() && j.is_object() && j.contains("text") && j["text"].is_string(),
-              path + ":" + std::to_string(line_no) + ": expected a JSON object with a \"text\" string");
+              path + ":" + std::to_string(line_no) +
+                  ": expected a JSON object with a \"text\" string");
         const std::string doc = j["text"].get<std::string>();
         if (!doc.empty()) docs.push_back(doc);
       }
@@ -115,9 +116,11 @@ void run_tokenize(const TokenizeOptions& o) {
   if (!parent.empty()) make_dirs(parent.string());
   write_megatron(o.out_prefix, encoded);
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("tokenize: %zu documents, %.2f MB of text → %lld tokens (%s, vocabulary %d) in %s.{bin,idx} | %.1f MB/s\n",
-              docs.size(), bytes / 1e6, static_cast<long long>(tokens), o.tokenizer.c_str(), kBytesVocab,
-              o.out_prefix.c_str(), bytes / 1e6 / std::max(dt, 1e-9));
+  std::printf(
+      "tokenize: %zu documents, %.2f MB of text → %lld tokens (%s, vocabulary %d) in %s.{bin,idx} "
+      "| %.1f MB/s\n",
+      docs.size(), bytes / 1e6, static_cast<long long>(tokens), o.tokenizer.c_str(), kBytesVocab,
+      o.out_prefix.c_str(), bytes / 1e6 / std::max(dt, 1e-9));
 }
 
 }  // namespace unipool::data

@@ -19,9 +19,11 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-std::vector<TensorRef> arena_tensors(const Layout& layout, const float* arena, const std::string& prefix) {
+std::vector<TensorRef> arena_tensors(const Layout& layout, const float* arena,
+                                     const std::string& prefix) {
   std::vector<TensorRef> refs;
-  for (const ParamTensor& t : layout.tensors) refs.push_back({prefix + t.name, t.shape, arena + t.offset});
+  for (const ParamTensor& t : layout.tensors)
+    refs.push_back({prefix + t.name, t.shape, arena + t.offset});
   return refs;
 }
 
@@ -102,7 +104,8 @@ std::string save_checkpoint(const std::string& out_dir, int step, int keep, cons
 
 nlohmann::json load_checkpoint(const std::string& dir, const Layout& layout, float* params,
                                float* exp_avg, float* exp_avg_sq) {
-  check(path_exists(dir + "/state.json"), "--resume: '" + dir + "' is not a checkpoint (no state.json)");
+  check(path_exists(dir + "/state.json"),
+        "--resume: '" + dir + "' is not a checkpoint (no state.json)");
   nlohmann::json state = nlohmann::json::parse(read_file(dir + "/state.json"), nullptr, false);
   check(!state.is_discarded() && state.is_object(), dir + "/state.json: not valid JSON");
   load_weights(dir + "/model.safetensors", layout, params);

@@ -90,8 +90,7 @@ void merge_known(json& dst, const json& src, const std::string& prefix) {
 // Applies one "a.b.c=value" override.
 void apply_override(json& tree, const std::string& assignment) {
   const size_t eq = assignment.find('=');
-  check(eq != std::string::npos && eq > 0,
-        "--set expects key=value, got '" + assignment + "'");
+  check(eq != std::string::npos && eq > 0, "--set expects key=value, got '" + assignment + "'");
   const std::string key = assignment.substr(0, eq);
   const std::string text = assignment.substr(eq + 1);
   json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -100,7 +99,8 @@ void apply_override(json& tree, const std::string& assignment) {
   size_t start = 0;
   while (true) {
     const size_t dot = key.find('.', start);
-    const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const std::string part =
+        key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     check(node->is_object() && node->contains(part), "unknown config key '" + key + "' (in --set)");
     node = &(*node)[part];
     if (dot == std::string::npos) break;
@@ -123,23 +123,36 @@ json config_defaults() {
 
 json Config::to_json() const {
   json j;
-  j["model"] = {{"vocab_size", model.vocab_size},       {"vocab_multiple", model.vocab_multiple},
-                {"seq_len", model.seq_len},             {"n_layer", model.n_layer},
-                {"d_model", model.d_model},             {"n_head", model.n_head},
-                {"n_kv_head", model.n_kv_head},         {"ffn_hidden", model.ffn_hidden},
-                {"norm_eps", model.norm_eps},           {"rope_base", model.rope_base},
-                {"init_std", model.init_std},           {"ffn", model.ffn},
-                {"experts_per_layer", model.experts_per_layer}, {"pool_size", model.pool_size},
-                {"pool_group", model.pool_group},       {"top_k", model.top_k},
-                {"router", model.router},               {"router_renorm", model.router_renorm},
+  j["model"] = {{"vocab_size", model.vocab_size},
+                {"vocab_multiple", model.vocab_multiple},
+                {"seq_len", model.seq_len},
+                {"n_layer", model.n_layer},
+                {"d_model", model.d_model},
+                {"n_head", model.n_head},
+                {"n_kv_head", model.n_kv_head},
+                {"ffn_hidden", model.ffn_hidden},
+                {"norm_eps", model.norm_eps},
+                {"rope_base", model.rope_base},
+                {"init_std", model.init_std},
+                {"ffn", model.ffn},
+                {"experts_per_layer", model.experts_per_layer},
+                {"pool_size", model.pool_size},
+                {"pool_group", model.pool_group},
+                {"top_k", model.top_k},
+                {"router", model.router},
+                {"router_renorm", model.router_renorm},
                 {"router_share", model.router_share}};
   j["loss"] = {{"aux_coeff", loss.aux_coeff},
                {"pool_aux_coeff", loss.pool_aux_coeff},
                {"z_loss_coeff", loss.z_loss_coeff}};
-  j["optim"] = {{"lr", optim.lr},           {"min_lr", optim.min_lr},
-                {"warmup_steps", optim.warmup_steps}, {"weight_decay", optim.weight_decay},
-                {"beta1", optim.beta1},     {"beta2", optim.beta2},
-                {"eps", optim.eps},         {"grad_clip", optim.grad_clip}};
+  j["optim"] = {{"lr", optim.lr},
+                {"min_lr", optim.min_lr},
+                {"warmup_steps", optim.warmup_steps},
+                {"weight_decay", optim.weight_decay},
+                {"beta1", optim.beta1},
+                {"beta2", optim.beta2},
+                {"eps", optim.eps},
+                {"grad_clip", optim.grad_clip}};
   j["train"] = {{"steps", train.steps},           {"micro_batch", train.micro_batch},
                 {"grad_accum", train.grad_accum}, {"seed", train.seed},
                 {"eval_every", train.eval_every}, {"eval_batches", train.eval_batches},
@@ -152,7 +165,8 @@ json Config::to_json() const {
   return j;
 }
 
-Config load_config(const json& file_json, const std::vector<std::string>& overrides, bool check_data) {
+Config load_config(const json& file_json, const std::vector<std::string>& overrides,
+                   bool check_data) {
   json tree = config_defaults();
   if (!file_json.is_null()) merge_known(tree, file_json, "");
   for (const auto& o : overrides) apply_override(tree, o);
@@ -208,12 +222,12 @@ Config load_config(const json& file_json, const std::vector<std::string>& overri
   c.train.backend = get_string(t, "train", "backend");
   c.train.log_every = get_int(t, "train", "log_every");
   c.train.threads = get_int(t, "train", "threads");
-  c.optim.warmup_steps = o["warmup_steps"].is_null() ? c.train.steps / 100
-                                                      : get_int(o, "optim", "warmup_steps");
+  c.optim.warmup_steps =
+      o["warmup_steps"].is_null() ? c.train.steps / 100 : get_int(o, "optim", "warmup_steps");
 
   const json& d = tree["data"];
-  check(d["train"].is_array(), "data.train: expected a list of [weight, prefix] pairs, got " +
-                                   describe(d["train"]));
+  check(d["train"].is_array(),
+        "data.train: expected a list of [weight, prefix] pairs, got " + describe(d["train"]));
   for (const json& entry : d["train"]) {
     check(entry.is_array() && entry.size() == 2 && entry[0].is_number() && entry[1].is_string(),
           "data.train: each entry must be [weight, \"prefix\"], got " + describe(entry));
@@ -251,8 +265,8 @@ void validate_config(const Config& c, bool check_data) {
   check(m.n_head % m.n_kv_head == 0, "model.n_kv_head: n_head " + std::to_string(m.n_head) +
                                          " is not divisible by n_kv_head " +
                                          std::to_string(m.n_kv_head));
-  check(m.head_dim() % 2 == 0, "model.n_head: head dim " + std::to_string(m.head_dim()) +
-                                   " must be even for RoPE");
+  check(m.head_dim() % 2 == 0,
+        "model.n_head: head dim " + std::to_string(m.head_dim()) + " must be even for RoPE");
   check(m.ffn == "dense" || m.ffn == "moe" || m.ffn == "unipool",
         "model.ffn: must be dense, moe or unipool, got '" + m.ffn + "'");
   check(m.router == "softmax" || m.router == "norm",
@@ -260,14 +274,14 @@ void validate_config(const Config& c, bool check_data) {
   check(m.pool_group >= 0, "model.pool_group: must be >= 0 (0 = one global pool)");
   if (m.ffn == "unipool") {
     check(m.n_layer % m.pool_layers() == 0,
-          "model.pool_group: n_layer " + std::to_string(m.n_layer) + " is not divisible by pool_group " +
-              std::to_string(m.pool_group));
+          "model.pool_group: n_layer " + std::to_string(m.n_layer) +
+              " is not divisible by pool_group " + std::to_string(m.pool_group));
   }
   if (m.is_moe()) {
     const char* width_key = m.ffn == "unipool" ? "model.pool_size" : "model.experts_per_layer";
-    check(m.top_k <= m.router_width(),
-          std::string("model.top_k: k = ") + std::to_string(m.top_k) + " exceeds the " +
-              std::to_string(m.router_width()) + " experts of " + width_key);
+    check(m.top_k <= m.router_width(), std::string("model.top_k: k = ") + std::to_string(m.top_k) +
+                                           " exceeds the " + std::to_string(m.router_width()) +
+                                           " experts of " + width_key);
     check(m.n_layer % m.router_share == 0,
           "model.router_share: n_layer " + std::to_string(m.n_layer) +
               " is not divisible by router_share " + std::to_string(m.router_share));

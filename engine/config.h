@@ -18,23 +18,27 @@ struct ModelConfig {
   int d_model = 768;
   int n_head = 12;
   int n_kv_head = 4;
-  int ffn_hidden = 3072;      // F: dense FFN width and each expert's width
+  int ffn_hidden = 3072;  // F: dense FFN width and each expert's width
   double norm_eps = 1e-5;
   double rope_base = 1e6;
   double init_std = 0.01;
   std::string ffn = "dense";  // dense | moe | unipool
   int experts_per_layer = 8;  // moe: E private experts per layer
   int pool_size = 96;         // unipool: M experts per pool
-  int pool_group = 0;         // unipool: N adjacent layers share a pool; 0 = all layers (one global pool)
+  int pool_group = 0;  // unipool: N adjacent layers share a pool; 0 = all layers (one global pool)
   int top_k = 1;
   std::string router = "softmax";  // softmax | norm (NormRouter)
   bool router_renorm = false;      // softmax router: renormalise the k gates
-  int router_share = 1;            // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
+  int router_share = 1;  // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
 
-  int padded_vocab() const { return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
+  int padded_vocab() const {
+    return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple;
+  }
   int head_dim() const { return d_model / n_head; }
   bool is_moe() const { return ffn != "dense"; }
-  int router_width() const { return ffn == "unipool" ? pool_size : ffn == "moe" ? experts_per_layer : 0; }
+  int router_width() const {
+    return ffn == "unipool" ? pool_size : ffn == "moe" ? experts_per_layer : 0;
+  }
   int pool_layers() const { return pool_group == 0 ? n_layer : pool_group; }  // N
   int n_pools() const { return ffn == "unipool" ? n_layer / pool_layers() : 0; }
   int n_routers() const { return is_moe() ? n_layer / router_share : 0; }
@@ -63,9 +67,9 @@ struct TrainConfig {
   int micro_batch = 16;  // sequences per micro-batch
   int grad_accum = 1;
   uint64_t seed = 1234;
-  int eval_every = 0;    // 0 disables evaluation
+  int eval_every = 0;  // 0 disables evaluation
   int eval_batches = 10;
-  int ckpt_every = 0;    // 0 disables checkpoints
+  int ckpt_every = 0;  // 0 disables checkpoints
   int ckpt_keep = 3;
   std::string out_dir = "runs/default";
   std::string backend = "auto";  // cpu | cuda | auto (cuda when a GPU is present)
@@ -75,7 +79,7 @@ struct TrainConfig {
 
 struct DataConfig {
   std::vector<std::pair<double, std::string>> train;  // blend: (weight, prefix or file)
-  std::string format = "megatron";                      // megatron | llmc
+  std::string format = "megatron";                    // megatron | llmc
   std::string split = "969,30,1";
 };
 
@@ -94,7 +98,8 @@ nlohmann::json config_defaults();
 
 // Builds a Config from a JSON object (keys missing take defaults), applying `overrides`
 // ("key=value", value parsed as JSON when valid JSON, else a string). Unknown keys, wrong types
-// and invalid values throw Error naming the key. `check_data` also requires the data files to exist.
+// and invalid values throw Error naming the key. `check_data` also requires the data files to
+// exist.
 Config load_config(const nlohmann::json& file_json, const std::vector<std::string>& overrides,
                    bool check_data = true);
 

@@ -17,7 +17,9 @@ namespace fs = std::filesystem;
 
 namespace unipool {
 
-static std::string errno_str(int err) { return std::strerror(err); }
+static std::string errno_str(int err) {
+  return std::strerror(err);
+}
 
 std::string parent_dir(const std::string& path) {
   std::string p = fs::path(path).parent_path().string();
@@ -47,7 +49,8 @@ void fsync_path(const std::string& path) {
 AtomicFile::AtomicFile(const std::string& path)
     : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw Error("cannot create temp file " + tmp_ + " for " + path_ + ": " + errno_str(errno));
+  if (fd_ < 0)
+    throw Error("cannot create temp file " + tmp_ + " for " + path_ + ": " + errno_str(errno));
 }
 
 AtomicFile::~AtomicFile() {
@@ -73,7 +76,8 @@ void AtomicFile::write(const void* data, size_t nbytes) {
 
 void AtomicFile::commit() {
   check(fd_ >= 0 && !committed_, "commit of " + path_ + " called twice");
-  if (::fsync(fd_) != 0) throw Error("fsync " + tmp_ + " (for " + path_ + ") failed: " + errno_str(errno));
+  if (::fsync(fd_) != 0)
+    throw Error("fsync " + tmp_ + " (for " + path_ + ") failed: " + errno_str(errno));
   int rc = ::close(fd_);
   fd_ = -1;  // closed (or unusable) either way
   if (rc != 0) throw Error("close " + tmp_ + " (for " + path_ + ") failed: " + errno_str(errno));
@@ -115,8 +119,10 @@ void publish_dir(const std::string& tmp_dir, const std::string& final_dir) {
   if (rename_noreplace(tmp_dir.c_str(), final_dir.c_str()) != 0) {
     int err = errno;
     if (err == EEXIST || err == ENOTEMPTY)
-      throw Error("publish_dir: " + final_dir + " already exists (not replacing it with " + tmp_dir + ")");
-    throw Error("publish_dir: rename " + tmp_dir + " -> " + final_dir + " failed: " + errno_str(err));
+      throw Error("publish_dir: " + final_dir + " already exists (not replacing it with " +
+                  tmp_dir + ")");
+    throw Error("publish_dir: rename " + tmp_dir + " -> " + final_dir +
+                " failed: " + errno_str(err));
   }
   std::string dst_parent = parent_dir(final_dir), src_parent = parent_dir(tmp_dir);
   fsync_path(dst_parent);
@@ -148,7 +154,8 @@ void make_dirs(const std::string& path) {
   std::error_code ec;
   fs::create_directories(path, ec);
   if (ec) throw Error("cannot create directory " + path + ": " + ec.message());
-  if (!fs::is_directory(path, ec)) throw Error("cannot create directory " + path + ": not a directory");
+  if (!fs::is_directory(path, ec))
+    throw Error("cannot create directory " + path + ": not a directory");
 }
 
 void remove_tree(const std::string& path) {

@@ -29,8 +29,8 @@ class AtomicFile {
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 
-  void write(const void* data, size_t nbytes);   // all of it, retrying short writes
-  void commit();                                 // fsync, close, rename over path, fsync the dir
+  void write(const void* data, size_t nbytes);  // all of it, retrying short writes
+  void commit();                                // fsync, close, rename over path, fsync the dir
   const std::string& temp_path() const { return tmp_; }
 
  private:
@@ -52,9 +52,9 @@ void publish_dir(const std::string& tmp_dir, const std::string& final_dir);
 // The whole file as bytes. Error "cannot open <path>: <strerror>" / "cannot read <path>: ...".
 std::string read_file(const std::string& path);
 
-void make_dirs(const std::string& path);      // mkdir -p; Error on failure (e.g. a file is in the way)
-void remove_tree(const std::string& path);    // rm -rf; a missing path is not an error
-bool path_exists(const std::string& path);    // file, directory or anything else (no symlink follow)
+void make_dirs(const std::string& path);  // mkdir -p; Error on failure (e.g. a file is in the way)
+void remove_tree(const std::string& path);  // rm -rf; a missing path is not an error
+bool path_exists(const std::string& path);  // file, directory or anything else (no symlink follow)
 
 // The directory part of path ("." when path has none). "a/b/c.bin" -> "a/b".
 std::string parent_dir(const std::string& path);

@@ -47,7 +47,8 @@ void adamw_step(const Layout& layout, T* params, const T* grads, T* m, T* v, int
   const T b1 = static_cast<T>(o.beta1), b2 = static_cast<T>(o.beta2);
   const T bias1 = static_cast<T>(1.0 - std::pow(o.beta1, step));
   const T bias2 = static_cast<T>(1.0 - std::pow(o.beta2, step));
-  const T scale = static_cast<T>(grad_scale), eps = static_cast<T>(o.eps), lr_t = static_cast<T>(lr);
+  const T scale = static_cast<T>(grad_scale), eps = static_cast<T>(o.eps),
+          lr_t = static_cast<T>(lr);
   for (const ParamTensor& t : layout.tensors) {
     const T decay = t.decay ? static_cast<T>(1.0 - lr * o.weight_decay) : T(1);
     T* p = params + t.offset;

@@ -14,13 +14,13 @@ namespace unipool {
 double learning_rate(const OptimConfig& optim, int total_steps, int step);
 
 // sqrt(Σ g²) over every tensor of the layout, each once. Fixed order: tensors in layout order,
-// each in chunks of kNormChunk elements summed in double; chunk sums are added in chunk order, so the
-// result does not depend on the thread count.
+// each in chunks of kNormChunk elements summed in double; chunk sums are added in chunk order, so
+// the result does not depend on the thread count.
 template <typename T>
 double global_grad_norm(const Layout& layout, const T* grads);
 
-// One AdamW step on every tensor (also on those whose gradient is zero: an unused expert still moves
-// through its moments). grad_scale multiplies the gradient first (the clip factor).
+// One AdamW step on every tensor (also on those whose gradient is zero: an unused expert still
+// moves through its moments). grad_scale multiplies the gradient first (the clip factor).
 //   θ ← θ·(1 − lr·wd)   (rank >= 2 only)
 //   m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  θ ← θ − lr · m̂ / (sqrt(v̂) + eps)
 template <typename T>

@@ -63,9 +63,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorRef>& te
     check(!t.name.empty(), where + "tensor #" + std::to_string(i) + " has an empty name");
     check(t.name != "__metadata__", where + "'__metadata__' is reserved and cannot name a tensor");
     check(seen.insert(t.name).second, where + "duplicate tensor name '" + t.name + "'");
-    check(f32_nbytes(t.shape, &nbytes[i]),
-          where + "tensor '" + t.name + "' has an invalid shape " + shape_str(t.shape) +
-              " (negative dim or too large)");
+    check(f32_nbytes(t.shape, &nbytes[i]), where + "tensor '" + t.name + "' has an invalid shape " +
+                                               shape_str(t.shape) + " (negative dim or too large)");
     check(t.data != nullptr || nbytes[i] == 0, where + "tensor '" + t.name + "' has null data");
     ojson entry = ojson::object();
     entry["dtype"] = "F32";
@@ -174,18 +173,22 @@ static Entry parse_entry(const std::string& name, const ojson& j, uint64_t data_
     }
   }
   uint64_t nbytes = 0;
-  check(f32_nbytes(e.shape, &nbytes), where + t + ": shape " + shape_str(e.shape) + " is too large");
+  check(f32_nbytes(e.shape, &nbytes),
+        where + t + ": shape " + shape_str(e.shape) + " is too large");
 
   // data_offsets
   it = j.find("data_offsets");
   check(it != j.end(), where + t + " is missing data_offsets");
-  check(it->is_array() && it->size() == 2 && json_u64((*it)[0], &e.begin) && json_u64((*it)[1], &e.end),
-        where + t + ": data_offsets must be [begin, end] with non-negative integers, got " + it->dump());
-  const std::string offs = "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
+  check(it->is_array() && it->size() == 2 && json_u64((*it)[0], &e.begin) &&
+            json_u64((*it)[1], &e.end),
+        where + t + ": data_offsets must be [begin, end] with non-negative integers, got " +
+            it->dump());
+  const std::string offs =
+      "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
   check(e.begin <= e.end, where + t + ": " + offs + " has begin > end");
-  check(e.end - e.begin == nbytes, where + t + ": " + offs + " span " + std::to_string(e.end - e.begin) +
-                                       " bytes but shape " + shape_str(e.shape) + " needs " +
-                                       std::to_string(nbytes) + " bytes of F32");
+  check(e.end - e.begin == nbytes,
+        where + t + ": " + offs + " span " + std::to_string(e.end - e.begin) + " bytes but shape " +
+            shape_str(e.shape) + " needs " + std::to_string(nbytes) + " bytes of F32");
   check(e.end <= data_size, where + t + ": " + offs + " out of bounds of the data buffer (" +
                                 std::to_string(data_size) + " bytes)");
   return e;
@@ -207,8 +210,9 @@ SafetensorsFile read_safetensors(const std::string& path) {
   pread_exact(f.fd, len_le, 8, 0, path);
   uint64_t n = 0;
   for (int i = 0; i < 8; i++) n |= uint64_t(len_le[i]) << (8 * i);
-  check(n <= file_size - 8, where + "header length " + std::to_string(n) + " is larger than the file (" +
-                                std::to_string(file_size) + " bytes)");
+  check(n <= file_size - 8, where + "header length " + std::to_string(n) +
+                                " is larger than the file (" + std::to_string(file_size) +
+                                " bytes)");
   const uint64_t data_start = 8 + n, data_size = file_size - data_start;
 
   // 2) the JSON header. nlohmann keeps the last of duplicate keys silently, so a parse callback
@@ -262,24 +266,28 @@ SafetensorsFile read_safetensors(const std::string& path) {
   uint64_t pos = 0;
   const Entry* prev = nullptr;
   for (const Entry& e : entries) {
-    check(e.begin >= pos, where + "tensor '" + e.name + "' overlaps tensor '" + (prev ? prev->name : "") +
-                              "' in the data buffer (begins at " + std::to_string(e.begin) +
-                              ", previous ends at " + std::to_string(pos) + ")");
-    check(e.begin == pos, where + "gap of " + std::to_string(e.begin - pos) + " bytes before tensor '" +
-                              e.name + "' in the data buffer (at offset " + std::to_string(pos) + ")");
+    check(e.begin >= pos, where + "tensor '" + e.name + "' overlaps tensor '" +
+                              (prev ? prev->name : "") + "' in the data buffer (begins at " +
+                              std::to_string(e.begin) + ", previous ends at " +
+                              std::to_string(pos) + ")");
+    check(e.begin == pos, where + "gap of " + std::to_string(e.begin - pos) +
+                              " bytes before tensor '" + e.name +
+                              "' in the data buffer (at offset " + std::to_string(pos) + ")");
     pos = e.end;
     prev = &e;
   }
   check(pos == data_size, where + std::to_string(data_size - pos) +
                               " trailing bytes after the last tensor (data buffer is " +
-                              std::to_string(data_size) + " bytes, tensors cover " + std::to_string(pos) + ")");
+                              std::to_string(data_size) + " bytes, tensors cover " +
+                              std::to_string(pos) + ")");
 
   // 5) the data, read straight into each tensor's storage in file order
   for (const Entry& e : entries) {
     SafeTensor t;
     t.shape = e.shape;
     t.data.resize(size_t((e.end - e.begin) / 4));
-    if (e.end > e.begin) pread_exact(f.fd, t.data.data(), e.end - e.begin, data_start + e.begin, path);
+    if (e.end > e.begin)
+      pread_exact(f.fd, t.data.data(), e.end - e.begin, data_start + e.begin, path);
     out.order.push_back(e.name);
     out.tensors.emplace(e.name, std::move(t));
   }

@@ -42,13 +42,15 @@ std::string format_duration(double s) {
 }
 
 // metrics.jsonl keeps one object per optimizer step; loss with 9 significant digits (SPEC §4).
-std::string metrics_line(int step, const StepResult& r, int64_t tokens, double tok_per_s, double elapsed) {
+std::string metrics_line(int step, const StepResult& r, int64_t tokens, double tok_per_s,
+                         double elapsed) {
   char buf[512];
-  std::snprintf(buf, sizeof buf,
-                "{\"step\": %d, \"loss\": %.9g, \"aux_loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-                "\"tokens\": %lld, \"tok_per_s\": %.1f, \"elapsed_s\": %.3f}",
-                step, r.loss, r.aux_loss, r.lr, r.grad_norm, static_cast<long long>(tokens), tok_per_s,
-                elapsed);
+  std::snprintf(
+      buf, sizeof buf,
+      "{\"step\": %d, \"loss\": %.9g, \"aux_loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+      "\"tokens\": %lld, \"tok_per_s\": %.1f, \"elapsed_s\": %.3f}",
+      step, r.loss, r.aux_loss, r.lr, r.grad_norm, static_cast<long long>(tokens), tok_per_s,
+      elapsed);
   return buf;
 }
 
@@ -59,7 +61,8 @@ void truncate_metrics(const std::string& path, int keep_through_step) {
   std::string line, kept;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains("step") && j["step"].get<int>() <= keep_through_step) kept += line + "\n";
+    if (!j.is_discarded() && j.contains("step") && j["step"].get<int>() <= keep_through_step)
+      kept += line + "\n";
   }
   write_file_atomic(path, kept);
 }
@@ -84,12 +87,15 @@ std::string select_backend(const Config& c) {
   have_gpu = cuda::device_count() > 0;
 #endif
   if (c.train.backend == "cuda") {
-    throw Error("train.backend: 'cuda' is not available yet: the CUDA backend is built as a slot only "
-                "(it gets its kernels in a later release); use cpu or auto" +
-                std::string(have_gpu ? "" : " (and no CUDA device was found)"));
+    throw Error(
+        "train.backend: 'cuda' is not available yet: the CUDA backend is built as a slot only "
+        "(it gets its kernels in a later release); use cpu or auto" +
+        std::string(have_gpu ? "" : " (and no CUDA device was found)"));
   }
   if (c.train.backend == "auto" && have_gpu) {
-    std::printf("note: a CUDA device is present, but the CUDA backend is not implemented yet; using the CPU\n");
+    std::printf(
+        "note: a CUDA device is present, but the CUDA backend is not implemented yet; using the "
+        "CPU\n");
   }
   return "cpu";
 }
@@ -101,7 +107,8 @@ void run_train(const Config& c, const TrainOptions& options) {
   // Data first: a bad shard should stop the run before any work.
   data::Loader train_data(loader_spec(c), data::Split::train);
   std::unique_ptr<data::Loader> valid_data;
-  if (c.train.eval_every > 0) valid_data = std::make_unique<data::Loader>(loader_spec(c), data::Split::valid);
+  if (c.train.eval_every > 0)
+    valid_data = std::make_unique<data::Loader>(loader_spec(c), data::Split::valid);
 
   Trainer trainer(c);
   const Layout& layout = trainer.layout;
@@ -113,33 +120,37 @@ void run_train(const Config& c, const TrainOptions& options) {
     // is refused naming the config key (not the first tensor whose shape differs).
     check(path_exists(resumed_from + "/state.json"),
           "--resume: '" + resumed_from + "' is not a checkpoint (no state.json)");
-    const nlohmann::json peek = nlohmann::json::parse(read_file(resumed_from + "/state.json"), nullptr, false);
-    check(!peek.is_discarded() && peek.is_object() && peek.contains("config") && peek["config"].contains("model") &&
-              peek.contains("step"),
+    const nlohmann::json peek =
+        nlohmann::json::parse(read_file(resumed_from + "/state.json"), nullptr, false);
+    check(!peek.is_discarded() && peek.is_object() && peek.contains("config") &&
+              peek["config"].contains("model") && peek.contains("step"),
           resumed_from + "/state.json: missing step or config");
     const nlohmann::json ours = c.to_json()["model"];
     for (auto it = ours.begin(); it != ours.end(); ++it) {
-      check(peek["config"]["model"].contains(it.key()) && peek["config"]["model"][it.key()] == it.value(),
+      check(peek["config"]["model"].contains(it.key()) &&
+                peek["config"]["model"][it.key()] == it.value(),
             "--resume: model." + it.key() + " of the checkpoint (" +
-                peek["config"]["model"].value(it.key(), nlohmann::json()).dump() + ") differs from this run's (" +
-                it.value().dump() + ")");
+                peek["config"]["model"].value(it.key(), nlohmann::json()).dump() +
+                ") differs from this run's (" + it.value().dump() + ")");
     }
     const nlohmann::json state = load_checkpoint(resumed_from, layout, trainer.model.params(),
                                                  trainer.exp_avg.data(), trainer.exp_avg_sq.data());
     trainer.step = state["step"].get<int>();
     train_data.restore(state.at("data").at("train"));
     if (c.model.ffn == "unipool") {
-      trainer.model.pool_state.from_json(state.at("pool_loss"), c.model.n_pools(), c.model.pool_size);
+      trainer.model.pool_state.from_json(state.at("pool_loss"), c.model.n_pools(),
+                                         c.model.pool_size);
     }
-    check(trainer.step < c.train.steps, "--resume: the checkpoint is at step " + std::to_string(trainer.step) +
-                                            ", train.steps is " + std::to_string(c.train.steps) + ": nothing to do");
+    check(trainer.step < c.train.steps, "--resume: the checkpoint is at step " +
+                                            std::to_string(trainer.step) + ", train.steps is " +
+                                            std::to_string(c.train.steps) + ": nothing to do");
   } else if (!options.init_from.empty()) {
     load_weights(options.init_from, layout, trainer.model.params());
   }
 
-  // The run directory's files (metrics.jsonl, config.json) are written over only once the first step
-  // has succeeded: bad data (a token id >= vocab_size is found only when read) or a non-finite first
-  // loss leaves a previous run's files as they were.
+  // The run directory's files (metrics.jsonl, config.json) are written over only once the first
+  // step has succeeded: bad data (a token id >= vocab_size is found only when read) or a non-finite
+  // first loss leaves a previous run's files as they were.
   const std::string metrics_path = out + "/metrics.jsonl";
   std::FILE* metrics = nullptr;
   auto open_metrics = [&](int done_step) {
@@ -156,22 +167,27 @@ void run_train(const Config& c, const TrainOptions& options) {
 
   const int64_t tokens_per_step =
       static_cast<int64_t>(c.train.micro_batch) * c.model.seq_len * c.train.grad_accum;
-  std::printf("unipool train | backend %s, %d threads | %s, %d layers, d %d | %.2fM parameters (%.2fM active) | "
-              "activations %.1f MiB\n",
-              backend.c_str(), omp_get_max_threads(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
-              layout.num_parameters() / 1e6, layout.active_parameters(false) / 1e6,
-              trainer.model.activation_bytes() / 1048576.0);
+  std::printf(
+      "unipool train | backend %s, %d threads | %s, %d layers, d %d | %.2fM parameters (%.2fM "
+      "active) | "
+      "activations %.1f MiB\n",
+      backend.c_str(), omp_get_max_threads(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
+      layout.num_parameters() / 1e6, layout.active_parameters(false) / 1e6,
+      trainer.model.activation_bytes() / 1048576.0);
   std::printf("data: %lld training samples of %d tokens | %lld tokens per step | %s\n",
               static_cast<long long>(train_data.num_samples()), c.model.seq_len,
               static_cast<long long>(tokens_per_step),
               resumed_from.empty() ? "fresh start" : ("resumed from " + resumed_from).c_str());
   std::fflush(stdout);
 
-  auto next_train = [&](int32_t* in, int32_t* tg) { train_data.next_batch(c.train.micro_batch, in, tg); };
+  auto next_train = [&](int32_t* in, int32_t* tg) {
+    train_data.next_batch(c.train.micro_batch, in, tg);
+  };
   auto run_eval = [&]() {
     valid_data->reset();
-    return trainer.evaluate([&](int32_t* in, int32_t* tg) { valid_data->next_batch(c.train.micro_batch, in, tg); },
-                            c.train.eval_batches);
+    return trainer.evaluate(
+        [&](int32_t* in, int32_t* tg) { valid_data->next_batch(c.train.micro_batch, in, tg); },
+        c.train.eval_batches);
   };
   std::string last_ckpt = resumed_from;
   const auto t_start = Clock::now();
@@ -195,15 +211,19 @@ void run_train(const Config& c, const TrainOptions& options) {
     std::fprintf(metrics, "%s\n", line.c_str());
     std::fflush(metrics);
     if (step % c.train.log_every == 0 || step == c.train.steps || step == first_step + 1) {
-      std::printf("step %5d/%d | loss %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n", step,
-                  c.train.steps, r.loss, r.aux_loss, r.lr, r.grad_norm, tok_per_s, format_duration(eta).c_str());
+      std::printf(
+          "step %5d/%d | loss %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n",
+          step, c.train.steps, r.loss, r.aux_loss, r.lr, r.grad_norm, tok_per_s,
+          format_duration(eta).c_str());
       std::fflush(stdout);
     }
     if (valid_data && (step % c.train.eval_every == 0 || step == c.train.steps)) {
       const double val = run_eval();
-      std::fprintf(metrics, "{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g}\n", step, val, std::exp(val));
+      std::fprintf(metrics, "{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g}\n", step, val,
+                   std::exp(val));
       std::fflush(metrics);
-      std::printf("step %5d/%d | val loss %.4f | val ppl %.2f\n", step, c.train.steps, val, std::exp(val));
+      std::printf("step %5d/%d | val loss %.4f | val ppl %.2f\n", step, c.train.steps, val,
+                  std::exp(val));
       std::fflush(stdout);
     }
     if (c.train.ckpt_every > 0 && (step % c.train.ckpt_every == 0 || step == c.train.steps)) {
@@ -212,9 +232,11 @@ void run_train(const Config& c, const TrainOptions& options) {
                               {"tokens", tokens_per_step * step},
                               {"config", c.to_json()},
                               {"data", {{"train", train_data.state()}}},
-                              {"rng", {{"seed", c.train.seed},
-                                       {"note", "no random numbers are drawn after initialisation; the data "
-                                                "order is a function of the seed and the data position"}}}};
+                              {"rng",
+                               {{"seed", c.train.seed},
+                                {"note",
+                                 "no random numbers are drawn after initialisation; the data "
+                                 "order is a function of the seed and the data position"}}}};
       if (c.model.ffn == "unipool") state["pool_loss"] = trainer.model.pool_state.to_json();
       last_ckpt = save_checkpoint(out, step, c.train.ckpt_keep, layout, trainer.model.params(),
                                   trainer.exp_avg.data(), trainer.exp_avg_sq.data(), state);
@@ -223,7 +245,8 @@ void run_train(const Config& c, const TrainOptions& options) {
     }
   }
   if (metrics) std::fclose(metrics);
-  std::printf("done: %d steps in %s\n", c.train.steps - first_step, format_duration(seconds_since(t_start)).c_str());
+  std::printf("done: %d steps in %s\n", c.train.steps - first_step,
+              format_duration(seconds_since(t_start)).c_str());
 }
 
 }  // namespace unipool

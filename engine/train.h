@@ -7,9 +7,9 @@
 namespace unipool {
 
 struct TrainOptions {
-  bool resume = false;        // --resume given
-  std::string resume_dir;     // its value; empty = newest checkpoint in train.out_dir
-  std::string init_from;      // --init-from FILE.safetensors
+  bool resume = false;     // --resume given
+  std::string resume_dir;  // its value; empty = newest checkpoint in train.out_dir
+  std::string init_from;   // --init-from FILE.safetensors
 };
 
 // Runs the whole training; throws Error on bad input or a non-finite loss (after which the last

@@ -26,7 +26,8 @@ StepResult Trainer::train_step(const BatchSource& next_batch) {
   model.zero_grads();
   for (int micro = 0; micro < accum; ++micro) {
     next_batch(inputs_.data(), targets_.data());
-    const Losses losses = model.forward(inputs_.data(), targets_.data(), /*train=*/true, 1.0 / accum);
+    const Losses losses =
+        model.forward(inputs_.data(), targets_.data(), /*train=*/true, 1.0 / accum);
     model.backward();
     r.loss += losses.lm / accum;
     r.aux_loss += losses.aux / accum;
@@ -35,9 +36,13 @@ StepResult Trainer::train_step(const BatchSource& next_batch) {
   const int next = step + 1;
   if (!std::isfinite(r.loss) || !std::isfinite(r.aux_loss) || !std::isfinite(r.grad_norm)) {
     std::ostringstream msg;
-    msg << "step " << next << ": " << (!std::isfinite(r.loss) ? "loss" : !std::isfinite(r.aux_loss) ? "aux loss" : "gradient norm")
-        << " is not finite (loss " << r.loss << ", aux " << r.aux_loss << ", grad norm " << r.grad_norm
-        << "); stopping before the update, the weights of step " << step << " are unchanged";
+    msg << "step " << next << ": "
+        << (!std::isfinite(r.loss)       ? "loss"
+            : !std::isfinite(r.aux_loss) ? "aux loss"
+                                         : "gradient norm")
+        << " is not finite (loss " << r.loss << ", aux " << r.aux_loss << ", grad norm "
+        << r.grad_norm << "); stopping before the update, the weights of step " << step
+        << " are unchanged";
     throw Error(msg.str());
   }
   r.lr = learning_rate(config.optim, config.train.steps, next);

@@ -2,9 +2,9 @@
 // weight-decayed, how it is initialised, and which layers use it. Computed once from the config.
 //
 // Master weights, gradients and both Adam moments are arenas with this same layout, so a tensor
-// shared by several layers (a UniPool pool, a PathMoE router) is ONE entry: every layer that uses it
-// accumulates into the same gradient slice, and clipping, weight decay, AdamW and checkpoints see it
-// once because they walk this table.
+// shared by several layers (a UniPool pool, a PathMoE router) is ONE entry: every layer that uses
+// it accumulates into the same gradient slice, and clipping, weight decay, AdamW and checkpoints
+// see it once because they walk this table.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -21,21 +21,21 @@ struct ParamTensor {
   std::vector<int64_t> shape;  // row-major, [out, in] for linear weights
   int64_t offset = 0;          // first element in the arena (aligned to kArenaAlign)
   int64_t numel = 0;
-  bool decay = false;          // AdamW weight decay: tensors of rank >= 2
+  bool decay = false;  // AdamW weight decay: tensors of rank >= 2
   InitKind init = InitKind::normal;
-  double init_std = 0;         // for InitKind::normal
-  int uses = 1;                // how many layers read it (> 1: shared pool or router)
+  double init_std = 0;  // for InitKind::normal
+  int uses = 1;         // how many layers read it (> 1: shared pool or router)
 };
 
 // What layer l reads: indices into Layout::tensors.
 struct LayerView {
   int attn_norm = -1, wqkv = -1, wo = -1, ffn_norm = -1;
-  int w13 = -1, w2 = -1;        // dense [2F,d]/[d,F]; moe/unipool: expert bank [n,2F,d]/[n,d,F]
-  int bank_experts = 0;         // experts in the bank (0: dense FFN)
-  int router = -1;              // routers.R.weight [width, d] (shared by a block of B layers)
-  int router_scale = -1;        // routers.R.scale [] (NormRouter)
-  int router_id = -1;           // R = l / B
-  int pool = -1;                // unipool: pool group G = l / N
+  int w13 = -1, w2 = -1;  // dense [2F,d]/[d,F]; moe/unipool: expert bank [n,2F,d]/[n,d,F]
+  int bank_experts = 0;   // experts in the bank (0: dense FFN)
+  int router = -1;        // routers.R.weight [width, d] (shared by a block of B layers)
+  int router_scale = -1;  // routers.R.scale [] (NormRouter)
+  int router_id = -1;     // R = l / B
+  int pool = -1;          // unipool: pool group G = l / N
 };
 
 struct Layout {

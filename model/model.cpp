@@ -1,5 +1,5 @@
-// The forward and backward op sequence of SPEC.md §1. Read top to bottom: forward(), then the blocks
-// it calls in order, then backward(), which visits the same blocks in reverse.
+// The forward and backward op sequence of SPEC.md §1. Read top to bottom: forward(), then the
+// blocks it calls in order, then backward(), which visits the same blocks in reverse.
 #include "model/model.h"
 
 #include <algorithm>
@@ -112,7 +112,8 @@ Model<T>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
   targets_.resize(N);
   losses_.resize(N);
   const int64_t Vp = c.padded_vocab();
-  head_chunk_ = static_cast<int>(std::min<int64_t>(N, std::clamp<int64_t>((int64_t(1) << 24) / Vp, 64, 1024)));
+  head_chunk_ = static_cast<int>(
+      std::min<int64_t>(N, std::clamp<int64_t>((int64_t(1) << 24) / Vp, 64, 1024)));
   logits_.resize(static_cast<size_t>(head_chunk_) * Vp);
 
   dres_.resize(N * d);
@@ -141,8 +142,9 @@ size_t Model<T>::activation_bytes() const {
     for (const auto* v : {&m.z, &m.s, &m.znorm, &m.gates, &m.row_gate, &m.xg, &m.aux_grad}) add(*v);
     for (const auto* v : {&m.ids, &m.counts, &m.offsets, &m.row_slot, &m.slot_row}) add(*v);
   }
-  for (const auto* v : {&x_final_, &xn_final_, &rstd_final_, &dxn_final_, &losses_, &logits_, &dres_,
-                        &dxn_, &datt_, &dqkv_, &dh13_, &dact_, &drows_, &dgate_, &ds_, &dz_, &ytmp_})
+  for (const auto* v :
+       {&x_final_, &xn_final_, &rstd_final_, &dxn_final_, &losses_, &logits_, &dres_, &dxn_, &datt_,
+        &dqkv_, &dh13_, &dact_, &drows_, &dgate_, &ds_, &dz_, &ytmp_})
     add(*v);
   return n;
 }
@@ -155,16 +157,19 @@ Losses Model<T>::forward(const int32_t* inputs, const int32_t* targets, bool tra
                          double loss_scale) {
   const ModelConfig& c = layout_.config;
   for (int i = 0; i < N_; ++i) {
-    check(inputs[i] >= 0 && inputs[i] < c.vocab_size && targets[i] >= 0 && targets[i] < c.vocab_size,
-          "model: token id " + std::to_string(std::max(inputs[i], targets[i])) + " at position " +
-              std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+    check(
+        inputs[i] >= 0 && inputs[i] < c.vocab_size && targets[i] >= 0 && targets[i] < c.vocab_size,
+        "model: token id " + std::to_string(std::max(inputs[i], targets[i])) + " at position " +
+            std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(c.vocab_size) +
+            ")");
   }
   std::copy(inputs, inputs + N_, tokens_.begin());
   std::copy(targets, targets + N_, targets_.begin());
   loss_scale_ = loss_scale;
 
   Losses losses;
-  embedding_forward(acts_[0].x.data(), tokens_.data(), param(layout_.tok_embeddings), N_, c.d_model);
+  embedding_forward(acts_[0].x.data(), tokens_.data(), param(layout_.tok_embeddings), N_,
+                    c.d_model);
   for (int l = 0; l < c.n_layer; ++l) {
     attention_block_forward(l);
     if (c.is_moe()) {
@@ -189,13 +194,17 @@ void Model<T>::attention_block_forward(int l) {
   const LayerView& v = layout_.layers[l];
   LayerActivations& a = acts_[l];
   const int d = c.d_model;
-  rmsnorm_forward(a.xn_attn.data(), a.rstd_attn.data(), a.x.data(), param(v.attn_norm), N_, d, c.norm_eps);
+  rmsnorm_forward(a.xn_attn.data(), a.rstd_attn.data(), a.x.data(), param(v.attn_norm), N_, d,
+                  c.norm_eps);
   matmul_forward(a.qkv.data(), a.xn_attn.data(), param(v.wqkv), N_, d, c.qkv_width());
-  rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B_, T_, c.n_head, c.n_kv_head, c.head_dim());
-  attention_forward(a.att.data(), a.lse.data(), a.qkv.data(), B_, T_, c.n_head, c.n_kv_head, c.head_dim());
+  rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B_, T_, c.n_head, c.n_kv_head,
+               c.head_dim());
+  attention_forward(a.att.data(), a.lse.data(), a.qkv.data(), B_, T_, c.n_head, c.n_kv_head,
+                    c.head_dim());
   std::copy(a.x.begin(), a.x.end(), a.h.begin());
   matmul_forward(a.h.data(), a.att.data(), param(v.wo), N_, d, d, /*accumulate=*/true);
-  rmsnorm_forward(a.xn_ffn.data(), a.rstd_ffn.data(), a.h.data(), param(v.ffn_norm), N_, d, c.norm_eps);
+  rmsnorm_forward(a.xn_ffn.data(), a.rstd_ffn.data(), a.h.data(), param(v.ffn_norm), N_, d,
+                  c.norm_eps);
 }
 
 // out = h + W2 · (silu(g) ⊙ v), [g; v] = W13 · xn
@@ -243,7 +252,8 @@ void Model<T>::moe_forward(int l, bool train, double loss_scale, Losses& losses)
   matmul_forward(m.z.data(), a.xn_ffn.data(), param(v.router), N_, d, R);
   if (c.router == "norm") {
     m.sigma = static_cast<double>(param(v.router_scale)[0]);
-    norm_router_forward(m.s.data(), m.znorm.data(), m.z.data(), static_cast<T>(m.sigma * m.c), N_, R);
+    norm_router_forward(m.s.data(), m.znorm.data(), m.z.data(), static_cast<T>(m.sigma * m.c), N_,
+                        R);
   } else {
     softmax_forward(m.s.data(), m.z.data(), N_, R);
   }
@@ -310,17 +320,19 @@ template <typename T>
 double Model<T>::lm_head(bool train, double loss_scale) {
   const ModelConfig& c = layout_.config;
   const int d = c.d_model, Vp = c.padded_vocab();
-  rmsnorm_forward(xn_final_.data(), rstd_final_.data(), x_final_.data(), param(layout_.final_norm), N_,
-                  d, c.norm_eps);
+  rmsnorm_forward(xn_final_.data(), rstd_final_.data(), x_final_.data(), param(layout_.final_norm),
+                  N_, d, c.norm_eps);
   const T dloss = train ? static_cast<T>(loss_scale / N_) : T(0);
   const T* O = param(layout_.output);
   for (int r0 = 0; r0 < N_; r0 += head_chunk_) {
     const int rows = std::min(head_chunk_, N_ - r0);
     const T* xn = xn_final_.data() + static_cast<int64_t>(r0) * d;
     matmul_forward(logits_.data(), xn, O, rows, d, Vp);
-    crossentropy_forward_backward(losses_.data() + r0, logits_.data(), targets_.data() + r0, rows, Vp, dloss);
+    crossentropy_forward_backward(losses_.data() + r0, logits_.data(), targets_.data() + r0, rows,
+                                  Vp, dloss);
     if (train) {
-      matmul_backward_input(dxn_final_.data() + static_cast<int64_t>(r0) * d, logits_.data(), O, rows, d, Vp);
+      matmul_backward_input(dxn_final_.data() + static_cast<int64_t>(r0) * d, logits_.data(), O,
+                            rows, d, Vp);
       matmul_backward_weight(grad(layout_.output), logits_.data(), xn, rows, d, Vp);
     }
   }
@@ -373,7 +385,8 @@ void Model<T>::dense_ffn_backward(int l) {
 // Reverse of moe_forward. Per expert e on its rows (dy = dL/dy, p = gate, a = silu(g) ⊙ v):
 //   dW2_e += dyᵀ (p·a);  dA = dy W2_e;  dp = <dA, a>;  da = p·dA;  [dg; dv] = swiglu'(da)
 //   dW13_e += [dg; dv]ᵀ x;  dx = [dg; dv] W13_e, summed back over each token's k slots.
-// Then the router: ds = (aux gradient) + top-k'(dp); dz = router'(ds); dW_r += dzᵀ xn; dxn += dz W_r.
+// Then the router: ds = (aux gradient) + top-k'(dp); dz = router'(ds); dW_r += dzᵀ xn; dxn += dz
+// W_r.
 template <typename T>
 void Model<T>::moe_backward(int l) {
   const ModelConfig& c = layout_.config;
@@ -391,10 +404,11 @@ void Model<T>::moe_backward(int l) {
     if (rows == 0) continue;
     T* gated = dh13_.data() + static_cast<int64_t>(row0) * F;  // scratch until dh13 is formed
     const T* dy = drows_.data() + static_cast<int64_t>(row0) * d;
-    scale_rows(gated, a.act.data() + static_cast<int64_t>(row0) * F, m.row_gate.data() + row0, rows, F);
+    scale_rows(gated, a.act.data() + static_cast<int64_t>(row0) * F, m.row_gate.data() + row0, rows,
+               F);
     matmul_backward_weight(grad(v.w2) + e * w2_size, dy, gated, rows, F, d);
-    matmul_backward_input(dact_.data() + static_cast<int64_t>(row0) * F, dy, param(v.w2) + e * w2_size,
-                          rows, F, d);
+    matmul_backward_input(dact_.data() + static_cast<int64_t>(row0) * F, dy,
+                          param(v.w2) + e * w2_size, rows, F, d);
   }
   T* dgate_row = dgate_.data();
   T* dgate_slot = dgate_.data() + rows_total;
@@ -405,8 +419,8 @@ void Model<T>::moe_backward(int l) {
     const int row0 = m.offsets[e], rows = m.offsets[e + 1] - m.offsets[e];
     if (rows == 0) continue;
     const T* dh13 = dh13_.data() + static_cast<int64_t>(row0) * 2 * F;
-    matmul_backward_weight(grad(v.w13) + e * w13_size, dh13, m.xg.data() + static_cast<int64_t>(row0) * d,
-                           rows, d, 2 * F);
+    matmul_backward_weight(grad(v.w13) + e * w13_size, dh13,
+                           m.xg.data() + static_cast<int64_t>(row0) * d, rows, d, 2 * F);
     matmul_backward_input(drows_.data() + static_cast<int64_t>(row0) * d, dh13,
                           param(v.w13) + e * w13_size, rows, d, 2 * F);
   }
@@ -416,7 +430,8 @@ void Model<T>::moe_backward(int l) {
   row_to_slot_values(dgate_slot, dgate_row, m.row_slot.data(), rows_total);
   std::fill(ds_.begin(), ds_.end(), T(0));
   balance_loss_backward(ds_.data(), m.aux_grad.data(), T(1), N_, R);
-  topk_backward(ds_.data(), dgate_slot, m.ids.data(), m.gates.data(), m.s.data(), N_, R, k, c.router_renorm);
+  topk_backward(ds_.data(), dgate_slot, m.ids.data(), m.gates.data(), m.s.data(), N_, R, k,
+                c.router_renorm);
   if (c.router == "norm") {
     norm_router_backward(dz_.data(), grad(v.router_scale), ds_.data(), m.z.data(), m.znorm.data(),
                          static_cast<T>(m.sigma), static_cast<T>(m.c), N_, R);
@@ -424,7 +439,8 @@ void Model<T>::moe_backward(int l) {
     softmax_backward(dz_.data(), ds_.data(), m.s.data(), N_, R);
   }
   if (loss_cfg.z_loss_coeff > 0) {
-    z_loss_backward(dz_.data(), m.z.data(), static_cast<T>(loss_cfg.z_loss_coeff * loss_scale_), N_, R);
+    z_loss_backward(dz_.data(), m.z.data(), static_cast<T>(loss_cfg.z_loss_coeff * loss_scale_), N_,
+                    R);
   }
   matmul_backward_weight(grad(v.router), dz_.data(), a.xn_ffn.data(), N_, d, R);
   matmul_backward_input(dxn_.data(), dz_.data(), param(v.router), N_, d, R, /*accumulate=*/true);
@@ -441,7 +457,8 @@ void Model<T>::attention_block_backward(int l) {
   matmul_backward_weight(grad(v.wo), dres_.data(), a.att.data(), N_, d, d);
   attention_backward(dqkv_.data(), datt_.data(), a.qkv.data(), a.att.data(), a.lse.data(), B_, T_,
                      c.n_head, c.n_kv_head, c.head_dim());
-  rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B_, T_, c.n_head, c.n_kv_head, c.head_dim());
+  rope_backward(dqkv_.data(), rope_cos_.data(), rope_sin_.data(), B_, T_, c.n_head, c.n_kv_head,
+                c.head_dim());
   matmul_backward_weight(grad(v.wqkv), dqkv_.data(), a.xn_attn.data(), N_, d, c.qkv_width());
   matmul_backward_input(dxn_.data(), dqkv_.data(), param(v.wqkv), N_, d, c.qkv_width());
   rmsnorm_backward(dres_.data(), grad(v.attn_norm), dxn_.data(), a.x.data(), param(v.attn_norm),
@@ -459,7 +476,8 @@ double Model<T>::routing_margin() const {
   std::vector<double> row(R);
   for (const MoeActivations& m : moe_) {
     for (int t = 0; t < N_; ++t) {
-      for (int i = 0; i < R; ++i) row[i] = static_cast<double>(m.s[static_cast<int64_t>(t) * R + i]);
+      for (int i = 0; i < R; ++i)
+        row[i] = static_cast<double>(m.s[static_cast<int64_t>(t) * R + i]);
       if (k < R) {
         std::sort(row.begin(), row.end(), std::greater<double>());
         // Two NormRouter scores at exactly 0 are both below the ReLU kink: the choice between
@@ -470,7 +488,8 @@ double Model<T>::routing_margin() const {
       if (c.router == "norm") {
         const double n = static_cast<double>(m.znorm[t]);
         for (int i = 0; i < R; ++i)
-          margin = std::min(margin, std::fabs(static_cast<double>(m.z[static_cast<int64_t>(t) * R + i])) / n);
+          margin = std::min(
+              margin, std::fabs(static_cast<double>(m.z[static_cast<int64_t>(t) * R + i])) / n);
       }
     }
   }

@@ -57,7 +57,8 @@ class Model {
   // inputs/targets: [batch, seq_len] token ids < vocab_size. With train = true the activations are
   // kept for backward(), the pool-loss state advances, and the objective's gradient is formed with
   // weight loss_scale (1/grad_accum: the objective is the mean over micro-batches).
-  Losses forward(const int32_t* inputs, const int32_t* targets, bool train, double loss_scale = 1.0);
+  Losses forward(const int32_t* inputs, const int32_t* targets, bool train,
+                 double loss_scale = 1.0);
   void backward();
 
   PoolLossState pool_state;
@@ -73,31 +74,31 @@ class Model {
 
  private:
   struct LayerActivations {
-    std::vector<T> x;            // [N, d] residual stream entering the layer
-    std::vector<T> xn_attn;      // [N, d] RMSNorm(x)
-    std::vector<T> rstd_attn;    // [N]
-    std::vector<T> qkv;          // [N, qkv_width], q and k after RoPE
-    std::vector<T> att;          // [N, d] attention output before Wo
-    std::vector<T> lse;          // [B, nh, T] attention log-sum-exp
-    std::vector<T> h;            // [N, d] x + attention block
-    std::vector<T> xn_ffn;       // [N, d] RMSNorm(h)
-    std::vector<T> rstd_ffn;     // [N]
-    std::vector<T> h13;          // [rows, 2F] gate|up pre-activations (rows = N dense, N·k MoE)
-    std::vector<T> act;          // [rows, F] silu(g) ⊙ v (before the gate)
+    std::vector<T> x;          // [N, d] residual stream entering the layer
+    std::vector<T> xn_attn;    // [N, d] RMSNorm(x)
+    std::vector<T> rstd_attn;  // [N]
+    std::vector<T> qkv;        // [N, qkv_width], q and k after RoPE
+    std::vector<T> att;        // [N, d] attention output before Wo
+    std::vector<T> lse;        // [B, nh, T] attention log-sum-exp
+    std::vector<T> h;          // [N, d] x + attention block
+    std::vector<T> xn_ffn;     // [N, d] RMSNorm(h)
+    std::vector<T> rstd_ffn;   // [N]
+    std::vector<T> h13;        // [rows, 2F] gate|up pre-activations (rows = N dense, N·k MoE)
+    std::vector<T> act;        // [rows, F] silu(g) ⊙ v (before the gate)
   };
   struct MoeActivations {
-    std::vector<T> z;             // [N, R] router logits
-    std::vector<T> s;             // [N, R] router scores (softmax probabilities or NormRouter s)
-    std::vector<T> znorm;         // [N] NormRouter ||z||
-    std::vector<int32_t> ids;     // [N, k]
-    std::vector<T> gates;         // [N, k]
-    std::vector<int32_t> counts;  // [R]
-    std::vector<int32_t> offsets; // [R + 1] expert-major row ranges
+    std::vector<T> z;              // [N, R] router logits
+    std::vector<T> s;              // [N, R] router scores (softmax probabilities or NormRouter s)
+    std::vector<T> znorm;          // [N] NormRouter ||z||
+    std::vector<int32_t> ids;      // [N, k]
+    std::vector<T> gates;          // [N, k]
+    std::vector<int32_t> counts;   // [R]
+    std::vector<int32_t> offsets;  // [R + 1] expert-major row ranges
     std::vector<int32_t> row_slot, slot_row;  // [N·k]
-    std::vector<T> row_gate;      // [N·k] gate of each expert-major row
-    std::vector<T> xg;            // [N·k, d] tokens gathered expert-major
-    std::vector<T> aux_grad;      // [R] d(objective)/d s[t, i], the same for every token t
-    double sigma = 0, c = 0;      // NormRouter scale and constant used in the forward
+    std::vector<T> row_gate;                  // [N·k] gate of each expert-major row
+    std::vector<T> xg;                        // [N·k, d] tokens gathered expert-major
+    std::vector<T> aux_grad;  // [R] d(objective)/d s[t, i], the same for every token t
+    double sigma = 0, c = 0;  // NormRouter scale and constant used in the forward
   };
 
   void attention_block_forward(int l);
@@ -121,11 +122,11 @@ class Model {
   std::vector<T> rope_cos_, rope_sin_;
   std::vector<T> x_final_, xn_final_, rstd_final_, dxn_final_;  // final norm and its input grad
   std::vector<int32_t> tokens_, targets_;
-  std::vector<T> losses_;      // [N] per-token cross-entropy
-  std::vector<T> logits_;      // [chunk, Vp] LM-head scratch (becomes dlogits in place)
+  std::vector<T> losses_;  // [N] per-token cross-entropy
+  std::vector<T> logits_;  // [chunk, Vp] LM-head scratch (becomes dlogits in place)
   // backward scratch, shared by all layers
   std::vector<T> dres_, dxn_, datt_, dqkv_, dh13_, dact_, drows_, dgate_, ds_, dz_;
-  std::vector<T> ytmp_;        // [N·k, d] expert outputs before the combine
+  std::vector<T> ytmp_;  // [N·k, d] expert outputs before the combine
   int head_chunk_ = 0;
   bool have_forward_ = false;
 };

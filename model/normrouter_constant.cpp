@@ -1,5 +1,5 @@
-// NormRouter constant c(M, k), reproducing the reference's Monte-Carlo estimate bit for bit in its random
-// stream (router.py NormRouter._monte_carlo_y_k):
+// NormRouter constant c(M, k), reproducing the reference's Monte-Carlo estimate bit for bit in its
+// random stream (router.py NormRouter._monte_carlo_y_k):
 //
 //   rng = numpy.random.RandomState(42)
 //   for _ in range(100000):
@@ -7,16 +7,18 @@
 //       samples.append(1 / sqrt(sum(y_k ** 2)))
 //   c = mean(samples)
 //
-// numpy's legacy RandomState is randomkit: MT19937 (Matsumoto & Nishimura's reference genrand_int32),
-// seeded with init_genrand(seed) for an integer seed; rk_double builds a double from two 32-bit outputs
-// a, b as ((a >> 5) * 2^26 + (b >> 6)) / 2^53; rk_gauss is the Marsaglia polar method: draw
-// x1, x2 uniform in (-1, 1) until 0 < r2 = x1² + x2² < 1, then f = sqrt(-2 log(r2) / r2), return f*x2
-// and keep f*x1 for the next call. The cached value lives in the generator, so it carries across
-// randn(M) calls (it matters when M is odd). Everything is double precision, as in numpy.
+// numpy's legacy RandomState is randomkit: MT19937 (Matsumoto & Nishimura's reference
+// genrand_int32), seeded with init_genrand(seed) for an integer seed; rk_double builds a double
+// from two 32-bit outputs a, b as ((a >> 5) * 2^26 + (b >> 6)) / 2^53; rk_gauss is the Marsaglia
+// polar method: draw x1, x2 uniform in (-1, 1) until 0 < r2 = x1² + x2² < 1, then f = sqrt(-2
+// log(r2) / r2), return f*x2 and keep f*x1 for the next call. The cached value lives in the
+// generator, so it carries across randn(M) calls (it matters when M is odd). Everything is double
+// precision, as in numpy.
 //
 // Two differences from the reference, both allowed by SPEC.md: samples whose top-k norm is 0 (all
-// entries <= 0) are skipped instead of producing inf, and the reciprocals are summed in sample order
-// (numpy's mean sums pairwise; the difference is far below the 6 significant digits the spec fixes).
+// entries <= 0) are skipped instead of producing inf, and the reciprocals are summed in sample
+// order (numpy's mean sums pairwise; the difference is far below the 6 significant digits the spec
+// fixes).
 #include "model/normrouter_constant.h"
 
 #include <algorithm>
@@ -34,8 +36,9 @@
 namespace unipool {
 
 // Floating point: the project builds with -march=native, where GCC fuses a*b + c into one FMA (one
-// rounding instead of two) and would change the last bit of r2 below, hence numpy's Gaussians. mul()
-// returns the product rounded to double, which no compiler may fuse into the add that follows.
+// rounding instead of two) and would change the last bit of r2 below, hence numpy's Gaussians.
+// mul() returns the product rounded to double, which no compiler may fuse into the add that
+// follows.
 static inline double mul(double a, double b) {
   volatile double p = a * b;
   return p;
@@ -113,7 +116,7 @@ double NumpyLegacyRandom::standard_normal() {
     r2 = mul(x1, x1) + mul(x2, x2);
   } while (r2 >= 1.0 || r2 == 0.0);
   double f = std::sqrt(-2.0 * std::log(r2) / r2);  // Box-Muller factor
-  gauss_ = f * x1;  // kept for the next call
+  gauss_ = f * x1;                                 // kept for the next call
   has_gauss_ = true;
   return f * x2;
 }
@@ -124,11 +127,11 @@ void NumpyLegacyRandom::standard_normal_fill(double* out, int n) {
     out[i++] = gauss_;
     has_gauss_ = false;
   }
-  // Each accepted candidate pair (x1, x2) gives out f*x2 then f*x1, as two standard_normal() calls do.
-  // Candidates are drawn in blocks: draw the block, keep the accepted ones with a branch-free
-  // compaction, then turn them into Gaussians. A block never has more candidates than the pairs still
-  // needed, so no candidate is drawn that the one-at-a-time loop would not have drawn: the stream
-  // position afterwards is exactly numpy's.
+  // Each accepted candidate pair (x1, x2) gives out f*x2 then f*x1, as two standard_normal() calls
+  // do. Candidates are drawn in blocks: draw the block, keep the accepted ones with a branch-free
+  // compaction, then turn them into Gaussians. A block never has more candidates than the pairs
+  // still needed, so no candidate is drawn that the one-at-a-time loop would not have drawn: the
+  // stream position afterwards is exactly numpy's.
   const int BLOCK = 64;
   double ax1[BLOCK], ax2[BLOCK], ar2[BLOCK];
   while (i < n) {
@@ -177,8 +180,8 @@ void NumpyLegacyRandom::standard_normal_fill(double* out, int n) {
 
 static const int NORMROUTER_SAMPLES = 100000;
 static const int NORMROUTER_SEED = 42;
-// Up to this k the top-k is kept by insertion into a small sorted buffer (k = 1..4 in every config);
-// above it a per-sample nth_element + sort of the first k is cheaper.
+// Up to this k the top-k is kept by insertion into a small sorted buffer (k = 1..4 in every
+// config); above it a per-sample nth_element + sort of the first k is cheaper.
 static const int TOPK_INSERTION_MAX = 16;
 
 static double compute_normrouter_constant(int M, int k) {
@@ -195,8 +198,9 @@ static double compute_normrouter_constant(int M, int k) {
     double norm = std::sqrt(ss);  // np.linalg.norm(x)
 
     // top-k of ReLU(x): dividing by norm > 0 keeps the order, so select on x and divide after.
-    // Filling the buffer with zeros is the ReLU: an entry <= 0 never enters, and if fewer than k entries
-    // are positive the rest of the top-k are the zeros of ReLU, exactly as np.sort(y)[::-1][:k] gives.
+    // Filling the buffer with zeros is the ReLU: an entry <= 0 never enters, and if fewer than k
+    // entries are positive the rest of the top-k are the zeros of ReLU, exactly as
+    // np.sort(y)[::-1][:k] gives.
     if (k <= TOPK_INSERTION_MAX) {
       std::fill(top.begin(), top.end(), 0.0);
       for (int i = 0; i < M; i++) {
@@ -216,7 +220,8 @@ static double compute_normrouter_constant(int M, int k) {
       for (int j = 0; j < k; j++) top[j] = std::max(0.0, y[j]);
     }
 
-    // Skip rule (SPEC.md): no positive entry means a zero top-k norm, where the reference gives 1/0.
+    // Skip rule (SPEC.md): no positive entry means a zero top-k norm, where the reference gives
+    // 1/0.
     if (top[0] <= 0.0) continue;
 
     // 1 / ||y_k||_2 with y = ReLU(x / norm); y_k ** 2 summed largest first
@@ -228,15 +233,16 @@ static double compute_normrouter_constant(int M, int k) {
     sum += 1.0 / std::sqrt(topss);
     counted++;
   }
-  // The mean is over the counted samples. A skip needs all M entries <= 0 (probability 2^-M), so for
-  // the table's M >= 16 nothing is skipped in practice; M = 8 skips about 1 sample in 256.
-  check(counted > 0, "normrouter_constant: every sample has a zero top-k norm (M=" + std::to_string(M) +
-                         ", k=" + std::to_string(k) + ")");
+  // The mean is over the counted samples. A skip needs all M entries <= 0 (probability 2^-M), so
+  // for the table's M >= 16 nothing is skipped in practice; M = 8 skips about 1 sample in 256.
+  check(counted > 0, "normrouter_constant: every sample has a zero top-k norm (M=" +
+                         std::to_string(M) + ", k=" + std::to_string(k) + ")");
   return sum / (double)counted;
 }
 
-// Cache: one entry per (M, k), each filled exactly once (std::call_once) outside the map lock, so two
-// threads asking for different (M, k) compute in parallel and two asking for the same one compute once.
+// Cache: one entry per (M, k), each filled exactly once (std::call_once) outside the map lock, so
+// two threads asking for different (M, k) compute in parallel and two asking for the same one
+// compute once.
 namespace {
 struct CachedConstant {
   std::once_flag once;
@@ -246,8 +252,8 @@ struct CachedConstant {
 
 double normrouter_constant(int M, int k) {
   if (M < 1 || k < 1 || k > M) {
-    throw Error("normrouter_constant: need M >= 1 and 1 <= k <= M (router width M=" + std::to_string(M) +
-                ", top_k k=" + std::to_string(k) + ")");
+    throw Error("normrouter_constant: need M >= 1 and 1 <= k <= M (router width M=" +
+                std::to_string(M) + ", top_k k=" + std::to_string(k) + ")");
   }
   static std::mutex mutex;
   static std::map<std::pair<int, int>, std::unique_ptr<CachedConstant>> cache;

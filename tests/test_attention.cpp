@@ -95,8 +95,8 @@ template <typename T>
 void backward(std::vector<T>& dqkv, const std::vector<T>& dout, const std::vector<T>& qkv,
               const std::vector<T>& out, const std::vector<T>& lse, const Shape& s) {
   dqkv.assign(s.qkv_size(), std::numeric_limits<T>::quiet_NaN());
-  cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B,
-                          s.Tlen, s.nh, s.nkv, s.hd);
+  cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B, s.Tlen,
+                          s.nh, s.nkv, s.hd);
 }
 
 template <typename T>
@@ -107,8 +107,8 @@ bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
 }  // namespace
 
 TEST_CASE("attention forward matches a naive full-softmax reference", "[attention]") {
-  const Shape shapes[] = {{2, 7, 4, 2, 8}, {2, 33, 4, 2, 8}, {2, 7, 3, 3, 8}, {2, 33, 3, 3, 8},
-                          {1, 100, 2, 1, 64}};
+  const Shape shapes[] = {
+      {2, 7, 4, 2, 8}, {2, 33, 4, 2, 8}, {2, 7, 3, 3, 8}, {2, 33, 3, 3, 8}, {1, 100, 2, 1, 64}};
   uint32_t seed = 1;
   for (const Shape& s : shapes) {
     INFO("B=" << s.B << " Tlen=" << s.Tlen << " nh=" << s.nh << " nkv=" << s.nkv << " hd=" << s.hd);

@@ -13,7 +13,8 @@ using json = nlohmann::json;
 namespace {
 
 // The message of the Error that load_config throws for these overrides ("" when none is thrown).
-std::string config_error(const std::vector<std::string>& overrides, const json& file = json::object()) {
+std::string config_error(const std::vector<std::string>& overrides,
+                         const json& file = json::object()) {
   try {
     load_config(file, overrides, /*check_data=*/false);
   } catch (const Error& e) {
@@ -29,24 +30,27 @@ const json kUnipool = {{"model", {{"ffn", "unipool"}, {"n_layer", 4}, {"pool_siz
 
 TEST_CASE("every SPEC config key exists under its name", "[config]") {
   const json d = config_defaults();
-  for (const char* key : {"vocab_size", "vocab_multiple", "seq_len", "n_layer", "d_model", "n_head", "n_kv_head",
-                          "ffn_hidden", "norm_eps", "rope_base", "init_std", "ffn", "experts_per_layer", "pool_size",
-                          "pool_group", "top_k", "router", "router_renorm", "router_share"})
+  for (const char* key :
+       {"vocab_size", "vocab_multiple", "seq_len", "n_layer", "d_model", "n_head", "n_kv_head",
+        "ffn_hidden", "norm_eps", "rope_base", "init_std", "ffn", "experts_per_layer", "pool_size",
+        "pool_group", "top_k", "router", "router_renorm", "router_share"})
     CHECK(d["model"].contains(key));
-  for (const char* key : {"aux_coeff", "pool_aux_coeff", "z_loss_coeff"}) CHECK(d["loss"].contains(key));
-  for (const char* key : {"lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "eps", "grad_clip"})
+  for (const char* key : {"aux_coeff", "pool_aux_coeff", "z_loss_coeff"})
+    CHECK(d["loss"].contains(key));
+  for (const char* key :
+       {"lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "eps", "grad_clip"})
     CHECK(d["optim"].contains(key));
-  for (const char* key : {"steps", "micro_batch", "grad_accum", "seed", "eval_every", "eval_batches", "ckpt_every",
-                          "ckpt_keep", "out_dir", "backend"})
+  for (const char* key : {"steps", "micro_batch", "grad_accum", "seed", "eval_every",
+                          "eval_batches", "ckpt_every", "ckpt_keep", "out_dir", "backend"})
     CHECK(d["train"].contains(key));
   for (const char* key : {"train", "format", "split"}) CHECK(d["data"].contains(key));
 }
 
 TEST_CASE("config: --set overrides any key; values parse as JSON, else as strings", "[config]") {
   const Config c = load_config(kUnipool,
-                               {"model.d_model=64", "model.n_head=4", "optim.lr=0.002", "train.out_dir=runs/x y",
-                                "data.train=[[2.0, \"a\"], [1, \"b\"]]", "model.router_renorm=false",
-                                "model.router=norm", "train.seed=7"},
+                               {"model.d_model=64", "model.n_head=4", "optim.lr=0.002",
+                                "train.out_dir=runs/x y", "data.train=[[2.0, \"a\"], [1, \"b\"]]",
+                                "model.router_renorm=false", "model.router=norm", "train.seed=7"},
                                false);
   CHECK(c.model.d_model == 64);
   CHECK(c.optim.lr == 0.002);
@@ -69,21 +73,27 @@ TEST_CASE("config: --set overrides any key; values parse as JSON, else as string
 
 TEST_CASE("bad keys and values name the key", "[config]") {
   CHECK_THAT(config_error({"model.nope=3"}), Catch::Matchers::Contains("model.nope"));
-  CHECK_THAT(config_error({}, {{"train", {{"stpes", 3}}}}), Catch::Matchers::Contains("train.stpes"));
+  CHECK_THAT(config_error({}, {{"train", {{"stpes", 3}}}}),
+             Catch::Matchers::Contains("train.stpes"));
   CHECK_THAT(config_error({"model.n_layer=abc"}), Catch::Matchers::Contains("model.n_layer"));
   CHECK_THAT(config_error({"model.n_layer=2.5"}), Catch::Matchers::Contains("model.n_layer"));
   CHECK_THAT(config_error({"optim.lr=-1e-3"}), Catch::Matchers::Contains("optim.lr"));
   CHECK_THAT(config_error({"optim.min_lr=1"}), Catch::Matchers::Contains("optim.min_lr"));
   CHECK_THAT(config_error({"model.ffn=sparse"}), Catch::Matchers::Contains("model.ffn"));
-  CHECK_THAT(config_error({"model.router=sigmoid"}, kMoe), Catch::Matchers::Contains("model.router"));
-  CHECK_THAT(config_error({"model.pool_group=3"}, kUnipool), Catch::Matchers::Contains("model.pool_group"));
-  CHECK_THAT(config_error({"model.router_share=3"}, kMoe), Catch::Matchers::Contains("model.router_share"));
-  CHECK_THAT(config_error({"model.router_share=2"}), Catch::Matchers::Contains("model.router_share"));
+  CHECK_THAT(config_error({"model.router=sigmoid"}, kMoe),
+             Catch::Matchers::Contains("model.router"));
+  CHECK_THAT(config_error({"model.pool_group=3"}, kUnipool),
+             Catch::Matchers::Contains("model.pool_group"));
+  CHECK_THAT(config_error({"model.router_share=3"}, kMoe),
+             Catch::Matchers::Contains("model.router_share"));
+  CHECK_THAT(config_error({"model.router_share=2"}),
+             Catch::Matchers::Contains("model.router_share"));
   CHECK_THAT(config_error({"model.top_k=9"}, kMoe), Catch::Matchers::Contains("model.top_k"));
   CHECK_THAT(config_error({"model.top_k=9"}, kUnipool), Catch::Matchers::Contains("model.top_k"));
   CHECK_THAT(config_error({"model.router_renorm=true", "model.router=norm"}, kMoe),
              Catch::Matchers::Contains("model.router_renorm"));
-  CHECK_THAT(config_error({"loss.pool_aux_coeff=0.01"}, kMoe), Catch::Matchers::Contains("loss.pool_aux_coeff"));
+  CHECK_THAT(config_error({"loss.pool_aux_coeff=0.01"}, kMoe),
+             Catch::Matchers::Contains("loss.pool_aux_coeff"));
   CHECK_THAT(config_error({"model.n_head=5"}), Catch::Matchers::Contains("model.n_head"));
   CHECK_THAT(config_error({"model.n_kv_head=5"}), Catch::Matchers::Contains("model.n_kv_head"));
   CHECK_THAT(config_error({"train.micro_batch=0"}), Catch::Matchers::Contains("train.micro_batch"));
@@ -99,7 +109,8 @@ TEST_CASE("bad keys and values name the key", "[config]") {
 }
 
 TEST_CASE("data paths must exist when training", "[config]") {
-  const json file = {{"data", {{"train", json::array({json::array({1.0, "/nonexistent/shard"})})}}}};
+  const json file = {
+      {"data", {{"train", json::array({json::array({1.0, "/nonexistent/shard"})})}}}};
   try {
     load_config(file, {}, /*check_data=*/true);
     FAIL("no error");

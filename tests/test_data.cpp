@@ -1,6 +1,6 @@
 // Token shards and the loader (data/shards.h, data/loader.h): byte-exact writers against the worked
-// examples of reference/data-plan.md §1, round trips, one error per corrupt input (naming the file and
-// the problem), and the loader's determinism, resumability, sample layout, blending and splits.
+// examples of reference/data-plan.md §1, round trips, one error per corrupt input (naming the file
+// and the problem), and the loader's determinism, resumability, sample layout, blending and splits.
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,7 +47,8 @@ struct TempDir {
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   REQUIRE(f.good());
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)),
+                              std::istreambuf_iterator<char>());
 }
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
@@ -82,20 +83,25 @@ std::string error_of(const std::function<void()>& f) {
   return "<no error>";
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 // A small SHA-256 (FIPS 180-4), to pin whole files to the hashes in data-plan.md.
 std::string sha256(const std::vector<uint8_t>& msg) {
   static const uint32_t k[64] = {
-      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-      0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-      0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-      0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-      0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-      0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-      0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+      0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+      0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+      0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+      0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+      0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+      0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+      0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+      0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+      0xc67178f2};
+  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
   auto rotr = [](uint32_t x, int n) { return (x >> n) | (x << (32 - n)); };
   std::vector<uint8_t> m = msg;
   const uint64_t bits = uint64_t(msg.size()) * 8;
@@ -105,8 +111,8 @@ std::string sha256(const std::vector<uint8_t>& msg) {
   for (size_t c = 0; c < m.size(); c += 64) {
     uint32_t w[64];
     for (int i = 0; i < 16; ++i) {
-      w[i] = uint32_t(m[c + 4 * i]) << 24 | uint32_t(m[c + 4 * i + 1]) << 16 | uint32_t(m[c + 4 * i + 2]) << 8 |
-             uint32_t(m[c + 4 * i + 3]);
+      w[i] = uint32_t(m[c + 4 * i]) << 24 | uint32_t(m[c + 4 * i + 1]) << 16 |
+             uint32_t(m[c + 4 * i + 2]) << 8 | uint32_t(m[c + 4 * i + 3]);
     }
     for (int i = 16; i < 64; ++i) {
       const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
@@ -115,11 +121,27 @@ std::string sha256(const std::vector<uint8_t>& msg) {
     }
     uint32_t a = h[0], b = h[1], cc = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
     for (int i = 0; i < 64; ++i) {
-      const uint32_t t1 = hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
-      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
-      hh = g; g = f; f = e; e = d + t1; d = cc; cc = b; b = a; a = t1 + t2;
+      const uint32_t t1 =
+          hh + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
+      const uint32_t t2 =
+          (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
+      hh = g;
+      g = f;
+      f = e;
+      e = d + t1;
+      d = cc;
+      cc = b;
+      b = a;
+      a = t1 + t2;
     }
-    h[0] += a; h[1] += b; h[2] += cc; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
+    h[0] += a;
+    h[1] += b;
+    h[2] += cc;
+    h[3] += d;
+    h[4] += e;
+    h[5] += f;
+    h[6] += g;
+    h[7] += hh;
   }
   std::string s;
   char buf[9];
@@ -146,8 +168,8 @@ std::vector<int32_t> example_llmc_tokens() {
   return t;
 }
 
-// A single-document stream whose tokens are their positions (plus offset), so a sample reveals where
-// it was read from.
+// A single-document stream whose tokens are their positions (plus offset), so a sample reveals
+// where it was read from.
 std::vector<int32_t> positions(int n, int offset = 0) {
   std::vector<int32_t> t(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) t[static_cast<size_t>(i)] = offset + i;
@@ -289,7 +311,9 @@ TEST_CASE("data: every corrupt Megatron file gets its own error", "[data]") {
   write_megatron(prefix, kExampleDocs);
   const auto idx = read_bytes(prefix + ".idx");
   const auto bin = read_bytes(prefix + ".bin");
-  auto open_error = [&] { return error_of([&] { TokenFile::open(prefix, ShardFormat::megatron); }); };
+  auto open_error = [&] {
+    return error_of([&] { TokenFile::open(prefix, ShardFormat::megatron); });
+  };
   // each case: corrupt, check the message names the file and the problem, restore
   auto expect = [&](const std::vector<uint8_t>& new_idx, const std::vector<uint8_t>& new_bin,
                     const std::string& file, const std::string& keyword) {
@@ -346,7 +370,8 @@ TEST_CASE("data: every corrupt Megatron file gets its own error", "[data]") {
   b = idx;
   poke<int64_t>(b, 34 + 36 + 16, 0);  // [0,1,0,3]: decreasing
   expect(b, bin, "bad.idx", "decrease");
-  expect(idx, std::vector<uint8_t>(bin.begin(), bin.end() - 2), "bad.bin", "truncated: index says 38 bytes, file has 36");
+  expect(idx, std::vector<uint8_t>(bin.begin(), bin.end() - 2), "bad.bin",
+         "truncated: index says 38 bytes, file has 36");
   auto longer = bin;
   longer.push_back(0);
   expect(idx, longer, "bad.bin", "size mismatch");
@@ -422,11 +447,15 @@ TEST_CASE("data: every corrupt llm.c file gets its own error", "[data]") {
 
 TEST_CASE("data: writers reject tokens that do not fit uint16", "[data]") {
   TempDir dir;
-  CHECK(contains(error_of([&] { write_megatron(dir.file("w"), {{1, 70000}}); }), "token id 70000 at token 1"));
+  CHECK(contains(error_of([&] {
+                   write_megatron(dir.file("w"), {{1, 70000}});
+                 }),
+                 "token id 70000 at token 1"));
   CHECK(contains(error_of([&] { write_llmc(dir.file("w.bin"), {-1}); }), "token id -1 at token 0"));
   CHECK(parse_shard_format("llmc") == ShardFormat::llmc);
   CHECK(parse_shard_format("megatron") == ShardFormat::megatron);
-  CHECK(contains(error_of([] { parse_shard_format("parquet"); }), "unknown shard format \"parquet\""));
+  CHECK(contains(error_of([] { parse_shard_format("parquet"); }),
+                 "unknown shard format \"parquet\""));
 }
 
 TEST_CASE("data: random corruption never crashes the readers", "[data]") {
@@ -475,7 +504,8 @@ TEST_CASE("data: split strings and Megatron's get_split_indices", "[data]") {
   using A = std::array<int64_t, 4>;
   CHECK(split_indices(parse_split("969,30,1"), 1000) == A{0, 969, 999, 1000});
   CHECK(split_indices(parse_split("1,1,0"), 4) == A{0, 2, 4, 4});
-  CHECK(split_indices(parse_split("1,1"), 5) == A{0, 3, 5, 5});  // round(2.5) = 2 (half to even), then +1
+  CHECK(split_indices(parse_split("1,1"), 5) ==
+        A{0, 3, 5, 5});  // round(2.5) = 2 (half to even), then +1
   CHECK(split_indices(parse_split("1,1,1"), 2) == A{0, 0, 1, 2});
   CHECK(split_indices(parse_split("969,30,1"), 10) == A{0, 10, 10, 10});
   CHECK(split_indices(parse_split("0,1,1"), 3)[1] == 0);  // clamped (Megatron would give -1)
@@ -492,7 +522,8 @@ TEST_CASE("data: split strings and Megatron's get_split_indices", "[data]") {
 
 // ---- the loader --------------------------------------------------------------------------------
 
-TEST_CASE("data: loader samples are T+1 consecutive stream tokens, one pass visits each once", "[data]") {
+TEST_CASE("data: loader samples are T+1 consecutive stream tokens, one pass visits each once",
+          "[data]") {
   TempDir dir;
   // 10 documents of 100 tokens whose values are their stream positions: samples cross documents
   std::vector<std::vector<int32_t>> docs;
@@ -509,8 +540,8 @@ TEST_CASE("data: loader samples are T+1 consecutive stream tokens, one pass visi
     const int32_t start = s[0];
     CHECK(start % 16 == 0);  // sample i starts at token i*T
     for (int t = 0; t < 16; ++t) {
-      REQUIRE(s[t] == start + t);            // inputs: tokens [iT, iT+T)
-      REQUIRE(s[16 + t] == start + t + 1);   // targets: inputs shifted by one
+      REQUIRE(s[t] == start + t);           // inputs: tokens [iT, iT+T)
+      REQUIRE(s[16 + t] == start + t + 1);  // targets: inputs shifted by one
     }
     starts.insert(start);
   }
@@ -546,9 +577,10 @@ TEST_CASE("data: loader order is a seeded shuffle", "[data]") {
 
 TEST_CASE("data: a restored loader continues exactly, across epoch boundaries", "[data]") {
   TempDir dir;
-  write_megatron(dir.file("a"), {positions(60)});           // 7 samples at T = 8
-  write_llmc(dir.file("c.llmc"), positions(45, 1000));      // llm.c is read below through its own loader
-  write_megatron(dir.file("b"), {positions(45, 1000)});     // 5 samples
+  write_megatron(dir.file("a"), {positions(60)});  // 7 samples at T = 8
+  write_llmc(dir.file("c.llmc"),
+             positions(45, 1000));  // llm.c is read below through its own loader
+  write_megatron(dir.file("b"), {positions(45, 1000)});  // 5 samples
   LoaderSpec spec;
   spec.blend = {{2.0, dir.file("a")}, {1.0, dir.file("b")}};
   spec.split = "1";

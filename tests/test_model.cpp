@@ -128,8 +128,8 @@ TEST_CASE("finite differences of the whole model, every variant, every tensor", 
           ++checked;
           if (!test::close_enough(grads[i], numeric, 1e-5, 1e-9)) {
             if (failures < 8)
-              UNSCOPED_INFO(t.name << "[" << i - t.offset << "]: analytic " << grads[i] << ", numeric "
-                                   << numeric);
+              UNSCOPED_INFO(t.name << "[" << i - t.offset << "]: analytic " << grads[i]
+                                   << ", numeric " << numeric);
             ++failures;
           }
         }
@@ -146,13 +146,14 @@ namespace {
 // Copies every tensor of `from` into `to` by name; `rename` maps names of `to` to names of `from`
 // for tensors that only one of the two has (the untied copy of a shared tensor).
 template <typename F>
-void copy_weights(const Layout& to_layout, double* to, const Layout& from_layout, const double* from,
-                  F rename) {
+void copy_weights(const Layout& to_layout, double* to, const Layout& from_layout,
+                  const double* from, F rename) {
   for (const ParamTensor& t : to_layout.tensors) {
     const int src = from_layout.find(rename(t.name));
     REQUIRE(src >= 0);
     REQUIRE(from_layout[src].numel == t.numel);
-    std::copy(from + from_layout[src].offset, from + from_layout[src].offset + t.numel, to + t.offset);
+    std::copy(from + from_layout[src].offset, from + from_layout[src].offset + t.numel,
+              to + t.offset);
   }
 }
 
@@ -160,7 +161,8 @@ struct Pair {
   Config shared, untied;
 };
 
-void run_pair(Model<double>& model, const std::vector<int32_t>& in, const std::vector<int32_t>& tg, Losses& out) {
+void run_pair(Model<double>& model, const std::vector<int32_t>& in, const std::vector<int32_t>& tg,
+              Losses& out) {
   model.zero_grads();
   out = model.forward(in.data(), tg.data(), true);
   model.backward();
@@ -168,11 +170,12 @@ void run_pair(Model<double>& model, const std::vector<int32_t>& in, const std::v
 
 }  // namespace
 
-TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' gradients", "[model][shared]") {
+TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' gradients",
+          "[model][shared]") {
   for (int pool_group : {0, 2}) {
     DYNAMIC_SECTION("pool_group " << pool_group) {
-      // UniPool with one pool (or two groups) vs. a vanilla MoE whose every layer holds a copy of its
-      // pool: the same function, so each pool gradient equals the sum over its layers' copies.
+      // UniPool with one pool (or two groups) vs. a vanilla MoE whose every layer holds a copy of
+      // its pool: the same function, so each pool gradient equals the sum over its layers' copies.
       Config shared = tiny_config({"", "unipool", "norm", 2, 1, pool_group, false, 0.05, 0, 0.01});
       Config untied = shared;
       untied.model.ffn = "moe";
@@ -196,7 +199,7 @@ TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' 
       Losses a, b;
       run_pair(ms, in, tg, a);
       run_pair(mu, in, tg, b);
-      CHECK(a.lm == b.lm);    // the same computation, op for op
+      CHECK(a.lm == b.lm);  // the same computation, op for op
       CHECK(a.aux == b.aux);
       for (int g = 0; g < shared.model.n_pools(); ++g) {
         for (const char* w : {"w13", "w2"}) {
@@ -220,13 +223,15 @@ TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' 
       for (const ParamTensor& t : ls.tensors) {
         if (t.name.rfind("pools.", 0) == 0) continue;
         const ParamTensor& u = lu[lu.find(t.name)];
-        for (int64_t i = 0; i < t.numel; ++i) REQUIRE(ms.grads()[t.offset + i] == mu.grads()[u.offset + i]);
+        for (int64_t i = 0; i < t.numel; ++i)
+          REQUIRE(ms.grads()[t.offset + i] == mu.grads()[u.offset + i]);
       }
     }
   }
 }
 
-TEST_CASE("a shared router's gradient is the sum of the untied routers' gradients", "[model][shared]") {
+TEST_CASE("a shared router's gradient is the sum of the untied routers' gradients",
+          "[model][shared]") {
   for (const char* router : {"softmax", "norm"}) {
     DYNAMIC_SECTION(router) {
       Config shared = tiny_config({"", "moe", router, 2, 2, 0, false, 0.05, 0, 0.01});
@@ -274,8 +279,8 @@ TEST_CASE("a shared router's gradient is the sum of the untied routers' gradient
 }
 
 TEST_CASE("router_share = 1 is independent routing, bit for bit", "[model][shared]") {
-  // B = 1 builds one router per layer, each used once, and computes exactly what a config that never
-  // mentions router sharing computes.
+  // B = 1 builds one router per layer, each used once, and computes exactly what a config that
+  // never mentions router sharing computes.
   Config c = tiny_config({"", "moe", "softmax", 1, 1, 0, false, 0.05, 0, 0});
   const Layout layout = make_layout(c.model);
   for (int l = 0; l < c.model.n_layer; ++l) {
@@ -284,14 +289,16 @@ TEST_CASE("router_share = 1 is independent routing, bit for bit", "[model][share
   }
   nlohmann::json with = c.to_json(), without = c.to_json();
   without["model"].erase("router_share");
-  const Config a = load_config(with, {}, false), b = load_config(without, {"model.router_share=1"}, false);
+  const Config a = load_config(with, {}, false),
+               b = load_config(without, {"model.router_share=1"}, false);
   Model<float> ma(make_layout(a.model), a.loss, 1, 5), mb(make_layout(b.model), b.loss, 1, 5);
   init_parameters(ma.layout(), ma.params(), 11);
   init_parameters(mb.layout(), mb.params(), 11);
   std::vector<int32_t> in(5), tg(5);
   random_tokens(in, 11, 1);
   random_tokens(tg, 11, 2);
-  const Losses la = ma.forward(in.data(), tg.data(), true), lb = mb.forward(in.data(), tg.data(), true);
+  const Losses la = ma.forward(in.data(), tg.data(), true),
+               lb = mb.forward(in.data(), tg.data(), true);
   ma.backward();
   mb.backward();
   CHECK(la.lm == lb.lm);
@@ -299,7 +306,8 @@ TEST_CASE("router_share = 1 is independent routing, bit for bit", "[model][share
   CHECK(std::equal(ma.grads(), ma.grads() + ma.layout().arena_size, mb.grads()));
 }
 
-TEST_CASE("pool loss: skipped on the first micro-batch, then uses the previous counts", "[model][pool]") {
+TEST_CASE("pool loss: skipped on the first micro-batch, then uses the previous counts",
+          "[model][pool]") {
   Config c = tiny_config({"", "unipool", "norm", 1, 1, 0, false, 0, 0.05, 0});
   const Layout layout = make_layout(c.model);
   Model<double> model(layout, c.loss, kBatch, c.model.seq_len);
@@ -331,11 +339,13 @@ TEST_CASE("pool loss: skipped on the first micro-batch, then uses the previous c
 }
 
 TEST_CASE("parameter totals of the 182M presets match the paper", "[model][layout]") {
-  const Config dense = load_config(read_config_file(UNIPOOL_SOURCE_DIR "/configs/dense-182m.json"), {}, false);
+  const Config dense =
+      load_config(read_config_file(UNIPOOL_SOURCE_DIR "/configs/dense-182m.json"), {}, false);
   const Layout dl = make_layout(dense.model);
   CHECK(dl.num_parameters() == 182471424);
   CHECK(dl.active_parameters(false) == 182471424);
-  const Config uni = load_config(read_config_file(UNIPOOL_SOURCE_DIR "/configs/unipool-182m.json"), {}, false);
+  const Config uni =
+      load_config(read_config_file(UNIPOOL_SOURCE_DIR "/configs/unipool-182m.json"), {}, false);
   const Layout ul = make_layout(uni.model);
   CHECK(ul.num_parameters() == 777898764);
   CHECK(ul.active_parameters(false) == 182471424);
@@ -347,18 +357,22 @@ TEST_CASE("parameter totals of the 182M presets match the paper", "[model][layou
   CHECK(ul[ul.find("layers.0.attn.wqkv.weight")].shape == std::vector<int64_t>{1280, 768});
   CHECK(ul[ul.find("tok_embeddings.weight")].shape == std::vector<int64_t>{51200, 768});
   // Vanilla MoE 8E/top-1: 8× the expert parameters, dense active parameters.
-  const Config moe = load_config(read_config_file(UNIPOOL_SOURCE_DIR "/configs/moe-182m.json"), {}, false);
+  const Config moe =
+      load_config(read_config_file(UNIPOOL_SOURCE_DIR "/configs/moe-182m.json"), {}, false);
   const Layout ml = make_layout(moe.model);
   CHECK(ml.num_parameters() == 182471424 + 12LL * 7 * 3 * 768 * 3072 + 12LL * 8 * 768);
   CHECK(ml.active_parameters(false) == 182471424);
   // Every preset loads and builds.
-  for (const char* name : {"tiny", "unipool-182m-m64", "unipool-182m-m48", "unipool-182m-g2", "unipool-182m-g4",
-                           "pathmoe-182m", "pathmoe-unipool-182m", "bench-dense-d256-l4", "bench-dense-124m"}) {
+  for (const char* name :
+       {"tiny", "unipool-182m-m64", "unipool-182m-m48", "unipool-182m-g2", "unipool-182m-g4",
+        "pathmoe-182m", "pathmoe-unipool-182m", "bench-dense-d256-l4", "bench-dense-124m"}) {
     INFO(name);
-    const Config c = load_config(read_config_file(std::string(UNIPOOL_SOURCE_DIR "/configs/") + name + ".json"), {}, false);
+    const Config c = load_config(
+        read_config_file(std::string(UNIPOOL_SOURCE_DIR "/configs/") + name + ".json"), {}, false);
     CHECK(make_layout(c.model).num_parameters() > 0);
   }
-  const Config path = load_config(read_config_file(UNIPOOL_SOURCE_DIR "/configs/pathmoe-182m.json"), {}, false);
+  const Config path =
+      load_config(read_config_file(UNIPOOL_SOURCE_DIR "/configs/pathmoe-182m.json"), {}, false);
   CHECK(path.model.n_routers() == 3);
 }
 
@@ -370,10 +384,12 @@ TEST_CASE("initialisation depends only on seed and tensor name", "[model][init]"
   std::vector<float> pa(a.arena_size), pb(b.arena_size);
   init_parameters(a, pa.data(), 42);
   init_parameters(b, pb.data(), 42);
-  for (const char* name : {"tok_embeddings.weight", "layers.3.attn.wqkv.weight", "routers.0.weight"}) {
+  for (const char* name :
+       {"tok_embeddings.weight", "layers.3.attn.wqkv.weight", "routers.0.weight"}) {
     const ParamTensor& ta = a[a.find(name)];
     const ParamTensor& tb = b[b.find(name)];
-    CHECK(std::equal(pa.begin() + ta.offset, pa.begin() + ta.offset + ta.numel, pb.begin() + tb.offset));
+    CHECK(std::equal(pa.begin() + ta.offset, pa.begin() + ta.offset + ta.numel,
+                     pb.begin() + tb.offset));
   }
   // Wo and W2 use σ0/sqrt(2L); norms and the NormRouter scale start at 1.
   const ParamTensor& wo = a[a.find("layers.0.attn.wo.weight")];

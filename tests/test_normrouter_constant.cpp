@@ -10,8 +10,8 @@
 #include "model/normrouter_constant.h"
 #include "tests/catch.h"
 
-using unipool::NumpyLegacyRandom;
 using unipool::normrouter_constant;
+using unipool::NumpyLegacyRandom;
 
 // Exact double equality (the stream must be numpy's bit for bit), with a readable failure.
 static void require_same_double(double got, double want) {
@@ -57,7 +57,8 @@ TEST_CASE("NumpyLegacyRandom(42) reproduces numpy's RandomState(42)", "[normrout
   }
 }
 
-// A 6-significant-digit match, last digit +-1: |got - want| <= 1 unit of the 6th digit (plus rounding).
+// A 6-significant-digit match, last digit +-1: |got - want| <= 1 unit of the 6th digit (plus
+// rounding).
 static void require_six_digits(int M, int k, double want) {
   double got = normrouter_constant(M, k);
   double unit = std::pow(10.0, std::floor(std::log10(std::fabs(want))) - 5);
@@ -85,8 +86,8 @@ TEST_CASE("normrouter_constant reproduces the SPEC.md table", "[normrouter]") {
   require_six_digits(32, 4, 1.770994);
 }
 
-// The reference's loop transcribed literally (router.py NormRouter._monte_carlo_y_k), plus the skip:
-// y = max(0, x / ||x||), sort descending, 1 / sqrt(sum of the first k squared).
+// The reference's loop transcribed literally (router.py NormRouter._monte_carlo_y_k), plus the
+// skip: y = max(0, x / ||x||), sort descending, 1 / sqrt(sum of the first k squared).
 static double reference_constant(int M, int k) {
   NumpyLegacyRandom rng(42);
   std::vector<double> x(M), y(M);
@@ -117,8 +118,9 @@ TEST_CASE("normrouter_constant: skip rule, large k, cache, bad arguments", "[nor
     REQUIRE(c > 1.0);
   }
   SECTION("both top-k paths and odd M agree with the literal reference loop") {
-    // k <= 16 keeps a sorted buffer, k > 16 uses nth_element; M = 7 leaves a cached Gaussian between
-    // samples; M = 8 has skipped samples. Only rounding may differ (the order of the squares' sum).
+    // k <= 16 keeps a sorted buffer, k > 16 uses nth_element; M = 7 leaves a cached Gaussian
+    // between samples; M = 8 has skipped samples. Only rounding may differ (the order of the
+    // squares' sum).
     struct Case {
       int M, k;
     };
@@ -134,7 +136,8 @@ TEST_CASE("normrouter_constant: skip rule, large k, cache, bad arguments", "[nor
   SECTION("cached and thread-safe: concurrent callers all get the same value") {
     std::vector<double> got(4, 0.0);
     std::vector<std::thread> threads;
-    for (int t = 0; t < 4; t++) threads.emplace_back([&got, t] { got[t] = normrouter_constant(24, 2); });
+    for (int t = 0; t < 4; t++)
+      threads.emplace_back([&got, t] { got[t] = normrouter_constant(24, 2); });
     for (auto& th : threads) th.join();
     for (int t = 1; t < 4; t++) REQUIRE(got[t] == got[0]);
     REQUIRE(normrouter_constant(24, 2) == got[0]);

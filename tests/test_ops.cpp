@@ -45,7 +45,9 @@ bool all_finite(const std::vector<T>& v) {
   return true;
 }
 
-std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+std::vector<float> to_float(const Vec& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
 
 template <typename T>
 bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
@@ -272,7 +274,8 @@ TEST_CASE("crossentropy: losses match the formula, dlogits match finite differen
   }
   check_gradient(
       [&] {
-        cpu::crossentropy_forward_backward(losses.data(), logits.data(), targets.data(), rows, V, 0.0);
+        cpu::crossentropy_forward_backward(losses.data(), logits.data(), targets.data(), rows, V,
+                                           0.0);
         return dloss * (losses[0] + losses[1] + losses[2]);
       },
       logits, dlogits, "dlogits");
@@ -286,7 +289,8 @@ TEST_CASE("crossentropy is stable for large logits and rejects bad targets", "[o
   CHECK(losses[0] == Approx(1.0 + std::log1p(std::exp(-1.0))).epsilon(1e-6));
   CHECK(all_finite(logits));
   const std::vector<int32_t> bad = {4};
-  CHECK_THROWS(cpu::crossentropy_forward_backward(losses.data(), logits.data(), bad.data(), 1, 4, 1.0f));
+  CHECK_THROWS(
+      cpu::crossentropy_forward_backward(losses.data(), logits.data(), bad.data(), 1, 4, 1.0f));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -336,7 +340,8 @@ void check_crossentropy_threads() {
   for (int r = 0; r < rows; ++r) targets[r] = (r * 12345) % V;
   auto res = with_thread_counts([&] {
     std::vector<T> lg = logits, losses(rows);
-    cpu::crossentropy_forward_backward(losses.data(), lg.data(), targets.data(), rows, V, T(1) / rows);
+    cpu::crossentropy_forward_backward(losses.data(), lg.data(), targets.data(), rows, V,
+                                       T(1) / rows);
     lg.insert(lg.end(), losses.begin(), losses.end());
     return lg;
   });

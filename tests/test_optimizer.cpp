@@ -51,10 +51,11 @@ Layout small_pool_layout() {
 }
 }  // namespace
 
-TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tensor moves", "[optim]") {
+TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tensor moves",
+          "[optim]") {
   const Layout layout = small_pool_layout();
-  std::vector<double> p(layout.arena_size, 0.5), g(layout.arena_size, 0.0), m(layout.arena_size, 0.0),
-      v(layout.arena_size, 0.0);
+  std::vector<double> p(layout.arena_size, 0.5), g(layout.arena_size, 0.0),
+      m(layout.arena_size, 0.0), v(layout.arena_size, 0.0);
   for (int64_t i = 0; i < layout.arena_size; ++i) g[i] = 0.01 * ((i % 7) - 3);
   OptimConfig o;
   o.weight_decay = 0.1;
@@ -82,7 +83,8 @@ TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tenso
   CHECK(!layout[layout.find("layers.0.attn_norm.weight")].decay);
 }
 
-TEST_CASE("global grad norm counts each shared tensor once and ignores the thread count", "[optim]") {
+TEST_CASE("global grad norm counts each shared tensor once and ignores the thread count",
+          "[optim]") {
   const Layout layout = small_pool_layout();
   std::vector<float> g(layout.arena_size, 0.0f);
   double expected = 0;

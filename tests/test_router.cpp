@@ -1,6 +1,7 @@
-// CPU router and dispatch ops (kernels/cpu/router.h, kernels/cpu/dispatch.h): forward values against
-// direct formulas and SPEC.md's conventions (ties, NormRouter zero scores, (expert, token) order), every
-// backward against central differences in double, thread-count independence, "=" outputs overwritten.
+// CPU router and dispatch ops (kernels/cpu/router.h, kernels/cpu/dispatch.h): forward values
+// against direct formulas and SPEC.md's conventions (ties, NormRouter zero scores, (expert, token)
+// order), every backward against central differences in double, thread-count independence, "="
+// outputs overwritten.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -48,7 +49,9 @@ bool all_finite(const std::vector<T>& v) {
   return true;
 }
 
-std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+std::vector<float> to_float(const Vec& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
 
 // Router logits with mixed signs and |z| >= 0.05 (no u at or near 0).
 Vec logits_away_from_zero(size_t n, uint32_t seed) {
@@ -77,9 +80,8 @@ Ids reference_topk(const Vec& s, int N, int E, int k) {
   for (int t = 0; t < N; ++t) {
     std::vector<int> order(E);
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-      return s[size_t(t) * E + a] > s[size_t(t) * E + b];
-    });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return s[size_t(t) * E + a] > s[size_t(t) * E + b]; });
     for (int j = 0; j < k; ++j) ids[size_t(t) * k + j] = order[j];
   }
   return ids;
@@ -137,7 +139,8 @@ TEST_CASE("softmax router: rows sum to 1, formula, finite differences", "[router
     for (int i = 0; i < E; ++i) m = std::max(m, z[size_t(t) * E + i]);
     for (int i = 0; i < E; ++i) ref += std::exp(z[size_t(t) * E + i] - m);
     for (int i = 0; i < E; ++i) {
-      CHECK(s[size_t(t) * E + i] == Approx(std::exp(z[size_t(t) * E + i] - m) / ref).epsilon(1e-13));
+      CHECK(s[size_t(t) * E + i] ==
+            Approx(std::exp(z[size_t(t) * E + i] - m) / ref).epsilon(1e-13));
     }
   }
   z[0] = 0.3;
@@ -201,7 +204,8 @@ TEST_CASE("NormRouter backward matches finite differences in z and sigma", "[rou
 
   Vec dz(z.size(), std::numeric_limits<double>::quiet_NaN());
   Vec dsigma = {0.25};  // "+=": starts from a nonzero value
-  cpu::norm_router_backward(dz.data(), &dsigma[0], R.data(), z.data(), norm.data(), sigma[0], c, N, E);
+  cpu::norm_router_backward(dz.data(), &dsigma[0], R.data(), z.data(), norm.data(), sigma[0], c, N,
+                            E);
   dsigma[0] -= 0.25;
   CHECK(all_finite(dz));
   for (int i = 0; i < E; ++i) CHECK(dz[size_t(5) * E + i] == 0.0);
@@ -235,7 +239,8 @@ void check_norm_router_threads() {
   auto res = with_thread_counts([&] {
     std::vector<T> dz(z.size());
     T dsigma = T(0.125);
-    cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), T(1), T(4), N, E);
+    cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), T(1), T(4), N,
+                              E);
     dz.push_back(dsigma);
     return dz;
   });
@@ -269,8 +274,9 @@ TEST_CASE("top-k: ties go to the lower index", "[router]") {
   CHECK(g3[0] == Approx(1.0 / 3));
 }
 
-TEST_CASE("top-k on NormRouter scores with fewer than k positive picks zero experts by lowest index",
-          "[router]") {
+TEST_CASE(
+    "top-k on NormRouter scores with fewer than k positive picks zero experts by lowest index",
+    "[router]") {
   const int E = 6, k = 3;
   const std::vector<float> z = {-1.0f, 2.0f, -3.0f, -0.5f, 0.7f, -2.0f};  // two positive scores
   std::vector<float> s(E), norm(1);
@@ -402,7 +408,7 @@ void check_plan(const Ids& ids, int N, int k, int E) {
   for (int e = 0; e < E; ++e) {
     CHECK(offsets[e + 1] - offsets[e] == counts[e]);
     for (int r = offsets[e]; r < offsets[e + 1]; ++r) {
-      CHECK(ids[row_slot[r]] == e);                                   // the right expert
+      CHECK(ids[row_slot[r]] == e);                                      // the right expert
       if (r > offsets[e]) CHECK(row_slot[r - 1] / k < row_slot[r] / k);  // token order, stable
     }
   }
@@ -453,7 +459,8 @@ TEST_CASE("dispatch_plan: offsets, (expert, token) order, inverse permutations",
   SECTION("bad ids throw") {
     const Ids ids = {0, -1};
     Ids offsets(E + 1), row_slot(2), slot_row(2);
-    CHECK_THROWS(cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), 1, 2, E));
+    CHECK_THROWS(
+        cpu::dispatch_plan(offsets.data(), row_slot.data(), slot_row.data(), ids.data(), 1, 2, E));
   }
 }
 
@@ -478,7 +485,8 @@ TEST_CASE("gather_rows and sum_slot_rows are each other's adjoint", "[router]") 
   cpu::sum_slot_rows(acc.data(), Y.data(), slot_row.data(), N, k, d, true);
   for (int t = 0; t < N; ++t) {
     for (int i = 0; i < d; ++i) {
-      const double y0 = Y[size_t(slot_row[t * k]) * d + i], y1 = Y[size_t(slot_row[t * k + 1]) * d + i];
+      const double y0 = Y[size_t(slot_row[t * k]) * d + i],
+                   y1 = Y[size_t(slot_row[t * k + 1]) * d + i];
       CHECK(acc[size_t(t) * d + i] == (acc0[size_t(t) * d + i] + y0) + y1);
       CHECK(sy[size_t(t) * d + i] == y0 + y1);
     }

@@ -37,7 +37,8 @@ struct TmpDir {
 
 std::vector<std::string> list_dir(const std::string& dir) {
   std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -126,7 +127,8 @@ TEST_CASE("safetensors: round trip with scalar, 3-D, empty tensor and metadata",
                             std::numeric_limits<float>::quiet_NaN()};
   std::vector<float> cube(2 * 3 * 4);
   for (size_t i = 0; i < cube.size(); i++) cube[i] = 0.5f * float(i) - 3.0f;
-  const std::map<std::string, std::string> meta = {{"step", "1200"}, {"format", "pt"}, {"note", "é ✓ \"q\""}};
+  const std::map<std::string, std::string> meta = {
+      {"step", "1200"}, {"format", "pt"}, {"note", "é ✓ \"q\""}};
 
   // deliberately not alphabetical: the order must survive
   write_safetensors(path,
@@ -184,13 +186,20 @@ TEST_CASE("safetensors: writer rejects bad input and writes nothing", "[safetens
   TmpDir dir;
   const std::string path = dir / "bad.safetensors";
   const float v[2] = {1, 2};
-  require_error([&] { write_safetensors(path, {{"a", {2}, v}, {"a", {2}, v}}); }, {path, "duplicate"});
+  require_error(
+      [&] {
+        write_safetensors(path, {{"a", {2}, v}, {"a", {2}, v}});
+      },
+      {path, "duplicate"});
   require_error([&] { write_safetensors(path, {{"a", {-2}, v}}); }, {path, "invalid shape"});
   require_error([&] { write_safetensors(path, {{"", {2}, v}}); }, {path, "empty name"});
   require_error([&] { write_safetensors(path, {{"__metadata__", {2}, v}}); }, {path, "reserved"});
   require_error([&] { write_safetensors(path, {{"a", {2}, nullptr}}); }, {path, "null data"});
-  require_error([&] { write_safetensors(dir / "no/such/dir/x.safetensors", {{"a", {2}, v}}); },
-                {"no/such/dir/x.safetensors", "No such file"});
+  require_error(
+      [&] {
+        write_safetensors(dir / "no/such/dir/x.safetensors", {{"a", {2}, v}});
+      },
+      {"no/such/dir/x.safetensors", "No such file"});
   CHECK(list_dir(dir.path).empty());
 }
 
@@ -202,7 +211,9 @@ TEST_CASE("safetensors: corrupt files give Error naming file and problem", "[saf
   const std::string p = dir / "corrupt.safetensors";
   const std::string d8 = f32_bytes({1.0f, 2.0f});
 
-  SECTION("missing file") { require_read_error(dir / "nope.safetensors", "cannot open"); }
+  SECTION("missing file") {
+    require_read_error(dir / "nope.safetensors", "cannot open");
+  }
   SECTION("shorter than 8 bytes") {
     put_file(p, "abcde");
     require_read_error(p, "shorter than the 8-byte header length");
@@ -264,7 +275,9 @@ TEST_CASE("safetensors: corrupt files give Error naming file and problem", "[saf
     require_read_error(p, "shape is not an array");
   }
   SECTION("shape whose size overflows") {
-    write_raw(p, R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})", d8);
+    write_raw(
+        p, R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})",
+        d8);
     require_read_error(p, "too large");
   }
   SECTION("offsets disagree with the shape") {
@@ -287,7 +300,8 @@ TEST_CASE("safetensors: corrupt files give Error naming file and problem", "[saf
   }
   SECTION("overlapping tensors") {
     write_raw(p, R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                     "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", d8);
+                     "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+              d8);
     require_read_error(p, "overlaps");
   }
   SECTION("gap between tensors") {
@@ -302,7 +316,8 @@ TEST_CASE("safetensors: corrupt files give Error naming file and problem", "[saf
   }
   SECTION("duplicate names") {
     write_raw(p, R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-                     "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", d8);
+                     "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+              d8);
     require_read_error(p, "duplicate key 'a'");
   }
   SECTION("trailing bytes") {
@@ -373,7 +388,8 @@ TEST_CASE("fsutil: failed writes throw and leave the old state", "[safetensors]"
   write_file_atomic(path, "original");
 
   // the directory does not exist: the temp cannot be created
-  require_error([&] { write_file_atomic(dir / "missing/f.bin", "x"); }, {"missing/f.bin", "No such file"});
+  require_error([&] { write_file_atomic(dir / "missing/f.bin", "x"); },
+                {"missing/f.bin", "No such file"});
 
   // the rename fails (a non-empty directory is in the way): the temp is removed
   make_dirs(dir / "adir/inner");
@@ -389,7 +405,8 @@ TEST_CASE("fsutil: failed writes throw and leave the old state", "[safetensors]"
   CHECK(read_file(path) == "original");
   CHECK(list_dir(dir.path) == std::vector<std::string>{"adir", "f.bin"});
 
-  require_error([&] { read_file(dir / "none.bin"); }, {"cannot open " + (dir / "none.bin"), "No such file"});
+  require_error([&] { read_file(dir / "none.bin"); },
+                {"cannot open " + (dir / "none.bin"), "No such file"});
 }
 
 TEST_CASE("fsutil: publish_dir, make_dirs, remove_tree, fsync_path", "[safetensors]") {
@@ -419,7 +436,8 @@ TEST_CASE("fsutil: publish_dir, make_dirs, remove_tree, fsync_path", "[safetenso
   make_dirs(dir / "a/b/c");
   make_dirs(dir / "a/b/c");
   CHECK(std::filesystem::is_directory(dir / "a/b/c"));
-  require_error([&] { make_dirs(final_dir + "/model.safetensors/sub"); }, {"model.safetensors/sub"});
+  require_error([&] { make_dirs(final_dir + "/model.safetensors/sub"); },
+                {"model.safetensors/sub"});
 
   // remove_tree is rm -rf; a missing path is fine
   write_file_atomic(dir / "a/b/c/f", "x");

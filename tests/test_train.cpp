@@ -1,7 +1,8 @@
-// End-to-end tests of the training loop (engine/train.cpp, engine/trainer.cpp, engine/checkpoint.cpp
-// and the `unipool train` CLI): bitwise determinism across runs and thread counts, bit-exact resume
-// (data position, AdamW moments and the pool loss's ĝ), checkpoint contents and pruning, the loss
-// falling on real text, non-finite losses stopping the run with the last good checkpoint untouched,
+// End-to-end tests of the training loop (engine/train.cpp, engine/trainer.cpp,
+// engine/checkpoint.cpp and the `unipool train` CLI): bitwise determinism across runs and thread
+// counts, bit-exact resume (data position, AdamW moments and the pool loss's ĝ), checkpoint
+// contents and pruning, the loss falling on real text, non-finite losses stopping the run with the
+// last good checkpoint untouched,
 // --init-from, bad input through the real binary, and gradient accumulation being a mean.
 //
 // The corpus is /usr/share/common-licenses/GPL-3 (present on every Debian) cut into paragraph
@@ -57,7 +58,9 @@ struct TempDir {
     REQUIRE(p != nullptr);
     path = p;
   }
-  ~TempDir() { if (!std::getenv("KEEP_TMP")) remove_tree(path); }
+  ~TempDir() {
+    if (!std::getenv("KEEP_TMP")) remove_tree(path);
+  }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   std::string operator/(const std::string& name) const { return path + "/" + name; }
@@ -95,7 +98,8 @@ bool write_gpl_corpus(const std::string& prefix) {
   }
 
 // The small configs of these tests: Vp = 320, T 32, L 2, d 32, 2 heads (hd 16), 1 KV head, F 32.
-Config small_config(const std::string& ffn, const std::string& data_prefix, const std::string& out_dir) {
+Config small_config(const std::string& ffn, const std::string& data_prefix,
+                    const std::string& out_dir) {
   Config c;
   ModelConfig& m = c.model;
   m.vocab_size = data::kBytesVocab;
@@ -189,7 +193,8 @@ std::vector<std::string> checkpoint_dirs(const std::string& out_dir) {
 std::vector<std::string> leftovers(const std::string& path) {
   std::vector<std::string> bad;
   for (const std::string& n : list_dir(path)) {
-    if (n.find(".tmp") != std::string::npos || n.find(".old") != std::string::npos) bad.push_back(path + "/" + n);
+    if (n.find(".tmp") != std::string::npos || n.find(".old") != std::string::npos)
+      bad.push_back(path + "/" + n);
     for (const std::string& sub : leftovers(path + "/" + n)) bad.push_back(sub);
   }
   return bad;
@@ -243,8 +248,9 @@ const char* const kVariantNames[] = {"dense", "moe", "unipool"};
 // ------------------------------------------------------------------------------------------------
 // 1. Determinism
 
-TEST_CASE("training is bitwise reproducible: same seed, same losses and weights; 1 thread = 2 threads",
-          "[train]") {
+TEST_CASE(
+    "training is bitwise reproducible: same seed, same losses and weights; 1 thread = 2 threads",
+    "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
@@ -354,7 +360,8 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
     rb.train.out_dir = tmp / "broken-run";
     opt.resume_dir = tmp / "broken/ckpt-3";
     run_train(rb, opt);
-    CHECK(read_file(tmp / "broken-run/ckpt-6/model.safetensors") != read_file(tmp / "full/ckpt-6/model.safetensors"));
+    CHECK(read_file(tmp / "broken-run/ckpt-6/model.safetensors") !=
+          read_file(tmp / "full/ckpt-6/model.safetensors"));
   }
 
   SECTION("moe: --resume alone picks the newest checkpoint of train.out_dir") {
@@ -387,7 +394,8 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
     REQUIRE(lines.size() == 6);  // 1..3 kept from before, 4..6 rewritten by the resumed run
     for (int step = 1; step <= 6; ++step) {
       INFO("step " << step);
-      CHECK(lines.at(step).at("loss").get<double>() == train_lines(c.train.out_dir).at(step).at("loss").get<double>());
+      CHECK(lines.at(step).at("loss").get<double>() ==
+            train_lines(c.train.out_dir).at(step).at("loss").get<double>());
     }
     for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
       INFO(f);
@@ -450,7 +458,8 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
 // ------------------------------------------------------------------------------------------------
 // 3. Checkpoint contents
 
-TEST_CASE("checkpoints hold the SPEC tensors, the state, and only the newest ckpt_keep", "[train]") {
+TEST_CASE("checkpoints hold the SPEC tensors, the state, and only the newest ckpt_keep",
+          "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
@@ -463,10 +472,12 @@ TEST_CASE("checkpoints hold the SPEC tensors, the state, and only the newest ckp
   CHECK(leftovers(out).empty());
   for (const std::string& d : checkpoint_dirs(out)) {
     INFO(d);
-    CHECK(list_dir(out + "/" + d) == std::vector<std::string>{"model.safetensors", "optimizer.safetensors", "state.json"});
+    CHECK(list_dir(out + "/" + d) ==
+          std::vector<std::string>{"model.safetensors", "optimizer.safetensors", "state.json"});
   }
 
-  // Written out by hand from SPEC.md §4 (Vp 320, d 32, qkv (2 + 2·1)·16 = 64, F 32, M 8, 2 routers).
+  // Written out by hand from SPEC.md §4 (Vp 320, d 32, qkv (2 + 2·1)·16 = 64, F 32, M 8, 2
+  // routers).
   using Shape = std::vector<int64_t>;
   const std::map<std::string, Shape> expected = {
       {"tok_embeddings.weight", {320, 32}},
@@ -502,9 +513,11 @@ TEST_CASE("checkpoints hold the SPEC tensors, the state, and only the newest ckp
   for (const auto& [name, t] : opt.tensors) got_opt[name] = t.shape;
   CHECK(got_opt == expected_opt);
 
-  // The weights are the trained ones: loading the checkpoint into a Trainer gives the same bytes back.
+  // The weights are the trained ones: loading the checkpoint into a Trainer gives the same bytes
+  // back.
   Trainer t(c);
-  const json state = load_checkpoint(out + "/ckpt-6", t.layout, t.model.params(), t.exp_avg.data(), t.exp_avg_sq.data());
+  const json state = load_checkpoint(out + "/ckpt-6", t.layout, t.model.params(), t.exp_avg.data(),
+                                     t.exp_avg_sq.data());
   for (const ParamTensor& p : t.layout.tensors) {
     INFO(p.name);
     CHECK(std::equal(model.tensors.at(p.name).data.begin(), model.tensors.at(p.name).data.end(),
@@ -526,7 +539,8 @@ TEST_CASE("checkpoints hold the SPEC tensors, the state, and only the newest ckp
 // ------------------------------------------------------------------------------------------------
 // 4. Learning
 
-TEST_CASE("the tiny unipool model learns GPL-3 bytes: training and validation loss fall", "[train]") {
+TEST_CASE("the tiny unipool model learns GPL-3 bytes: training and validation loss fall",
+          "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
@@ -544,8 +558,10 @@ TEST_CASE("the tiny unipool model learns GPL-3 bytes: training and validation lo
   for (int s = 71; s <= 80; ++s) last10 += lines.at(s).at("loss").get<double>() / 10;
   const auto val = val_losses(c.train.out_dir);
   REQUIRE(val.size() == 4);
-  std::printf("[train] learning: first loss %.4f, mean of the last 10 %.4f (drop %.4f nats); val loss %.4f -> %.4f\n",
-              first, last10, first - last10, val.begin()->second, val.rbegin()->second);
+  std::printf(
+      "[train] learning: first loss %.4f, mean of the last 10 %.4f (drop %.4f nats); val loss %.4f "
+      "-> %.4f\n",
+      first, last10, first - last10, val.begin()->second, val.rbegin()->second);
   CHECK(std::fabs(first - std::log(320.0)) < 0.1);  // a near-uniform start over Vp = 320 columns
   CHECK(first - last10 >= 1.5);
   CHECK(val.rbegin()->second < val.begin()->second);
@@ -554,7 +570,8 @@ TEST_CASE("the tiny unipool model learns GPL-3 bytes: training and validation lo
 // ------------------------------------------------------------------------------------------------
 // 5. Non-finite loss
 
-TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint untouched", "[train]") {
+TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint untouched",
+          "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
@@ -590,7 +607,8 @@ TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint u
     Config c = small_config("dense", corpus, tmp / "nan");
     c.train.ckpt_every = 1;
     Trainer t(c);
-    t.model.params()[t.layout[t.layout.output].offset + 5] = std::numeric_limits<float>::quiet_NaN();
+    t.model.params()[t.layout[t.layout.output].offset + 5] =
+        std::numeric_limits<float>::quiet_NaN();
     const std::string weights = tmp / "nan.safetensors";
     write_safetensors(weights, arena_refs(t.layout, t.model.params()));
     TrainOptions opt;
@@ -601,14 +619,16 @@ TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint u
     CHECK(contains(msg, "not finite"));
     CHECK(contains(msg, "none written yet"));
     CHECK(checkpoint_dirs(c.train.out_dir).empty());
-    CHECK(!path_exists(c.train.out_dir + "/metrics.jsonl"));  // nothing is written before a good step
+    CHECK(
+        !path_exists(c.train.out_dir + "/metrics.jsonl"));  // nothing is written before a good step
   }
 }
 
 // ------------------------------------------------------------------------------------------------
 // 6. --init-from
 
-TEST_CASE("train: --init-from starts from exactly the given weights; bad files are named", "[train]") {
+TEST_CASE("train: --init-from starts from exactly the given weights; bad files are named",
+          "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
@@ -633,7 +653,8 @@ TEST_CASE("train: --init-from starts from exactly the given weights; bad files a
     run_train(c, opt);
     const double logged = train_lines(c.train.out_dir).at(1).at("loss").get<double>();
 
-    // The loss of seed-7 weights (and, for contrast, seed-99 weights) on the run's first micro-batch.
+    // The loss of seed-7 weights (and, for contrast, seed-99 weights) on the run's first
+    // micro-batch.
     data::LoaderSpec spec;
     spec.blend = c.data.train;
     spec.format = data::ShardFormat::megatron;
@@ -647,7 +668,8 @@ TEST_CASE("train: --init-from starts from exactly the given weights; bad files a
     const double expected = source.model.forward(in.data(), tg.data(), /*train=*/false).lm;
     Trainer own(c);  // seed 99 init
     const double other = own.model.forward(in.data(), tg.data(), /*train=*/false).lm;
-    INFO("logged " << g9(logged) << ", seed-7 weights " << g9(expected) << ", seed-99 weights " << g9(other));
+    INFO("logged " << g9(logged) << ", seed-7 weights " << g9(expected) << ", seed-99 weights "
+                   << g9(other));
     CHECK(g9(logged) == g9(expected));
     CHECK(g9(logged) != g9(other));
 
@@ -660,7 +682,9 @@ TEST_CASE("train: --init-from starts from exactly the given weights; bad files a
     }
   }
 
-  SECTION("a missing, extra or mis-shaped tensor, or a missing file, is an Error naming the file and tensor") {
+  SECTION(
+      "a missing, extra or mis-shaped tensor, or a missing file, is an Error naming the file and "
+      "tensor") {
     const SafetensorsFile good = read_safetensors(weights);
     Config c = small_config("moe", corpus, tmp / "run");
     auto init_error = [&](const std::string& path) {
@@ -725,8 +749,8 @@ struct Outcome {
 
 Outcome run_binary(const std::string& args, const std::string& scratch) {
   const std::string out = scratch + "/stdout.txt", err = scratch + "/stderr.txt";
-  const std::string cmd = std::string("OMP_NUM_THREADS=2 '") + UNIPOOL_BINARY + "' " + args + " >'" + out +
-                          "' 2>'" + err + "'";
+  const std::string cmd = std::string("OMP_NUM_THREADS=2 '") + UNIPOOL_BINARY + "' " + args +
+                          " >'" + out + "' 2>'" + err + "'";
   const int raw = std::system(cmd.c_str());
   Outcome o;
   o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
@@ -737,7 +761,8 @@ Outcome run_binary(const std::string& args, const std::string& scratch) {
 
 }  // namespace
 
-TEST_CASE("unipool train: bad input fails naming the key or file, and writes over nothing", "[train]") {
+TEST_CASE("unipool train: bad input fails naming the key or file, and writes over nothing",
+          "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
@@ -746,12 +771,14 @@ TEST_CASE("unipool train: bad input fails naming the key or file, and writes ove
     const Outcome o = run_binary("train --help", tmp.path);
     INFO(o.out << o.err);
     CHECK(o.status == 0);
-    for (const char* flag : {"--config", "--set", "--resume", "--init-from"}) CHECK(contains(o.out, flag));
+    for (const char* flag : {"--config", "--set", "--resume", "--init-from"})
+      CHECK(contains(o.out, flag));
   }
 
   // Bad shards.
   const std::string bad_magic = tmp / "bad_magic";
-  data::write_megatron(bad_magic, {data::encode_bytes(std::string(400, 'a')), data::encode_bytes(std::string(400, 'b'))});
+  data::write_megatron(bad_magic, {data::encode_bytes(std::string(400, 'a')),
+                                   data::encode_bytes(std::string(400, 'b'))});
   {
     std::string idx = read_file(bad_magic + ".idx");
     idx[0] = 'X';
@@ -760,25 +787,28 @@ TEST_CASE("unipool train: bad input fails naming the key or file, and writes ove
   const std::string bad_tokens = tmp / "bad_tokens";
   {
     std::vector<std::vector<int32_t>> docs;
-    for (int d = 0; d < 20; ++d) docs.push_back(std::vector<int32_t>(200, 300));  // 300 >= vocab 257
+    for (int d = 0; d < 20; ++d)
+      docs.push_back(std::vector<int32_t>(200, 300));  // 300 >= vocab 257
     data::write_megatron(bad_tokens, docs);
   }
 
   struct BadCase {
     const char* name;
-    std::string sets;      // --set arguments
-    json data_train;       // replaces data.train in the config file (null: the good corpus)
-    std::string expect;    // in stderr
-    std::string expect2;   // also in stderr ("" = none)
+    std::string sets;     // --set arguments
+    json data_train;      // replaces data.train in the config file (null: the good corpus)
+    std::string expect;   // in stderr
+    std::string expect2;  // also in stderr ("" = none)
   };
   const std::vector<BadCase> cases = {
       {"unknown key", "--set model.n_layers=4", nullptr, "model.n_layers", "unknown"},
       {"n_layer % pool_group", "--set model.pool_group=3", nullptr, "model.pool_group", ""},
       {"top_k > experts", "--set model.top_k=9", nullptr, "model.top_k", ""},
       {"negative lr", "--set optim.lr=-0.001", nullptr, "optim.lr", ""},
-      {"missing data file", "", json::array({json::array({1.0, tmp / "nowhere"})}), tmp / "nowhere", ""},
+      {"missing data file", "", json::array({json::array({1.0, tmp / "nowhere"})}), tmp / "nowhere",
+       ""},
       {"bad magic", "", json::array({json::array({1.0, bad_magic})}), bad_magic + ".idx", "magic"},
-      {"token id >= vocab_size", "", json::array({json::array({1.0, bad_tokens})}), bad_tokens, "vocab_size"},
+      {"token id >= vocab_size", "", json::array({json::array({1.0, bad_tokens})}), bad_tokens,
+       "vocab_size"},
   };
   for (const BadCase& bc : cases) {
     DYNAMIC_SECTION(bc.name) {
@@ -807,7 +837,8 @@ TEST_CASE("unipool train: bad input fails naming the key or file, and writes ove
     c.train.steps = 2;
     const std::string cfg_path = tmp / "good.json";
     write_file_atomic(cfg_path, c.to_json().dump(2));
-    const Outcome o = run_binary("train --config '" + cfg_path + "' --set train.ckpt_every=2", tmp.path);
+    const Outcome o =
+        run_binary("train --config '" + cfg_path + "' --set train.ckpt_every=2", tmp.path);
     INFO("stdout: " << o.out << "\nstderr: " << o.err);
     CHECK(o.status == 0);
     CHECK(train_lines(out_dir).size() == 2);
@@ -852,10 +883,13 @@ TEST_CASE("gradient accumulation is the mean over micro-batches", "[train]") {
   };
 
   Trainer one(big), two(small);
-  REQUIRE(std::equal(one.model.params(), one.model.params() + one.layout.arena_size, two.model.params()));
+  REQUIRE(std::equal(one.model.params(), one.model.params() + one.layout.arena_size,
+                     two.model.params()));
   int calls_one = 0, calls_two = 0;
-  const StepResult r1 = one.train_step([&](int32_t* in, int32_t* tg) { fill(0, 4, in, tg), ++calls_one; });
-  const StepResult r2 = two.train_step([&](int32_t* in, int32_t* tg) { fill(2 * calls_two, 2, in, tg), ++calls_two; });
+  const StepResult r1 =
+      one.train_step([&](int32_t* in, int32_t* tg) { fill(0, 4, in, tg), ++calls_one; });
+  const StepResult r2 = two.train_step(
+      [&](int32_t* in, int32_t* tg) { fill(2 * calls_two, 2, in, tg), ++calls_two; });
   REQUIRE(calls_one == 1);
   REQUIRE(calls_two == 2);
   CHECK(r2.loss == Approx(r1.loss).epsilon(1e-6));

@@ -24,27 +24,31 @@ void run_bench(const Config& c, const BenchOptions& options) {
     }
     counter += n;
   };
-  const double tokens_per_step = static_cast<double>(c.train.micro_batch) * c.model.seq_len * c.train.grad_accum;
+  const double tokens_per_step =
+      static_cast<double>(c.train.micro_batch) * c.model.seq_len * c.train.grad_accum;
   const double flops_per_token = trainer.layout.flops_per_token();
-  std::printf("bench | backend %s, %d threads | %s L%d d%d F%d | %.2fM params, %.2fM active | B %d × T %d × accum %d | "
-              "%.3f GFLOP/token\n",
-              backend.c_str(), omp_get_max_threads(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
-              c.model.ffn_hidden, trainer.layout.num_parameters() / 1e6,
-              trainer.layout.active_parameters(false) / 1e6, c.train.micro_batch, c.model.seq_len,
-              c.train.grad_accum, flops_per_token / 1e9);
+  std::printf(
+      "bench | backend %s, %d threads | %s L%d d%d F%d | %.2fM params, %.2fM active | B %d × T %d "
+      "× accum %d | "
+      "%.3f GFLOP/token\n",
+      backend.c_str(), omp_get_max_threads(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
+      c.model.ffn_hidden, trainer.layout.num_parameters() / 1e6,
+      trainer.layout.active_parameters(false) / 1e6, c.train.micro_batch, c.model.seq_len,
+      c.train.grad_accum, flops_per_token / 1e9);
   for (int i = 0; i < options.warmup; ++i) trainer.train_step(random_batch);
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < options.steps; ++i) {
     const auto ts = std::chrono::steady_clock::now();
     const StepResult r = trainer.train_step(random_batch);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
-    std::printf("  step %d: loss %.4f, %.3f s, %.0f tok/s\n", i + 1, r.loss, dt, tokens_per_step / dt);
+    std::printf("  step %d: loss %.4f, %.3f s, %.0f tok/s\n", i + 1, r.loss, dt,
+                tokens_per_step / dt);
     std::fflush(stdout);
   }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double tok_per_s = tokens_per_step * options.steps / total;
-  std::printf("result: %.0f tok/s | %.1f GFLOP/s | %.3f s/step\n", tok_per_s, tok_per_s * flops_per_token / 1e9,
-              total / options.steps);
+  std::printf("result: %.0f tok/s | %.1f GFLOP/s | %.3f s/step\n", tok_per_s,
+              tok_per_s * flops_per_token / 1e9, total / options.steps);
 }
 
 }  // namespace unipool

@@ -18,9 +18,9 @@
 // explicit lane arrays, so no result depends on the thread count, on buffer alignment or on the
 // run. No atomics, no shared reductions.
 //
-// Speed (float): the T×T score matrix is never stored. Queries are processed in blocks of a few rows
-// (16 forward, 32 backward) against all keys they can see; the score rows of the block
-// (rows × Tlen) live in a per-thread buffer (flash-style: only out and lse are kept). Three small
+// Speed (float): the T×T score matrix is never stored. Queries are processed in blocks of a few
+// rows (16 forward, 32 backward) against all keys they can see; the score rows of the block (rows ×
+// Tlen) live in a per-thread buffer (flash-style: only out and lse are kept). Three small
 // register-tiled kernels do all the O(Tlen²·hd) work, each with its inner loop contiguous in memory
 // so that GCC vectorises it (and keeps the tile in registers):
 //   tile_scores  S[q][j]   = scale · Σ_d A[q][d] · Xt[d][j]     (q·k; dout·v in backward)
@@ -70,10 +70,14 @@ struct Tile {
   static_assert(kFwdRows % kMR == 0 && kBwdRows % kMR == 0, "blocks are whole register tiles");
 };
 
-inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+inline int round_up(int x, int m) {
+  return (x + m - 1) / m * m;
+}
 
 // exp for the softmax. Arguments are <= ~0 (score minus the row max or minus the lse).
-inline double softmax_exp(double x) { return std::exp(x); }
+inline double softmax_exp(double x) {
+  return std::exp(x);
+}
 inline float softmax_exp(float x) {
   // x = n·ln2 + r, |r| <= ln2/2; e^r by the Cephes expf polynomial; 2^n through the exponent bits.
   x = x < -87.33654f ? -87.33654f : x;  // keeps 2^n normal (n >= -126); e^-87.3 ≈ 1e-38 ≈ 0
@@ -124,18 +128,19 @@ struct AlignedBuf {
 // a power-of-two stride would put the rows of a tile in the same L1 set.
 template <typename T>
 struct Workspace {
-  AlignedBuf<T> kt, vt;       // Kᵀ, Vᵀ of the group     [hd, ldt]
-  AlignedBuf<T> kp, vp;       // K, V (zero padded)      [Tpad, hdp]
-  AlignedBuf<T> dk, dv;       // dKᵀ, dVᵀ accumulators   [hdp, ldt]
-  AlignedBuf<T> a, b, c, o;   // rows of a query block   [rows, hdp]
-  AlignedBuf<T> s, p;         // score / prob rows       [rows, ldt]
+  AlignedBuf<T> kt, vt;      // Kᵀ, Vᵀ of the group     [hd, ldt]
+  AlignedBuf<T> kp, vp;      // K, V (zero padded)      [Tpad, hdp]
+  AlignedBuf<T> dk, dv;      // dKᵀ, dVᵀ accumulators   [hdp, ldt]
+  AlignedBuf<T> a, b, c, o;  // rows of a query block   [rows, hdp]
+  AlignedBuf<T> s, p;        // score / prob rows       [rows, ldt]
   static Workspace& local() {
     static thread_local Workspace ws;
     return ws;
   }
 };
 
-// ---- register-tiled kernels: all the O(Tlen²·hd) work --------------------------------------------
+// ---- register-tiled kernels: all the O(Tlen²·hd) work
+// --------------------------------------------
 
 // S[q][j] = scale · Σ_{d<hd} A[q][d] · Xt[d][j]   for q < kMR, j < jn (jn a multiple of kKC).
 // A [kMR, lda], Xt [hd, ldx], S [kMR, lds]. Each output sums over d in order.
@@ -180,9 +185,9 @@ inline void tile_pv(T* O, int ldo, const T* P, int ldp, const T* X, int ldx, int
   }
 }
 
-// Yt[d][j] += Σ_{q<ROWS} Z[q][d] · P[q][j]   for d < dn (a multiple of 8), j < jn (a multiple of kKC).
-// Z [ROWS, ldz], P [ROWS, ldp], Yt [dn, ldy]: the accumulator is transposed so that the vector
-// index j is contiguous in both P and Yt. Each output adds its terms in q order.
+// Yt[d][j] += Σ_{q<ROWS} Z[q][d] · P[q][j]   for d < dn (a multiple of 8), j < jn (a multiple of
+// kKC). Z [ROWS, ldz], P [ROWS, ldp], Yt [dn, ldy]: the accumulator is transposed so that the
+// vector index j is contiguous in both P and Yt. Each output adds its terms in q order.
 template <int ROWS, typename T>
 inline void tile_acc_t(T* Yt, int ldy, const T* Z, int ldz, const T* P, int ldp, int dn, int jn) {
   constexpr int KC = Tile<T>::kKC, DU = 8;
@@ -206,7 +211,8 @@ inline void tile_acc_t(T* Yt, int ldy, const T* Z, int ldz, const T* P, int ldp,
   }
 }
 
-// ---- row helpers ---------------------------------------------------------------------------------
+// ---- row helpers
+// ---------------------------------------------------------------------------------
 
 // Σ_{i<n} x[i]·y[i] with kL explicit lanes (n a multiple of kL), lanes folded in a fixed tree.
 template <typename T>
@@ -401,9 +407,9 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
     Workspace<T>& ws = Workspace<T>::local();
     T* kt = ws.kt.get(static_cast<size_t>(hd) * ldt);
     T* vp = ws.vp.get(static_cast<size_t>(Tpad) * hdp);
-    T* qb = ws.a.get(static_cast<size_t>(QB) * hdp);   // q rows of the block
-    T* ob = ws.o.get(static_cast<size_t>(QB) * hdp);   // unnormalised out rows
-    T* S = ws.s.get(static_cast<size_t>(QB) * ldt);    // scores, then exp(z - m)
+    T* qb = ws.a.get(static_cast<size_t>(QB) * hdp);  // q rows of the block
+    T* ob = ws.o.get(static_cast<size_t>(QB) * hdp);  // unnormalised out rows
+    T* S = ws.s.get(static_cast<size_t>(QB) * ldt);   // scores, then exp(z - m)
     const T* base = qkv + static_cast<size_t>(b) * Tlen * C;
     load_head_t(kt, ldt, Tpad, base, C, (nh + g) * hd, Tlen, hd);
     load_head(vp, hdp, Tpad, base, C, (nh + nkv + g) * hd, Tlen, hd);
@@ -412,8 +418,8 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
       const int jn = round_up(t0 + QB, KC);  // keys the block can see, padded (<= Tpad)
       load_rows(qb, QB, hdp, base, C, h * hd, t0, Tlen, hd);
       for (int q0 = 0; q0 < QB; q0 += MR)  // z = scale q·k
-        tile_scores(S + q0 * ldt, ldt, qb + q0 * hdp, hdp, kt, ldt, hd,
-                    round_up(t0 + q0 + MR, KC), scale);
+        tile_scores(S + q0 * ldt, ldt, qb + q0 * hdp, hdp, kt, ldt, hd, round_up(t0 + q0 + MR, KC),
+                    scale);
       T sum[QB];
       for (int q = 0; q < QB; ++q) {
         const int t = std::min(t0 + q, Tlen - 1);  // rows past Tlen are computed, never stored

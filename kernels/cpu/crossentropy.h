@@ -1,17 +1,20 @@
 // CPU fused cross-entropy forward + backward over the LM head's logits. Header-only template on the
 // float type T.
 //
-//   logits [rows, V] (row-major), targets [rows] in [0, V) (checked; throws unipool::Error otherwise),
-//   losses [rows] (overwritten):
+//   logits [rows, V] (row-major), targets [rows] in [0, V) (checked; throws unipool::Error
+//   otherwise), losses [rows] (overwritten):
 //     losses[r] = logsumexp(logits[r,:]) − logits[r, targets[r]]
-//   when dloss != 0 the logits are overwritten IN PLACE by their gradient for loss = dloss·Σ_r losses[r]:
+//   when dloss != 0 the logits are overwritten IN PLACE by their gradient for loss = dloss·Σ_r
+//   losses[r]:
 //     logits[r,i] ← (softmax(logits[r,:])_i − [i == targets[r]]) · dloss
-//   (dloss = 1/(tokens·micro-batches) for the engine's mean; dloss = 0 only evaluates, logits untouched.)
+//   (dloss = 1/(tokens·micro-batches) for the engine's mean; dloss = 0 only evaluates, logits
+//   untouched.)
 //
 // Per row (one row per iteration, so bitwise independent of the thread count):
-//   pass 1: m = max_i x_i (vectorised);  pass 2: e_i = exp(x_i − m), Σ e_i in double (and, when dloss
-//   != 0, e_i stored over x_i);  then a scaling sweep over the (cache-resident) row: x_i ← e_i·dloss/Σ.
-//   Only pass 2 evaluates exp: one exp per logit.
+//   pass 1: m = max_i x_i (vectorised);  pass 2: e_i = exp(x_i − m), Σ e_i in double (and, when
+//   dloss
+//   != 0, e_i stored over x_i);  then a scaling sweep over the (cache-resident) row: x_i ←
+//   e_i·dloss/Σ. Only pass 2 evaluates exp: one exp per logit.
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -1,18 +1,22 @@
-// CPU layer ops: token embedding, RMSNorm, SwiGLU and small row helpers. Header-only templates on the
-// float type T (float for training, double for the finite-difference tests), forward and backward side
-// by side. All matrices are row-major; "N rows" are tokens.
+// CPU layer ops: token embedding, RMSNorm, SwiGLU and small row helpers. Header-only templates on
+// the float type T (float for training, double for the finite-difference tests), forward and
+// backward side by side. All matrices are row-major; "N rows" are tokens.
 //
-// DETERMINISM (every op here and in router.h / dispatch.h / crossentropy.h): results are bitwise the
-// same whatever the number of OpenMP threads. Each output element is written by exactly one loop
-// iteration, and every sum runs in a fixed order:
-//   - sums inside a row use kLanes independent accumulators (element i goes to lane i % kLanes, lanes
-//     combined by a fixed tree, then the tail), which lets the compiler vectorise without -ffast-math;
+// DETERMINISM (every op here and in router.h / dispatch.h / crossentropy.h): results are bitwise
+// the same whatever the number of OpenMP threads. Each output element is written by exactly one
+// loop iteration, and every sum runs in a fixed order:
+//   - sums inside a row use kLanes independent accumulators (element i goes to lane i % kLanes,
+//   lanes
+//     combined by a fixed tree, then the tail), which lets the compiler vectorise without
+//     -ffast-math;
 //   - sums across rows are either per output row in token order (embedding dE: dE's rows are split
-//     among iterations by id) or per fixed chunk of rows (kRowChunk / kNormRowChunk, constants), each
-//     chunk in row order, then the chunk partials in chunk order (ordered_row_sum, rmsnorm dw).
-// Reductions accumulate in double, also for T = float. (Bits can differ between builds, e.g. with or
-// without FMA contraction under -march=native; never between thread counts or runs of one binary.)
-// Scratch: only detail::chunk_partials, a thread_local buffer of the calling thread that grows once.
+//     among iterations by id) or per fixed chunk of rows (kRowChunk / kNormRowChunk, constants),
+//     each chunk in row order, then the chunk partials in chunk order (ordered_row_sum, rmsnorm
+//     dw).
+// Reductions accumulate in double, also for T = float. (Bits can differ between builds, e.g. with
+// or without FMA contraction under -march=native; never between thread counts or runs of one
+// binary.) Scratch: only detail::chunk_partials, a thread_local buffer of the calling thread that
+// grows once.
 //
 // "+=" outputs accumulate into what is there, "=" outputs are fully overwritten.
 #pragma once
@@ -43,7 +47,8 @@ inline double combine_lanes(const double* a) {
 }
 static_assert(kLanes == 8, "combine_lanes is written for 8 lanes");
 
-// Σ_{i<n} f(i) in double: element i into lane i % kLanes, lanes by a fixed tree, then the tail in order.
+// Σ_{i<n} f(i) in double: element i into lane i % kLanes, lanes by a fixed tree, then the tail in
+// order.
 template <class F>
 inline double lane_sum(int n, F&& f) {
   double acc[kLanes] = {};
@@ -80,9 +85,10 @@ inline double* chunk_partials(int64_t n) {
   return buf.data();
 }
 
-// Σ_{t<N} row(t) in double, bitwise independent of the thread count: rows in chunks of kRowChunk, each
-// chunk summed in row order, the chunk partials summed in chunk order. row(t) may also write row t's
-// outputs (it is called exactly once per row, from one thread). work_per_row sizes the parallel cutoff.
+// Σ_{t<N} row(t) in double, bitwise independent of the thread count: rows in chunks of kRowChunk,
+// each chunk summed in row order, the chunk partials summed in chunk order. row(t) may also write
+// row t's outputs (it is called exactly once per row, from one thread). work_per_row sizes the
+// parallel cutoff.
 template <class F>
 inline double ordered_row_sum(int N, [[maybe_unused]] int64_t work_per_row, F&& row) {
   if (N <= 0) return 0.0;
@@ -105,9 +111,10 @@ inline double ordered_row_sum(int N, [[maybe_unused]] int64_t work_per_row, F&& 
 // ---------------------------------------------------------------------------------------------------
 // Embedding.  tokens [N] in [0, V) (not checked: V is not passed), E [V,d], out [N,d].
 //   forward:  out[t,:] = E[tokens[t],:]
-//   backward: dE[v,:] += Σ_{t: tokens[t] = v} dout[t,:]   (each row of dE gets its tokens' rows in token
-//             order; rows of dE are split among iterations by v % kEmbedGroups, so no two threads touch
-//             one row and the order never depends on the thread count)
+//   backward: dE[v,:] += Σ_{t: tokens[t] = v} dout[t,:]   (each row of dE gets its tokens' rows in
+//   token
+//             order; rows of dE are split among iterations by v % kEmbedGroups, so no two threads
+//             touch one row and the order never depends on the thread count)
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* E, int N, int d) {
 #pragma omp parallel for schedule(static) if (int64_t(N) * d >= detail::kMinParallelWork)
@@ -136,8 +143,9 @@ void embedding_backward(T* dE, const T* dout, const int32_t* tokens, int N, int 
 // RMSNorm.  x, out, dout, dx [N,d]; w, dw [d]; rstd [N].
 //   forward:  rstd[t] = 1/sqrt(mean_i x[t,i]² + eps);  out[t,i] = x[t,i]·rstd[t]·w[i]
 //   backward: dx[t,j] += rstd·(dout[t,j]·w[j] − x[t,j]·rstd²·(Σ_i dout[t,i]·w[i]·x[t,i])/d)
-//             dw[i]   += Σ_t dout[t,i]·x[t,i]·rstd[t]   (rows in chunks of kNormRowChunk, each chunk in
-//             row order, the chunk partials in chunk order; scratch: N·d/kNormRowChunk doubles)
+//             dw[i]   += Σ_t dout[t,i]·x[t,i]·rstd[t]   (rows in chunks of kNormRowChunk, each
+//             chunk in row order, the chunk partials in chunk order; scratch: N·d/kNormRowChunk
+//             doubles)
 // out may alias x.
 template <typename T>
 void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int d, double eps) {
@@ -155,8 +163,8 @@ void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int d, doub
 template <typename T>
 void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd, int N,
                       int d) {
-  // Pass 1, one chunk of kNormRowChunk rows per iteration: dx rows, and the chunk's partial dw (its rows
-  // in row order) into part[chunk, :] while the rows are in L1.
+  // Pass 1, one chunk of kNormRowChunk rows per iteration: dx rows, and the chunk's partial dw (its
+  // rows in row order) into part[chunk, :] while the rows are in L1.
   constexpr int K = detail::kNormRowChunk;
   const int nchunks = (N + K - 1) / K;
   if (nchunks == 0 || d <= 0) return;
@@ -179,7 +187,8 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
       for (int i = 0; i < d; ++i) pc[i] += double(g[i]) * double(xr[i]) * rs;
     }
   }
-  // Pass 2, one block of kColChunk columns per iteration: dw[i] += Σ_chunks part[c, i] in chunk order.
+  // Pass 2, one block of kColChunk columns per iteration: dw[i] += Σ_chunks part[c, i] in chunk
+  // order.
   const int nblocks = (d + detail::kColChunk - 1) / detail::kColChunk;
 #pragma omp parallel for schedule(static) if (int64_t(nchunks) * d >= detail::kMinParallelWork)
   for (int cb = 0; cb < nblocks; ++cb) {
@@ -198,7 +207,7 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
 // ---------------------------------------------------------------------------------------------------
 // SwiGLU activation.  h13 [N,2F]: row t is [g (F) | v (F)]; a, da [N,F]; dh13 [N,2F].
 //   forward:  a = silu(g)·v,  silu(g) = g·σ(g),  σ(g) = 1/(1+exp(−g))
-//   backward: dg = da·v·σ(g)·(1 + g·(1 − σ(g))),  dv = da·silu(g);   dh13 = [dg | dv]  (overwritten)
+//   backward: dg = da·v·σ(g)·(1 + g·(1 − σ(g))),  dv = da·silu(g);   dh13 = [dg | dv] (overwritten)
 template <typename T>
 void swiglu_forward(T* a, const T* h13, int N, int F) {
 #pragma omp parallel for schedule(static) if (int64_t(N) * F >= detail::kMinParallelWork)
@@ -231,7 +240,8 @@ void swiglu_backward(T* dh13, const T* da, const T* h13, int N, int F) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Row helpers.  (Backward of scale_rows: d in = scale_rows(dout, scale), d scale = row_dot(dout, in).
+// Row helpers.  (Backward of scale_rows: d in = scale_rows(dout, scale), d scale = row_dot(dout,
+// in).
 //                Backward of row_dot:    d a = scale_rows(b, dout), d b = scale_rows(a, dout).)
 // scale_rows: out[r,:] = scale[r]·in[r,:]      in, out [rows, cols]; out may alias in.
 template <typename T>

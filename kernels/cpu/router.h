@@ -1,10 +1,11 @@
 // CPU router ops (SPEC.md §1 "NormRouter", "Balancing losses", "Precise conventions"; reference
-// unipool-spec.md §5–§6): softmax router, NormRouter, top-k, expert counts, the Switch / pool balancing
-// term and the z-loss. Header-only templates on the float type T, forward and backward side by side.
+// unipool-spec.md §5–§6): softmax router, NormRouter, top-k, expert counts, the Switch / pool
+// balancing term and the z-loss. Header-only templates on the float type T, forward and backward
+// side by side.
 //
-// Shapes: z router logits [N,E]; s scores [N,E]; ids, gates [N,k] (row t = token t's k choices in slot
-// order); E = router width. Sums run in double and in a fixed order (see layers.h), so every result is
-// bitwise independent of the number of OpenMP threads.
+// Shapes: z router logits [N,E]; s scores [N,E]; ids, gates [N,k] (row t = token t's k choices in
+// slot order); E = router width. Sums run in double and in a fixed order (see layers.h), so every
+// result is bitwise independent of the number of OpenMP threads.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -57,7 +58,8 @@ void softmax_backward(T* dz, const T* ds, const T* s, int N, int E) {
 // NormRouter.  z, s, ds, dz [N,E]; norm [N]; σ the router's learnable scale, c the constant
 // normrouter_constant(E, k); sigma_c = σ·c; ε = 1e-8.
 //   forward:  n = ||z[t,:]||₂ (stored in norm[t]);  u = z/(n+ε);  r = relu(u);  s = sigma_c·r
-//   backward: dsigma += c·Σ_t Σ_i ds[t,i]·r[t,i]            (rows in fixed chunks: thread-independent)
+//   backward: dsigma += c·Σ_t Σ_i ds[t,i]·r[t,i]            (rows in fixed chunks:
+//   thread-independent)
 //             G_u = σc·ds ⊙ 1[u>0];  dz = G_u/(n+ε) − z·<z, G_u>/(n·(n+ε)²)   (dz overwritten;
 //             dz[t,:] = 0 where n == 0). Note <z, G_u> = σc·Σ_{z_i>0} z_i·ds_i.
 template <typename T>
@@ -110,13 +112,14 @@ void norm_router_backward(T* dz, T* dsigma, const T* ds, const T* z, const T* no
 
 // ---------------------------------------------------------------------------------------------------
 // Top-k.  s [N,E]; ids, gates, dgates [N,k]; 1 <= k <= min(E, kMaxTopK).
-//   forward:  ids[t,j] = index of the j-th largest s[t,:] (ties to the LOWER index; with fewer than k
+//   forward:  ids[t,j] = index of the j-th largest s[t,:] (ties to the LOWER index; with fewer than
+//   k
 //             positive NormRouter scores the zero-score experts of lowest index fill the rest);
 //             gates[t,j] = s[t,ids[t,j]], or with renorm s[t,ids[t,j]] / Σ_{j'} s[t,ids[t,j']]
 //             (the sum in slot order; a zero sum gives zero gates and no gradient).
 //   backward: ds[t,ids[t,m]] += dgates[t,m]                                  (no renorm)
-//             ds[t,ids[t,m]] += (dgates[t,m] − Σ_j gates[t,j]·dgates[t,j]) / Σ_j s[t,ids[t,j]]  (renorm)
-//             (ds accumulates; selection itself has no gradient)
+//             ds[t,ids[t,m]] += (dgates[t,m] − Σ_j gates[t,j]·dgates[t,j]) / Σ_j s[t,ids[t,j]]
+//             (renorm) (ds accumulates; selection itself has no gradient)
 template <typename T>
 void topk_forward(int32_t* ids, T* gates, const T* s, int N, int E, int k, bool renorm) {
   if (k < 1 || k > E || k > kMaxTopK) {
@@ -188,7 +191,8 @@ void topk_backward(T* ds, const T* dgates, const int32_t* ids, const T* gates, c
   }
 }
 
-// expert_counts: counts[e] = #{(t, j) : ids[t,j] == e}   counts [E] (overwritten); ids in [0, E) checked.
+// expert_counts: counts[e] = #{(t, j) : ids[t,j] == e}   counts [E] (overwritten); ids in [0, E)
+// checked.
 inline void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int E) {
   for (int e = 0; e < E; ++e) counts[e] = 0;
   const int64_t n = int64_t(N) * k;
@@ -206,8 +210,8 @@ inline void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int
 // Balancing term (SPEC.md §1 "Balancing losses"), s [N,E], weight [E]:
 //   A = coeff · Σ_i weight_i · Σ_t s[t,i]        (returned as double)
 //   ds[t,i] += coeff·weight_i
-// The caller folds the scale into coeff and weight: per-layer Switch loss weight = c_i (counts, as T),
-// coeff = α·E_r/(k·T²); pool loss weight = ĝ_i, coeff = α_pool·M/(k·T²·L_g).
+// The caller folds the scale into coeff and weight: per-layer Switch loss weight = c_i (counts, as
+// T), coeff = α·E_r/(k·T²); pool loss weight = ĝ_i, coeff = α_pool·M/(k·T²·L_g).
 template <typename T>
 double balance_loss_forward(const T* s, const T* weight, T coeff, int N, int E) {
   const double total = detail::ordered_row_sum(N, E, [&](int t) {

@@ -1,6 +1,7 @@
 // The CUDA backend's slot. This build compiles it whenever nvcc is present (CI compiles it without
-// a GPU); the kernels of the op list arrive with the CUDA backend issue. For now it answers whether a
-// device is present, and runs one trivial kernel so that tests can check the toolchain end to end.
+// a GPU); the kernels of the op list arrive with the CUDA backend issue. For now it answers whether
+// a device is present, and runs one trivial kernel so that tests can check the toolchain end to
+// end.
 #pragma once
 
 namespace unipool::cuda {
