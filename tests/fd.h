@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -55,5 +56,31 @@ inline void check_gradient(const std::function<double()>& loss, std::vector<doub
   }
   CHECK(failures == 0);
 }
+
+using Vec = std::vector<double>;
+
+// Σ_i a[i]·b[i]: the scalar loss "Σ output ⊙ R" used to test an op's backward.
+inline double weighted_sum(const Vec& a, const Vec& b) {
+  REQUIRE(a.size() == b.size());
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Outputs are poisoned with NaN before a call that must overwrite them all.
+template <typename T>
+std::vector<T> nan_vector(size_t n) {
+  return std::vector<T>(n, std::numeric_limits<T>::quiet_NaN());
+}
+
+template <typename T>
+bool all_finite(const std::vector<T>& v) {
+  for (T x : v) {
+    if (!std::isfinite(x)) return false;
+  }
+  return true;
+}
+
+inline std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
 
 }  // namespace unipool::test

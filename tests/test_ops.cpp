@@ -19,35 +19,14 @@
 namespace cpu = unipool::cpu;
 using unipool::test::check_gradient;
 using unipool::test::random_vector;
+using unipool::test::Vec;
+using unipool::test::weighted_sum;
+using unipool::test::nan_vector;
+using unipool::test::all_finite;
+using unipool::test::to_float;
 
 namespace {
 
-using Vec = std::vector<double>;
-
-// Σ_i a[i]·b[i]: the scalar loss "Σ output ⊙ R".
-double weighted_sum(const Vec& a, const Vec& b) {
-  REQUIRE(a.size() == b.size());
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-template <typename T>
-std::vector<T> nan_vector(size_t n) {
-  return std::vector<T>(n, std::numeric_limits<T>::quiet_NaN());
-}
-
-template <typename T>
-bool all_finite(const std::vector<T>& v) {
-  for (T x : v) {
-    if (!std::isfinite(x)) return false;
-  }
-  return true;
-}
-
-std::vector<float> to_float(const Vec& v) {
-  return std::vector<float>(v.begin(), v.end());
-}
 
 template <typename T>
 bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {

@@ -23,35 +23,15 @@
 namespace cpu = unipool::cpu;
 using unipool::test::check_gradient;
 using unipool::test::random_vector;
+using unipool::test::Vec;
+using unipool::test::weighted_sum;
+using unipool::test::nan_vector;
+using unipool::test::all_finite;
+using unipool::test::to_float;
 
 namespace {
 
-using Vec = std::vector<double>;
 using Ids = std::vector<int32_t>;
-
-double weighted_sum(const Vec& a, const Vec& b) {
-  REQUIRE(a.size() == b.size());
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-template <typename T>
-std::vector<T> nan_vector(size_t n) {
-  return std::vector<T>(n, std::numeric_limits<T>::quiet_NaN());
-}
-
-template <typename T>
-bool all_finite(const std::vector<T>& v) {
-  for (T x : v) {
-    if (!std::isfinite(x)) return false;
-  }
-  return true;
-}
-
-std::vector<float> to_float(const Vec& v) {
-  return std::vector<float>(v.begin(), v.end());
-}
 
 // Router logits with mixed signs and |z| >= 0.05 (no u at or near 0).
 Vec logits_away_from_zero(size_t n, uint32_t seed) {
