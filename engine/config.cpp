@@ -282,6 +282,8 @@ void validate_config(const Config& c, bool check_data) {
     check(m.top_k <= m.router_width(), std::string("model.top_k: k = ") + std::to_string(m.top_k) +
                                            " exceeds the " + std::to_string(m.router_width()) +
                                            " experts of " + width_key);
+    check(m.top_k <= 64, "model.top_k: at most 64 experts per token are supported, got " +
+                             std::to_string(m.top_k));
     check(m.n_layer % m.router_share == 0,
           "model.router_share: n_layer " + std::to_string(m.n_layer) +
               " is not divisible by router_share " + std::to_string(m.router_share));

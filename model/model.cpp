@@ -87,6 +87,7 @@ Model<T>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
       m.row_gate.resize(N * k);
       m.xg.resize(N * k * d);
       m.aux_grad.resize(R);
+      expert_weight_.resize(R);
       if (c.router == "norm") m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
     }
     drows_.resize(rows * d);
@@ -281,11 +282,11 @@ void Model<T>::moe_forward(int l, bool train, double loss_scale, Losses& losses)
   // Balancing terms. Each is coeff · Σ_i w_i Σ_t s[t,i]; its gradient on s[t,i] is coeff · w_i.
   std::fill(m.aux_grad.begin(), m.aux_grad.end(), T(0));
   const double NN = static_cast<double>(N_) * N_;
-  std::vector<T> weight(R);
+  T* weight = expert_weight_.data();  // per-expert weights of the current balancing term
   if (loss_cfg.aux_coeff > 0) {  // per-layer Switch loss, weights = this layer's counts
     const double coeff = loss_cfg.aux_coeff * R / (k * NN);
     for (int i = 0; i < R; ++i) weight[i] = static_cast<T>(m.counts[i]);
-    losses.aux += balance_loss_forward(m.s.data(), weight.data(), static_cast<T>(coeff), N_, R);
+    losses.aux += balance_loss_forward(m.s.data(), weight, static_cast<T>(coeff), N_, R);
     for (int i = 0; i < R; ++i) m.aux_grad[i] += static_cast<T>(loss_scale * coeff * m.counts[i]);
   }
   if (loss_cfg.pool_aux_coeff > 0) {  // pool loss with the previous micro-batch's ĝ
@@ -293,7 +294,7 @@ void Model<T>::moe_forward(int l, bool train, double loss_scale, Losses& losses)
     const double coeff = loss_cfg.pool_aux_coeff * R / (k * NN * Lg);
     if (pool_state.valid) {
       for (int i = 0; i < R; ++i) weight[i] = static_cast<T>(pool_state.ghat[g][i]);
-      losses.aux += balance_loss_forward(m.s.data(), weight.data(), static_cast<T>(coeff), N_, R);
+      losses.aux += balance_loss_forward(m.s.data(), weight, static_cast<T>(coeff), N_, R);
       for (int i = 0; i < R; ++i)
         m.aux_grad[i] += static_cast<T>(loss_scale * coeff * pool_state.ghat[g][i]);
     }

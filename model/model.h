@@ -126,6 +126,7 @@ class Model {
   std::vector<T> logits_;  // [chunk, Vp] LM-head scratch (becomes dlogits in place)
   // backward scratch, shared by all layers
   std::vector<T> dres_, dxn_, datt_, dqkv_, dh13_, dact_, drows_, dgate_, ds_, dz_;
+  std::vector<T> expert_weight_;  // [R] weights of a balancing term (counts or ĝ)
   std::vector<T> ytmp_;  // [N·k, d] expert outputs before the combine
   int head_chunk_ = 0;
   bool have_forward_ = false;

@@ -46,7 +46,7 @@ TEST_CASE("every SPEC config key exists under its name", "[config]") {
   for (const char* key : {"train", "format", "split"}) CHECK(d["data"].contains(key));
 }
 
-TEST_CASE("config: --set overrides any key; values parse as JSON, else as strings", "[config]") {
+TEST_CASE("config: --set overrides any key, values parse as JSON, else as strings", "[config]") {
   const Config c = load_config(kUnipool,
                                {"model.d_model=64", "model.n_head=4", "optim.lr=0.002",
                                 "train.out_dir=runs/x y", "data.train=[[2.0, \"a\"], [1, \"b\"]]",

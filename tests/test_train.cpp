@@ -249,7 +249,7 @@ const char* const kVariantNames[] = {"dense", "moe", "unipool"};
 // 1. Determinism
 
 TEST_CASE(
-    "training is bitwise reproducible: same seed, same losses and weights; 1 thread = 2 threads",
+    "training is bitwise reproducible: same seed, same losses and weights, 1 thread = 2 threads",
     "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
@@ -627,7 +627,7 @@ TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint u
 // ------------------------------------------------------------------------------------------------
 // 6. --init-from
 
-TEST_CASE("train: --init-from starts from exactly the given weights; bad files are named",
+TEST_CASE("train: --init-from starts from exactly the given weights, bad files are named",
           "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
