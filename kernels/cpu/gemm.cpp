@@ -1,105 +1,146 @@
 // The CPU GEMM: C[M,N] (+)= op(A)[M,K] · op(B)[K,N], row-major. See gemm.h for the contract.
 //
-// ---- float: the Goto/BLIS scheme -----------------------------------------------------------------
+// ---- float: the Goto/BLIS scheme
+// -----------------------------------------------------------------
 //
 //   for jc in [0, N) step NC                       column block of C
 //     for pc in [0, K) step KC                     k block, ALWAYS in increasing order
 //       pack op(B)[pc:pc+KC, jc:jc+NC] → Bp        shared by all threads (threads split the panels)
 //       -- barrier --
 //       parallel for tile (ic, jsub) of C[·, jc:jc+NC]:
-//         pack op(A)[ic:ic+MC, pc:pc+KC] → Ap      thread-local (skipped if this thread just packed it)
-//         for ir in [0, MC) step MR                an MR×KC sliver of Ap, hot in L1
+//         pack op(A)[ic:ic+MC, pc:pc+KC] → Ap      thread-local (skipped if this thread just packed
+//         it) for ir in [0, MC) step MR                an MR×KC sliver of Ap, hot in L1
 //           for jr in jsub step NR                 a KC×NR sliver of Bp, streamed from L2
 //             micro-kernel: acc[MR×NR] = Σ_{k<KC} Ap[k][·] ⊗ Bp[k][·]   (registers)
 //                           C[tile] = acc (first k block, !accumulate) or C[tile] += acc
 //       -- barrier (end of the parallel for) --
 //
 // Packed layouts: Ap is a run of MR-row slivers, each [KC][MR] (so the kernel reads MR consecutive
-// floats per k and broadcasts them); Bp is a run of NR-column slivers, each [KC][NR] (the kernel loads
-// NR/16 vectors per k). Slivers at the right/bottom edge are zero-padded to MR/NR, so the micro-kernel
-// always runs the full MR×NR computation; for an edge tile it writes the accumulators to a small local
-// tile and copies only the valid part into C. The padding never mixes into real outputs: padded rows of
-// Ap only reach padded rows of the tile, padded columns of Bp only padded columns.
+// floats per k and broadcasts them); Bp is a run of NR-column slivers, each [KC][NR] (the kernel
+// loads NR/lanes vectors per k). Slivers at the right/bottom edge are zero-padded to MR/NR, so the
+// micro-kernel always runs the full MR×NR computation; for an edge tile it writes the accumulators
+// to a small local tile and copies only the valid part into C. The padding never mixes into real
+// outputs: padded rows of Ap only reach padded rows of the tile, padded columns of Bp only padded
+// columns.
 //
-// Micro-kernel (AVX-512): MR = 12 rows × NR = 32 columns = 24 zmm accumulators. Per k: 2 vector loads of
-// Bp, 12 broadcasts of Ap, 24 FMAs. Zen 4 issues one 512-bit FMA per cycle (two 256-bit pipes), the FMA
-// latency is 4 cycles, so 24 independent accumulators keep it busy with room to spare.
+// Micro-kernel (AVX-512): MR = 8 rows × NR = 32 columns = 16 zmm accumulators. Per k: 2 vector
+// loads of Bp, 8 broadcasts of Ap, 16 FMAs. Zen 4 issues one 512-bit FMA per cycle (two 256-bit
+// pipes) with a 4-cycle latency, so 16 independent accumulators keep it busy (12×32 and 14×32
+// measured no faster). AVX2+FMA builds use 6×16 (ymm), others a portable 4×8 loop; same scheme,
+// same determinism. Packing transposes (A not transposed, B transposed) go through 8×8 AVX register
+// transposes.
+//
+// Tiling for threads: the rows of C are cut into row blocks of whole MR-slivers (<= MC rows, their
+// number a multiple of 4 so two threads get equal shares); when M gives fewer than 8 row blocks,
+// each NC column block is also cut into pieces of whole NR-slivers, so thin products (an expert
+// with 16 tokens) still keep both cores busy. Products with M·N·K < 2^17 run on the calling thread.
+//
+// Measured (2-core EPYC Zen 4, ~115 GFLOP/s/core FMA peak; best of several runs on an idle
+// machine), M×N×K: 4096×768×3072 and 4096×3072×768, all transpose variants: 2 threads 190-210
+// GFLOP/s, 1 thread 97-105; 768×3072×4096 TN 204; 1024×51200×768 NT 203; 16×768×3072 NN 137;
+// 50×768×3072 NT 143.
 //
 // WHY THE RESULT DOES NOT DEPEND ON THE THREAD COUNT. Every element C[i,j] is computed as
 //     for each k block b = 0, 1, ... (fixed size KC, increasing):
 //         s = 0;  for k in block b, increasing:  s = fma(op(A)[i,k], op(B)[k,j], s)
 //         C[i,j] = s          (b == 0 and !accumulate)     or     C[i,j] = C[i,j] + s
-// This sequence depends only on K, KC and the element's values, never on which thread computes which
-// tile, nor on the tile sizes MC/NC/MR/NR (an edge tile goes through the very same kernel). Threads
-// partition only the set of output tiles of one k block; the barriers order the k blocks. There are
-// no atomics and no cross-thread reductions. The tiling itself is chosen from (M, N, K) alone.
+// This sequence depends only on K, KC and the element's values, never on which thread computes
+// which tile, nor on the tile sizes MC/NC/MR/NR (an edge tile goes through the very same kernel).
+// Threads partition only the set of output tiles of one k block; the barriers order the k blocks.
+// There are no atomics and no cross-thread reductions. The tiling itself is chosen from (M, N, K)
+// alone.
 //
-// ---- double: a plain loop ---------------------------------------------------------------------------
-// Used only by finite-difference tests: each C[i,j] is a single running sum over k in increasing
-// order, then stored or added into C. Rows may be split among threads; the per-element order is fixed.
+// ---- double: a plain loop
+// --------------------------------------------------------------------------- Used only by
+// finite-difference tests: each C[i,j] is a single running sum over k in increasing order, then
+// stored or added into C. Rows may be split among threads; the per-element order is fixed.
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <new>
 #include <type_traits>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace unipool::cpu {
 namespace {
 
-// ---- a small vector abstraction: one SIMD register of floats --------------------------------------
+// ---- a small vector abstraction: one SIMD register of floats
+// --------------------------------------
 
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
 using VecF = __m512;
-inline VecF vzero() { return _mm512_setzero_ps(); }
-inline VecF vload(const float* p) { return _mm512_loadu_ps(p); }
-inline VecF vload_aligned(const float* p) { return _mm512_load_ps(p); }
-inline void vstore(float* p, VecF v) { _mm512_storeu_ps(p, v); }
-inline VecF vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
-inline VecF vfma(VecF a, VecF b, VecF c) { return _mm512_fmadd_ps(a, b, c); }
-inline VecF vadd(VecF a, VecF b) { return _mm512_add_ps(a, b); }
-#ifndef UNIPOOL_GEMM_MR
-#define UNIPOOL_GEMM_MR 8
-#endif
+inline VecF vzero() {
+  return _mm512_setzero_ps();
+}
+inline VecF vload(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+inline VecF vload_aligned(const float* p) {
+  return _mm512_load_ps(p);
+}
+inline void vstore(float* p, VecF v) {
+  _mm512_storeu_ps(p, v);
+}
+inline VecF vbroadcast(const float* p) {
+  return _mm512_set1_ps(*p);
+}
+inline VecF vfma(VecF a, VecF b, VecF c) {
+  return _mm512_fmadd_ps(a, b, c);
+}
+inline VecF vadd(VecF a, VecF b) {
+  return _mm512_add_ps(a, b);
+}
+constexpr int kMR = 8;  // micro-tile rows: 8 × 32 = 16 zmm accumulators
 #elif defined(__AVX2__) && defined(__FMA__)
 constexpr int kLanes = 8;
 using VecF = __m256;
-inline VecF vzero() { return _mm256_setzero_ps(); }
-inline VecF vload(const float* p) { return _mm256_loadu_ps(p); }
-inline VecF vload_aligned(const float* p) { return _mm256_load_ps(p); }
-inline void vstore(float* p, VecF v) { _mm256_storeu_ps(p, v); }
-inline VecF vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
-inline VecF vfma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a, b, c); }
-inline VecF vadd(VecF a, VecF b) { return _mm256_add_ps(a, b); }
-#ifndef UNIPOOL_GEMM_MR
-#define UNIPOOL_GEMM_MR 6
-#endif
+inline VecF vzero() {
+  return _mm256_setzero_ps();
+}
+inline VecF vload(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+inline VecF vload_aligned(const float* p) {
+  return _mm256_load_ps(p);
+}
+inline void vstore(float* p, VecF v) {
+  _mm256_storeu_ps(p, v);
+}
+inline VecF vbroadcast(const float* p) {
+  return _mm256_broadcast_ss(p);
+}
+inline VecF vfma(VecF a, VecF b, VecF c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+inline VecF vadd(VecF a, VecF b) {
+  return _mm256_add_ps(a, b);
+}
+constexpr int kMR = 6;  // micro-tile rows: 6 × 16 = 12 ymm accumulators
 #else
-// Portable fallback: a plain struct the compiler may vectorise. a*b+c may or may not be contracted to
-// an fma depending on the flags; either way it is the same for every element and every thread.
+// Portable fallback: a plain struct the compiler may vectorise. a*b+c may or may not be contracted
+// to an fma depending on the flags; either way it is the same for every element and every thread.
 constexpr int kLanes = 4;
 struct VecF {
   float x[kLanes];
 };
-inline VecF vzero() { return VecF{}; }
+inline VecF vzero() {
+  return VecF{};
+}
 inline VecF vload(const float* p) {
   VecF v;
   for (int l = 0; l < kLanes; ++l) v.x[l] = p[l];
   return v;
 }
-inline VecF vload_aligned(const float* p) { return vload(p); }
+inline VecF vload_aligned(const float* p) {
+  return vload(p);
+}
 inline void vstore(float* p, VecF v) {
   for (int l = 0; l < kLanes; ++l) p[l] = v.x[l];
 }
@@ -116,39 +157,27 @@ inline VecF vadd(VecF a, VecF b) {
   for (int l = 0; l < kLanes; ++l) a.x[l] += b.x[l];
   return a;
 }
-#ifndef UNIPOOL_GEMM_MR
-#define UNIPOOL_GEMM_MR 4
-#endif
+constexpr int kMR = 4;
 #endif
 
-// ---- blocking constants ------------------------------------------------------------------------------
+// ---- blocking constants
+// ------------------------------------------------------------------------------ Measured on the
+// 2-core Zen 4 (see the numbers in the file header); all within a few % of each other for KC
+// 256..512, MC 96..256, NC 512..2048, MR 6..14: these are comfortable, not knife-edge, choices.
 
-#ifndef UNIPOOL_GEMM_NV
-#define UNIPOOL_GEMM_NV 2
-#endif
-#ifndef UNIPOOL_GEMM_KC
-#define UNIPOOL_GEMM_KC 256
-#endif
-#ifndef UNIPOOL_GEMM_MC
-#define UNIPOOL_GEMM_MC 144
-#endif
-#ifndef UNIPOOL_GEMM_NC
-#define UNIPOOL_GEMM_NC 1024
-#endif
-
-constexpr int kNV = UNIPOOL_GEMM_NV;      // vectors per micro-tile row
-constexpr int kMR = UNIPOOL_GEMM_MR;      // micro-tile rows (broadcast side)
-constexpr int kNR = kNV * kLanes;         // micro-tile columns (vector side)
-constexpr int kKC = UNIPOOL_GEMM_KC;      // k-block depth: fixes the summation order, never changes
-constexpr int kMCMax = UNIPOOL_GEMM_MC;   // largest row block of C (Ap = MC×KC floats, L2-resident)
-constexpr int kNC = UNIPOOL_GEMM_NC;      // column block of C (Bp = KC×NC floats, L2/L3-resident)
-constexpr int kRowBlockMultiple = 4;      // several row blocks: make their number a multiple of this
-constexpr int kMinTiles = 8;              // split N too when there are fewer row blocks than this
-constexpr long long kSerialWork = 1 << 17; // M·N·K below which OpenMP is not worth waking up
+constexpr int kNV = 2;                // vectors per micro-tile row
+constexpr int kNR = kNV * kLanes;     // micro-tile columns (vector side)
+constexpr int kKC = 384;              // k-block depth: fixes the summation order
+constexpr int kMCMax = 144;           // most rows in a row block (Ap = MC×KC floats, 216 KB)
+constexpr int kNC = 768;              // column block of C (Bp = KC×NC floats, 1.1 MB: L2)
+constexpr int kRowBlockMultiple = 4;  // several row blocks: make their number a multiple of this
+constexpr int kMinTiles = 8;          // split N too when there are fewer row blocks than this
+constexpr long long kSerialWork = 1 << 17;  // M·N·K below which waking OpenMP threads does not pay
 static_assert(kMCMax % kMR == 0, "MC must be a multiple of MR");
 static_assert(kNC % kNR == 0, "NC must be a multiple of NR");
 
-// ---- packing buffers: 64-byte aligned, grown on demand, never shrunk ---------------------------------
+// ---- packing buffers: 64-byte aligned, grown on demand, never shrunk
+// ---------------------------------
 
 class AlignedBuffer {
  public:
@@ -159,6 +188,8 @@ class AlignedBuffer {
   float* reserve(size_t count) {
     if (count > capacity_) {
       std::free(data_);
+      data_ = nullptr;
+      capacity_ = 0;
       size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
       data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
       if (!data_) throw std::bad_alloc();
@@ -172,7 +203,8 @@ class AlignedBuffer {
   size_t capacity_ = 0;
 };
 
-// Ap is private to each thread; Bp belongs to the thread that called gemm and is shared with the team.
+// Ap is private to each thread; Bp belongs to the thread that called gemm and is shared with the
+// team.
 AlignedBuffer& thread_packed_a() {
   static thread_local AlignedBuffer buffer;
   return buffer;
@@ -194,11 +226,13 @@ struct Operands {
   int ldc;
 };
 
-// ---- packing ----------------------------------------------------------------------------------------
+// ---- packing
+// ----------------------------------------------------------------------------------------
 //
 // Two shapes of copy fill every packed sliver, each W (= MR or NR) wide and kc deep, dst[k][W]:
 //   pack_rows:       dst[k][c] = src[k*ld + c]   the W values of one k are contiguous in the source
-//   pack_transposed: dst[k][c] = src[c*ld + k]   each of the W lines is contiguous in k (8×8 transposes)
+//   pack_transposed: dst[k][c] = src[c*ld + k]   each of the W lines is contiguous in k (8×8
+//   transposes)
 // Columns c >= `width` (past the edge of the matrix) are zero.
 
 template <int W>
@@ -276,7 +310,8 @@ void pack_b_sliver(const Operands& op, int k0, int kc, int j0, int cols, float* 
     pack_rows<kNR>(op.B + (size_t)k0 * op.ldb + j0, op.ldb, cols, kc, dst);
 }
 
-// ---- the micro-kernel ---------------------------------------------------------------------------------
+// ---- the micro-kernel
+// ---------------------------------------------------------------------------------
 
 // acc = Σ_k a[k][0..MR) ⊗ b[k][0..NR); then C[0..rows, 0..cols) = acc (overwrite) or += acc.
 void micro_kernel(int kc, const float* __restrict a, const float* __restrict b, float* __restrict c,
@@ -325,16 +360,21 @@ void micro_kernel(int kc, const float* __restrict a, const float* __restrict b, 
   }
 }
 
-// ---- tiling: a function of (M, N) only ----------------------------------------------------------------
+// ---- tiling: a function of (M, N) only
+// ----------------------------------------------------------------
 //
-// Rows of C are cut into MR-row slivers, slivers into `row_blocks` blocks of nearly equal size (at most
-// kMCMax rows; the count rounded up to a multiple of kRowBlockMultiple so two threads get equal
-// shares). When there are fewer than kMinTiles row blocks (small M), each NC column block is also cut
-// into `splits` pieces of whole NR-slivers, so that thin products keep every core busy.
+// Rows of C are cut into MR-row slivers, slivers into `row_blocks` blocks of nearly equal size (at
+// most kMCMax rows; the count rounded up to a multiple of kRowBlockMultiple so two threads get
+// equal shares). When there are fewer than kMinTiles row blocks (small M), each NC column block is
+// also cut into `splits` pieces of whole NR-slivers, so that thin products keep every core busy.
 
-inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+inline int ceil_div(int a, int b) {
+  return (a + b - 1) / b;
+}
 // Start of piece p when `count` units are shared out as evenly as possible among `pieces` pieces.
-inline int share_begin(int p, int count, int pieces) { return (int)((long long)p * count / pieces); }
+inline int share_begin(int p, int count, int pieces) {
+  return (int)((long long)p * count / pieces);
+}
 
 struct Tiling {
   int slivers;     // ceil(M / MR)
@@ -346,7 +386,8 @@ struct Tiling {
 Tiling choose_tiling(int M) {
   const int slivers = ceil_div(M, kMR);
   int blocks = ceil_div(slivers, kMCMax / kMR);
-  if (blocks > 1) blocks = std::min(slivers, ceil_div(blocks, kRowBlockMultiple) * kRowBlockMultiple);
+  if (blocks > 1)
+    blocks = std::min(slivers, ceil_div(blocks, kRowBlockMultiple) * kRowBlockMultiple);
   return Tiling{slivers, blocks, ceil_div(slivers, blocks) * kMR};
 }
 
@@ -416,9 +457,11 @@ void sgemm(const Operands& op) {
   sgemm_blocked(op, tiling, packed_b);
 }
 
-// ---- double: straightforward, deterministic ------------------------------------------------------------
+// ---- double: straightforward, deterministic
+// ------------------------------------------------------------
 
-// Row i of C: one running sum per column, k increasing (the same order whether or not B is transposed).
+// Row i of C: one running sum per column, k increasing (the same order whether or not B is
+// transposed).
 void dgemm(bool transA, bool transB, int M, int N, int K, const double* A, int lda, const double* B,
            int ldb, bool accumulate, double* C, int ldc) {
   const long long work = (long long)M * N * K;
