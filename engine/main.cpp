@@ -1,5 +1,6 @@
 // unipool: one binary, one subcommand per job. Start reading here, then engine/train.cpp.
 #include <cstdio>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,12 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "error: out of memory allocating the model, its optimizer state or activations "
+                 "(reduce train.micro_batch, model.seq_len or the model size)\n");
     return 1;
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -3,6 +3,6 @@
 # (a UniPool model; on the GPU when one is present and the CUDA backend supports it, else the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh build
+scripts/setup.sh build unipool
 scripts/prepare_corpus.sh build
 build/unipool train --config tiny "$@"

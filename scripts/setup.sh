@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what unipool needs on Debian (only what is missing), then configures and builds it.
-# Usage: scripts/setup.sh [BUILD_DIR]      (default: build)
+# Usage: scripts/setup.sh [BUILD_DIR [TARGET]]   (default: build, every target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
+TARGET=("${@:2}")
 
 packages=(build-essential cmake catch2 libcli11-dev nlohmann-json3-dev)
 missing=()
@@ -23,5 +24,9 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="/usr/local/cuda/bin:$PATH"
 fi
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD_DIR" -j "$(nproc)"
+if [ "${#TARGET[@]}" -gt 0 ]; then
+  cmake --build "$BUILD_DIR" -j "$(nproc)" --target "${TARGET[@]}"
+else
+  cmake --build "$BUILD_DIR" -j "$(nproc)"
+fi
 echo "setup: built $BUILD_DIR/unipool"
