@@ -72,38 +72,38 @@ TEST_CASE("config: --set overrides any key, values parse as JSON, else as string
 }
 
 TEST_CASE("bad keys and values name the key", "[config]") {
-  CHECK_THAT(config_error({"model.nope=3"}), Catch::Matchers::Contains("model.nope"));
+  CHECK_THAT(config_error({"model.nope=3"}), HasSubstring("model.nope"));
   CHECK_THAT(config_error({}, {{"train", {{"stpes", 3}}}}),
-             Catch::Matchers::Contains("train.stpes"));
-  CHECK_THAT(config_error({"model.n_layer=abc"}), Catch::Matchers::Contains("model.n_layer"));
-  CHECK_THAT(config_error({"model.n_layer=2.5"}), Catch::Matchers::Contains("model.n_layer"));
-  CHECK_THAT(config_error({"optim.lr=-1e-3"}), Catch::Matchers::Contains("optim.lr"));
-  CHECK_THAT(config_error({"optim.min_lr=1"}), Catch::Matchers::Contains("optim.min_lr"));
-  CHECK_THAT(config_error({"model.ffn=sparse"}), Catch::Matchers::Contains("model.ffn"));
+             HasSubstring("train.stpes"));
+  CHECK_THAT(config_error({"model.n_layer=abc"}), HasSubstring("model.n_layer"));
+  CHECK_THAT(config_error({"model.n_layer=2.5"}), HasSubstring("model.n_layer"));
+  CHECK_THAT(config_error({"optim.lr=-1e-3"}), HasSubstring("optim.lr"));
+  CHECK_THAT(config_error({"optim.min_lr=1"}), HasSubstring("optim.min_lr"));
+  CHECK_THAT(config_error({"model.ffn=sparse"}), HasSubstring("model.ffn"));
   CHECK_THAT(config_error({"model.router=sigmoid"}, kMoe),
-             Catch::Matchers::Contains("model.router"));
+             HasSubstring("model.router"));
   CHECK_THAT(config_error({"model.pool_group=3"}, kUnipool),
-             Catch::Matchers::Contains("model.pool_group"));
+             HasSubstring("model.pool_group"));
   CHECK_THAT(config_error({"model.router_share=3"}, kMoe),
-             Catch::Matchers::Contains("model.router_share"));
+             HasSubstring("model.router_share"));
   CHECK_THAT(config_error({"model.router_share=2"}),
-             Catch::Matchers::Contains("model.router_share"));
-  CHECK_THAT(config_error({"model.top_k=9"}, kMoe), Catch::Matchers::Contains("model.top_k"));
-  CHECK_THAT(config_error({"model.top_k=9"}, kUnipool), Catch::Matchers::Contains("model.top_k"));
+             HasSubstring("model.router_share"));
+  CHECK_THAT(config_error({"model.top_k=9"}, kMoe), HasSubstring("model.top_k"));
+  CHECK_THAT(config_error({"model.top_k=9"}, kUnipool), HasSubstring("model.top_k"));
   CHECK_THAT(config_error({"model.router_renorm=true", "model.router=norm"}, kMoe),
-             Catch::Matchers::Contains("model.router_renorm"));
+             HasSubstring("model.router_renorm"));
   CHECK_THAT(config_error({"loss.pool_aux_coeff=0.01"}, kMoe),
-             Catch::Matchers::Contains("loss.pool_aux_coeff"));
-  CHECK_THAT(config_error({"model.n_head=5"}), Catch::Matchers::Contains("model.n_head"));
-  CHECK_THAT(config_error({"model.n_kv_head=5"}), Catch::Matchers::Contains("model.n_kv_head"));
-  CHECK_THAT(config_error({"train.micro_batch=0"}), Catch::Matchers::Contains("train.micro_batch"));
-  CHECK_THAT(config_error({"train.backend=tpu"}), Catch::Matchers::Contains("train.backend"));
-  CHECK_THAT(config_error({"optim.beta2=1"}), Catch::Matchers::Contains("optim.beta2"));
-  CHECK_THAT(config_error({"data.split=9,x"}), Catch::Matchers::Contains("data.split"));
-  CHECK_THAT(config_error({"data.format=csv"}), Catch::Matchers::Contains("data.format"));
-  CHECK_THAT(config_error({"data.train=[[1, 2]]"}), Catch::Matchers::Contains("data.train"));
-  CHECK_THAT(config_error({"model=3"}), Catch::Matchers::Contains("model"));
-  CHECK_THAT(config_error({"novalue"}), Catch::Matchers::Contains("key=value"));
+             HasSubstring("loss.pool_aux_coeff"));
+  CHECK_THAT(config_error({"model.n_head=5"}), HasSubstring("model.n_head"));
+  CHECK_THAT(config_error({"model.n_kv_head=5"}), HasSubstring("model.n_kv_head"));
+  CHECK_THAT(config_error({"train.micro_batch=0"}), HasSubstring("train.micro_batch"));
+  CHECK_THAT(config_error({"train.backend=tpu"}), HasSubstring("train.backend"));
+  CHECK_THAT(config_error({"optim.beta2=1"}), HasSubstring("optim.beta2"));
+  CHECK_THAT(config_error({"data.split=9,x"}), HasSubstring("data.split"));
+  CHECK_THAT(config_error({"data.format=csv"}), HasSubstring("data.format"));
+  CHECK_THAT(config_error({"data.train=[[1, 2]]"}), HasSubstring("data.train"));
+  CHECK_THAT(config_error({"model=3"}), HasSubstring("model"));
+  CHECK_THAT(config_error({"novalue"}), HasSubstring("key=value"));
   CHECK(config_error({"model.pool_group=2"}, kUnipool).empty());
   CHECK(config_error({"model.router_share=4"}, kMoe).empty());
 }
@@ -115,19 +115,19 @@ TEST_CASE("data paths must exist when training", "[config]") {
     load_config(file, {}, /*check_data=*/true);
     FAIL("no error");
   } catch (const Error& e) {
-    CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains("data.train") &&
-                                          Catch::Matchers::Contains("/nonexistent/shard.idx"));
+    CHECK_THAT(std::string(e.what()), HasSubstring("data.train") &&
+                                          HasSubstring("/nonexistent/shard.idx"));
   }
   try {
     load_config(json::object(), {}, /*check_data=*/true);
     FAIL("no error");
   } catch (const Error& e) {
-    CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains("data.train"));
+    CHECK_THAT(std::string(e.what()), HasSubstring("data.train"));
   }
   try {
     read_config_file("/nonexistent/config.json");
     FAIL("no error");
   } catch (const Error& e) {
-    CHECK_THAT(std::string(e.what()), Catch::Matchers::Contains("/nonexistent/config.json"));
+    CHECK_THAT(std::string(e.what()), HasSubstring("/nonexistent/config.json"));
   }
 }
