@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
 TARGET=("${@:2}")
 
-packages=(build-essential cmake catch2 libcli11-dev nlohmann-json3-dev)
+packages=(build-essential cmake catch2 libcli11-dev nlohmann-json3-dev libutf8proc-dev nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
