@@ -2,14 +2,19 @@
 #include "data/loader.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <numeric>
 #include <set>
+#include <system_error>
+#include <thread>
 
 #include "engine/error.h"
 
@@ -148,14 +153,98 @@ std::array<int64_t, 4> split_indices(const std::array<double, 3>& weights, int64
 
 // ----------------------------------------------------------------------------------------------
 // Loader
+//
+// A batch is produced by produce(): from a start position (a Cursor) it steps over this rank's
+// predecessors' samples, reads its own, steps over its successors' and records the end position,
+// or the exception met. Without prefetch the caller's thread runs it; with prefetch the next one
+// runs on the worker thread as soon as a batch has been handed out.
+//
+// Ownership (what keeps it free of data races): `datasets` and `spec` are read-only after
+// construction. `cursor` (the committed position), `have_job`, `last_batch` belong to the caller's
+// thread. `job` and `perms` belong to the worker from post() (which sets busy under mu) until the
+// worker clears busy under mu, and to the caller's thread otherwise; the caller touches them only
+// after wait() has seen !busy. cancel_requested is the one value both threads touch concurrently.
 
-Loader::Loader(const LoaderSpec& spec, Split split) : spec_(spec), split_(split) {
+struct Loader::Impl {
+  struct Dataset {  // one file of the blend; fixed after construction
+    explicit Dataset(TokenFile f) : file(std::move(f)) {}
+    TokenFile file;
+    double weight = 0;  // normalised over the datasets with samples; 0 for a left-out one
+    int64_t doc_lo = 0, doc_hi = 0;  // this split's documents [lo, hi)
+    int64_t tok_lo = 0, tok_hi = 0;  // their tokens [lo, hi)
+    int64_t num_samples = 0;
+    std::string fingerprint;  // hash of sizes and a sample of the tokens
+  };
+  // A dataset's place: the next sample is perm(epoch)[pos]; drawn = epoch * num_samples + pos.
+  struct Position {
+    uint64_t epoch = 0;
+    int64_t pos = 0;
+    int64_t drawn = 0;
+  };
+  struct Cursor {  // the global position
+    std::vector<Position> ds;
+    int64_t drawn_total = 0;
+  };
+  struct Permutation {  // of [0, num_samples) for `epoch`, built lazily
+    std::vector<uint32_t> order;
+    int64_t epoch = -1;
+  };
+  struct Batch {  // one next_batch call's work and result
+    int batch = 0;
+    Cursor start, end;
+    std::vector<int32_t> tokens;  // batch × (T + 1), sample-major
+    std::exception_ptr error;
+    bool cancelled = false;
+  };
+
+  Impl(const LoaderSpec& spec, Split split);
+  ~Impl();
+
+  int pick_dataset(const Cursor& c) const;  // Megatron's blending rule for sample c.drawn_total
+  void advance(Cursor& c, int d) const;     // one sample of dataset d drawn
+  const std::vector<uint32_t>& permutation(size_t d, uint64_t epoch);
+  void read_sample(const Dataset& ds, int64_t sample, int32_t* out) const;  // T+1 checked tokens
+  void produce(Batch& b);  // fills b from b.start; never throws (b.error)
+
+  void next_batch(int batch, int32_t* inputs, int32_t* targets);
+  void reset();
+  void restore(const nlohmann::json& st);
+  nlohmann::json state() const;
+  void post(int batch);  // start producing the batch of `batch` samples at `cursor` on the worker
+  void wait();           // until the worker is idle
+  void cancel();         // drop the prefetched batch (stopping it if in flight)
+  void worker_loop();
+
+  LoaderSpec spec;
+  Split split;
+  std::array<double, 3> split_weights{};
+  std::vector<Dataset> datasets;
+  std::vector<Permutation> perms;  // per dataset
+  Cursor cursor;                   // after the batches handed out
+  int last_batch = 0;              // the batch size of the last next_batch call (0: none yet)
+  bool prefetch = false;
+  Batch job;
+  bool have_job = false;  // job is posted to (or done by) the worker and starts at cursor
+
+  std::thread worker;  // started by the first post()
+  std::mutex mu;
+  std::condition_variable cv;
+  bool posted = false, busy = false, stop = false;  // guarded by mu
+  std::atomic<bool> cancel_requested{false};
+};
+
+Loader::Impl::Impl(const LoaderSpec& spec_in, Split split_in) : spec(spec_in), split(split_in) {
   check(!spec.blend.empty(), "data loader: the blend has no datasets");
   check(spec.seq_len >= 1,
         "data loader: seq_len must be >= 1, got " + std::to_string(spec.seq_len));
   check(spec.vocab_size >= 1,
         "data loader: vocab_size must be >= 1, got " + std::to_string(spec.vocab_size));
-  split_weights_ = parse_split(spec.split);
+  check(spec.world_size >= 1,
+        "data loader: world_size must be >= 1, got " + std::to_string(spec.world_size));
+  check(spec.rank >= 0 && spec.rank < spec.world_size,
+        "data loader: rank must be in [0, world_size = " + std::to_string(spec.world_size) +
+            "), got " + std::to_string(spec.rank));
+  split_weights = parse_split(spec.split);
   const int64_t T = spec.seq_len;
   const int s = static_cast<int>(split);
 
@@ -166,12 +255,12 @@ Loader::Loader(const LoaderSpec& spec, Split split) : spec_(spec), split_(split)
           "data loader: blend weight " + std::to_string(weight) + " for " + path + " must be > 0");
     Dataset ds{TokenFile::open(path, spec.format)};
     const int64_t ndocs = ds.file.num_documents();
-    const std::array<int64_t, 4> idx = split_indices(split_weights_, ndocs);
+    const std::array<int64_t, 4> idx = split_indices(split_weights, ndocs);
     for (int p = 0; p < 3; ++p) {
       if (idx[p] == idx[p + 1]) {
         warn_once(ds.file.name() + ": split \"" + spec.split + "\" gives the " +
                   split_name(Split(p)) + " part no documents (of " + std::to_string(ndocs) + ")" +
-                  (split_weights_[p] == 0 ? ", as its weight is 0" : ""));
+                  (split_weights[p] == 0 ? ", as its weight is 0" : ""));
       }
     }
     ds.doc_lo = idx[s];
@@ -197,30 +286,40 @@ Loader::Loader(const LoaderSpec& spec, Split split) : spec_(spec), split_(split)
       ds.weight = weight;
       weight_sum += weight;
     }
-    datasets_.push_back(std::move(ds));
+    datasets.push_back(std::move(ds));
   }
   check(weight_sum > 0, std::string("data loader: no samples for the ") + split_name(split) +
                             " split in any dataset of the blend (split \"" + spec.split +
                             "\", seq_len " + std::to_string(T) + ")" + why_empty);
-  for (Dataset& ds : datasets_) ds.weight /= weight_sum;
-  buf_.resize(static_cast<size_t>(T) + 1);
+  for (Dataset& ds : datasets) ds.weight /= weight_sum;
+  perms.resize(datasets.size());
+  cursor.ds.resize(datasets.size());
+  prefetch = spec.prefetch;
 }
 
-int64_t Loader::num_samples() const {
-  int64_t n = 0;
-  for (const Dataset& ds : datasets_) n += ds.num_samples;
-  return n;
+Loader::Impl::~Impl() {
+  if (!worker.joinable()) return;
+  cancel_requested = true;  // a batch in flight stops at its next sample
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stop = true;
+  }
+  cv.notify_all();
+  worker.join();
 }
 
-int Loader::pick_dataset() const {
+int Loader::Impl::pick_dataset(const Cursor& c) const {
   // Megatron's blending: the dataset furthest behind its share, weight * (j + 1) - drawn.
   int best = -1;
   double best_error = 0;
-  const double j1 = static_cast<double>(drawn_total_ + 1);
-  for (size_t d = 0; d < datasets_.size(); ++d) {
-    const Dataset& ds = datasets_[d];
+  const double j1 = static_cast<double>(c.drawn_total + 1);
+  for (size_t d = 0; d < datasets.size(); ++d) {
+    const Dataset& ds = datasets[d];
     if (ds.num_samples == 0) continue;
-    const double error = ds.weight * j1 - static_cast<double>(ds.drawn);
+    // One rounding, as an explicit fma: the order must not depend on whether the compiler
+    // contracts a*b - c (it does under -march=native with FMA, gcc's default -ffp-contract=fast);
+    // this is the value those builds always computed, now on every build.
+    const double error = std::fma(ds.weight, j1, -static_cast<double>(c.ds[d].drawn));
     if (best < 0 || error > best_error) {
       best = static_cast<int>(d);
       best_error = error;
@@ -229,97 +328,192 @@ int Loader::pick_dataset() const {
   return best;  // >= 0: the constructor guarantees one dataset with samples
 }
 
-void Loader::ensure_permutation(Dataset& ds, size_t index) {
-  if (ds.perm_epoch == static_cast<int64_t>(ds.epoch)) return;
-  const size_t n = static_cast<size_t>(ds.num_samples);
-  ds.perm.resize(n);
-  std::iota(ds.perm.begin(), ds.perm.end(), 0u);
-  SplitMix64 rng{permutation_seed(spec_.seed, index, static_cast<uint64_t>(split_), ds.epoch)};
+void Loader::Impl::advance(Cursor& c, int d) const {
+  Position& p = c.ds[static_cast<size_t>(d)];
+  ++p.drawn;
+  ++c.drawn_total;
+  if (++p.pos == datasets[static_cast<size_t>(d)].num_samples) {
+    p.pos = 0;  // pass exhausted: the next epoch gets a new permutation
+    ++p.epoch;
+  }
+}
+
+const std::vector<uint32_t>& Loader::Impl::permutation(size_t d, uint64_t epoch) {
+  Permutation& p = perms[d];
+  if (p.epoch == static_cast<int64_t>(epoch)) return p.order;
+  p.epoch = -1;  // (stays invalid if the allocation below throws)
+  const size_t n = static_cast<size_t>(datasets[d].num_samples);
+  p.order.resize(n);
+  std::iota(p.order.begin(), p.order.end(), 0u);
+  SplitMix64 rng{permutation_seed(spec.seed, d, static_cast<uint64_t>(split), epoch)};
   for (size_t i = n; i > 1; --i) {  // Fisher–Yates: swap slot i-1 with a uniform slot in [0, i)
     const size_t j = static_cast<size_t>(rng.below(i));
-    std::swap(ds.perm[i - 1], ds.perm[j]);
+    std::swap(p.order[i - 1], p.order[j]);
   }
-  ds.perm_epoch = static_cast<int64_t>(ds.epoch);
+  p.epoch = static_cast<int64_t>(epoch);
+  return p.order;
 }
 
-void Loader::read_sample(Dataset& ds, int64_t sample) {
-  const int64_t T = spec_.seq_len;
+void Loader::Impl::read_sample(const Dataset& ds, int64_t sample, int32_t* out) const {
+  const int64_t T = spec.seq_len;
   const int64_t begin = ds.tok_lo + sample * T;
-  ds.file.read_tokens(begin, T + 1, buf_.data());
+  ds.file.read_tokens(begin, T + 1, out);
   for (int64_t i = 0; i <= T; ++i) {
-    const int32_t t = buf_[static_cast<size_t>(i)];
-    if (t < 0 || t >= spec_.vocab_size) {
+    const int32_t t = out[i];
+    if (t < 0 || t >= spec.vocab_size) {
       throw Error(ds.file.token_path() + ": token id " + std::to_string(t) + " at token " +
                   std::to_string(begin + i) + (t < 0 ? " is negative" : " >= vocab_size ") +
-                  (t < 0 ? std::string() : std::to_string(spec_.vocab_size)));
+                  (t < 0 ? std::string() : std::to_string(spec.vocab_size)));
     }
   }
 }
 
-void Loader::next_batch(int batch, int32_t* inputs, int32_t* targets) {
+void Loader::Impl::produce(Batch& b) {
+  b.error = nullptr;
+  b.cancelled = false;
+  try {
+    const int64_t T1 = int64_t(spec.seq_len) + 1, B = b.batch;
+    const int64_t before = int64_t(spec.rank) * B;
+    const int64_t after = int64_t(spec.world_size - 1 - spec.rank) * B;
+    Cursor c = b.start;
+    b.tokens.resize(static_cast<size_t>(B * T1));
+    for (int64_t i = 0; i < before; ++i) advance(c, pick_dataset(c));  // the lower ranks' samples
+    for (int64_t i = 0; i < B; ++i) {
+      if (cancel_requested.load()) {
+        b.cancelled = true;
+        return;
+      }
+      const int d = pick_dataset(c);
+      const Position& p = c.ds[static_cast<size_t>(d)];
+      const uint32_t sample =
+          permutation(static_cast<size_t>(d), p.epoch)[static_cast<size_t>(p.pos)];
+      read_sample(datasets[static_cast<size_t>(d)], sample, b.tokens.data() + i * T1);
+      advance(c, d);
+    }
+    for (int64_t i = 0; i < after; ++i) advance(c, pick_dataset(c));  // the higher ranks' samples
+    b.end = std::move(c);
+  } catch (...) {
+    b.error = std::current_exception();
+  }
+}
+
+void Loader::Impl::worker_loop() {
+  std::unique_lock<std::mutex> lock(mu);
+  for (;;) {
+    cv.wait(lock, [&] { return stop || posted; });
+    if (stop) return;
+    posted = false;
+    lock.unlock();
+    produce(job);  // job and perms are this thread's until busy is cleared
+    lock.lock();
+    busy = false;
+    cv.notify_all();
+  }
+}
+
+void Loader::Impl::post(int batch) {
+  job.batch = batch;
+  job.start = cursor;
+  cancel_requested = false;
+  if (!worker.joinable()) {
+    try {
+      worker = std::thread([this] { worker_loop(); });
+    } catch (const std::system_error& e) {
+      warn_once(std::string("data loader: cannot start the prefetch thread (") + e.what() +
+                "): reading synchronously");
+      prefetch = false;
+      return;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    posted = true;
+    busy = true;
+  }
+  cv.notify_all();
+  have_job = true;
+}
+
+void Loader::Impl::wait() {
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return !busy; });
+}
+
+void Loader::Impl::cancel() {
+  if (!have_job) return;
+  cancel_requested = true;
+  wait();
+  cancel_requested = false;
+  have_job = false;
+}
+
+void Loader::Impl::next_batch(int batch, int32_t* inputs, int32_t* targets) {
   check(batch >= 0, "data loader: batch must be >= 0, got " + std::to_string(batch));
-  const size_t T = static_cast<size_t>(spec_.seq_len);
-  for (int b = 0; b < batch; ++b) {
-    const int d = pick_dataset();
-    Dataset& ds = datasets_[static_cast<size_t>(d)];
-    ensure_permutation(ds, static_cast<size_t>(d));
-    read_sample(ds, ds.perm[static_cast<size_t>(ds.pos)]);
-    std::memcpy(inputs + b * T, buf_.data(), T * sizeof(int32_t));
-    std::memcpy(targets + b * T, buf_.data() + 1, T * sizeof(int32_t));
-    ++ds.drawn;
-    ++drawn_total_;
-    if (++ds.pos == ds.num_samples) {  // pass exhausted: the next epoch gets a new permutation
-      ds.pos = 0;
-      ++ds.epoch;
-    }
+  if (batch == 0) return;                        // nothing drawn (a prefetch in flight stays valid)
+  if (have_job && job.batch != batch) cancel();  // prefetched for another batch size
+  if (have_job) {
+    wait();
+    have_job = false;
+  } else {
+    job.batch = batch;
+    job.start = cursor;
+    produce(job);
   }
+  last_batch = batch;
+  if (job.error) {  // the position stays where it was; a later call reads this batch again
+    std::exception_ptr e = job.error;
+    job.error = nullptr;
+    std::rethrow_exception(e);
+  }
+  check(!job.cancelled, "data loader: internal error: a cancelled batch was handed out");
+  const size_t T = static_cast<size_t>(spec.seq_len);
+  for (size_t b = 0; b < static_cast<size_t>(batch); ++b) {
+    const int32_t* sample = job.tokens.data() + b * (T + 1);
+    std::memcpy(inputs + b * T, sample, T * sizeof(int32_t));
+    std::memcpy(targets + b * T, sample + 1, T * sizeof(int32_t));
+  }
+  cursor = job.end;
+  if (prefetch) post(batch);
 }
 
-void Loader::reset() {
-  for (Dataset& ds : datasets_) {
-    ds.epoch = 0;
-    ds.pos = 0;
-    ds.drawn = 0;
-  }
-  drawn_total_ = 0;
+void Loader::Impl::reset() {
+  cancel();
+  for (Position& p : cursor.ds) p = Position{};
+  cursor.drawn_total = 0;
+  if (prefetch && last_batch > 0) post(last_batch);
 }
 
 // ----------------------------------------------------------------------------------------------
 // state
 
-nlohmann::json Loader::state() const {
+nlohmann::json Loader::Impl::state() const {
   nlohmann::json dss = nlohmann::json::array();
-  for (size_t d = 0; d < datasets_.size(); ++d) {
-    const Dataset& ds = datasets_[d];
+  for (size_t d = 0; d < datasets.size(); ++d) {
+    const Dataset& ds = datasets[d];
     dss.push_back({{"name", ds.file.name()},
-                   {"weight", spec_.blend[d].first},
+                   {"weight", spec.blend[d].first},
                    {"num_tokens", ds.file.num_tokens()},
                    {"num_documents", ds.file.num_documents()},
                    {"documents", {ds.doc_lo, ds.doc_hi}},
                    {"num_samples", ds.num_samples},
                    {"fingerprint", ds.fingerprint},
-                   {"epoch", ds.epoch},
-                   {"position", ds.pos}});
+                   {"epoch", cursor.ds[d].epoch},
+                   {"position", cursor.ds[d].pos}});
   }
   return {{"kind", "unipool.data.Loader"},
           {"version", 1},
-          {"split", split_name(split_)},
-          {"split_spec", spec_.split},
-          {"format", shard_format_name(spec_.format)},
-          {"seed", spec_.seed},
-          {"seq_len", spec_.seq_len},
-          {"samples_drawn", drawn_total_},
+          {"split", split_name(split)},
+          {"split_spec", spec.split},
+          {"format", shard_format_name(spec.format)},
+          {"seed", spec.seed},
+          {"seq_len", spec.seq_len},
+          {"samples_drawn", cursor.drawn_total},
           {"datasets", dss}};
 }
 
-void Loader::restore(const nlohmann::json& st) {
+void Loader::Impl::restore(const nlohmann::json& st) {
   const std::string what = "data loader state: ";
-  struct Position {
-    uint64_t epoch;
-    int64_t pos;
-  };
-  std::vector<Position> positions;
-  int64_t drawn_total = 0;
+  Cursor restored;
   try {
     check(st.is_object() && st.value("kind", "") == "unipool.data.Loader" &&
               st.at("version").get<int>() == 1,
@@ -329,26 +523,26 @@ void Loader::restore(const nlohmann::json& st) {
       throw Error(what + "does not match this loader: " + field + " is " + mine +
                   ", the state has " + theirs);
     };
-    if (st.at("split").get<std::string>() != split_name(split_)) {
-      mismatch("split", split_name(split_), st.at("split").get<std::string>());
+    if (st.at("split").get<std::string>() != split_name(split)) {
+      mismatch("split", split_name(split), st.at("split").get<std::string>());
     }
-    if (st.at("format").get<std::string>() != shard_format_name(spec_.format)) {
-      mismatch("format", shard_format_name(spec_.format), st.at("format").get<std::string>());
+    if (st.at("format").get<std::string>() != shard_format_name(spec.format)) {
+      mismatch("format", shard_format_name(spec.format), st.at("format").get<std::string>());
     }
-    if (st.at("seed").get<uint64_t>() != spec_.seed) {
-      mismatch("seed", std::to_string(spec_.seed), st.at("seed").dump());
+    if (st.at("seed").get<uint64_t>() != spec.seed) {
+      mismatch("seed", std::to_string(spec.seed), st.at("seed").dump());
     }
-    if (st.at("seq_len").get<int>() != spec_.seq_len) {
-      mismatch("seq_len", std::to_string(spec_.seq_len), st.at("seq_len").dump());
+    if (st.at("seq_len").get<int>() != spec.seq_len) {
+      mismatch("seq_len", std::to_string(spec.seq_len), st.at("seq_len").dump());
     }
     const nlohmann::json& dss = st.at("datasets");
-    if (!dss.is_array() || dss.size() != datasets_.size()) {
-      mismatch("the number of datasets", std::to_string(datasets_.size()),
+    if (!dss.is_array() || dss.size() != datasets.size()) {
+      mismatch("the number of datasets", std::to_string(datasets.size()),
                std::to_string(dss.size()));
     }
     int64_t sum = 0;
-    for (size_t d = 0; d < datasets_.size(); ++d) {
-      const Dataset& ds = datasets_[d];
+    for (size_t d = 0; d < datasets.size(); ++d) {
+      const Dataset& ds = datasets[d];
       const nlohmann::json& j = dss[d];
       const std::string who = "dataset " + std::to_string(d) + " (" + ds.file.name() + ") ";
       auto same_int = [&](const char* key, int64_t mine) {
@@ -369,8 +563,8 @@ void Loader::restore(const nlohmann::json& st) {
         mismatch(who + "content fingerprint", ds.fingerprint,
                  j.at("fingerprint").get<std::string>() + " (different data?)");
       }
-      if (j.at("weight").get<double>() != spec_.blend[d].first) {
-        mismatch(who + "blend weight", std::to_string(spec_.blend[d].first), j.at("weight").dump());
+      if (j.at("weight").get<double>() != spec.blend[d].first) {
+        mismatch(who + "blend weight", std::to_string(spec.blend[d].first), j.at("weight").dump());
       }
       const int64_t epoch = j.at("epoch").get<int64_t>();
       const int64_t pos = j.at("position").get<int64_t>();
@@ -379,24 +573,55 @@ void Loader::restore(const nlohmann::json& st) {
       check(ok, what + who + "has an invalid position: epoch " + std::to_string(epoch) +
                     ", position " + std::to_string(pos) + " of " + std::to_string(ds.num_samples) +
                     " samples");
-      positions.push_back({static_cast<uint64_t>(epoch), pos});
+      restored.ds.push_back({static_cast<uint64_t>(epoch), pos, epoch * ds.num_samples + pos});
       sum += epoch * ds.num_samples + pos;
     }
-    drawn_total = st.at("samples_drawn").get<int64_t>();
-    check(drawn_total == sum, what + "samples_drawn " + std::to_string(drawn_total) +
-                                  " does not equal the sum over the datasets' positions " +
-                                  std::to_string(sum));
+    restored.drawn_total = st.at("samples_drawn").get<int64_t>();
+    check(restored.drawn_total == sum,
+          what + "samples_drawn " + std::to_string(restored.drawn_total) +
+              " does not equal the sum over the datasets' positions " + std::to_string(sum));
   } catch (const nlohmann::json::exception& e) {
     throw Error(what + "malformed: " + e.what());
   }
-  // everything checked: apply
-  for (size_t d = 0; d < datasets_.size(); ++d) {
-    Dataset& ds = datasets_[d];
-    ds.epoch = positions[d].epoch;
-    ds.pos = positions[d].pos;
-    ds.drawn = static_cast<int64_t>(ds.epoch) * ds.num_samples + ds.pos;
-  }
-  drawn_total_ = drawn_total;
+  // everything checked: apply, and prefetch from the new position
+  cancel();
+  cursor = std::move(restored);
+  if (prefetch && last_batch > 0) post(last_batch);
+}
+
+// ----------------------------------------------------------------------------------------------
+// Loader: the public face
+
+Loader::Loader(const LoaderSpec& spec, Split split) : impl_(std::make_unique<Impl>(spec, split)) {}
+Loader::~Loader() = default;
+Loader::Loader(Loader&&) noexcept = default;
+Loader& Loader::operator=(Loader&&) noexcept = default;
+
+void Loader::next_batch(int batch, int32_t* inputs, int32_t* targets) {
+  impl_->next_batch(batch, inputs, targets);
+}
+nlohmann::json Loader::state() const {
+  return impl_->state();
+}
+void Loader::restore(const nlohmann::json& state) {
+  impl_->restore(state);
+}
+void Loader::reset() {
+  impl_->reset();
+}
+int64_t Loader::num_samples() const {
+  int64_t n = 0;
+  for (const Impl::Dataset& ds : impl_->datasets) n += ds.num_samples;
+  return n;
+}
+int64_t Loader::samples_drawn() const {
+  return impl_->cursor.drawn_total;
+}
+int Loader::seq_len() const {
+  return impl_->spec.seq_len;
+}
+Split Loader::split() const {
+  return impl_->split;
 }
 
 }  // namespace unipool::data

@@ -22,9 +22,36 @@
 // position. state() is the exact position (per dataset: epoch and place in its permutation, plus
 // the count drawn) and a fingerprint of the spec and files; restore() resumes bit-exactly or
 // throws.
+//
+// Data parallelism (LoaderSpec.rank, world_size = W): the GLOBAL sample sequence is the one above,
+//   the same on every rank. With g the global samples consumed before a call, next_batch(B) on rank
+//   r returns the global samples [g + r*B, g + r*B + B) and advances g by W*B on every rank: one
+//   step's ranks jointly take W*B consecutive samples, each rank a contiguous slice. W = 1 is the
+//   plain sequence. The position (state(), samples_drawn()) is the global one, identical on all
+//   ranks, so any rank's state resumes every rank. The state (format version 1, unchanged) holds
+//   no rank or world size: restored under another world size W' (or batch B'), the loaders go on
+//   from global sample g, each step taking [g, g + W'*B'); that is what an uninterrupted W'-rank
+//   run takes whenever g is a multiple of W'*B'. Nothing checks that: the caller decides.
+//
+// Prefetch (LoaderSpec.prefetch, on by default): after each next_batch(B) a background thread
+//   reads (mmap page-ins, token checks, copies) the next batch of B samples while the caller
+//   computes; the next next_batch(B) with the same B takes it (another B throws it away and reads
+//   synchronously). The samples are exactly those without prefetch. state() is the position after
+//   the batches returned to the caller, never the prefetched one; reset() and restore() cancel a
+//   prefetch in flight and start one at the new position (for the last B). An Error met while
+//   prefetching (a token id >= vocab_size, ...) is thrown, with its message, by the next_batch()
+//   call that would have returned those samples. The first call, and any call after a different B
+//   or an error, reads synchronously. The thread starts with the first prefetch and is joined by
+//   the destructor (which first stops a batch in flight).
+//
+// next_batch() is all-or-nothing: when it throws, the position is unchanged and no output was
+// written. A Loader is used from one thread at a time (its prefetch thread is internal). The files
+// are memory-mapped and may be read by the prefetch thread at any moment while the Loader lives:
+// rewriting or truncating them meanwhile is undefined (SIGBUS), as it always was for mmap.
 #pragma once
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +73,8 @@ struct LoaderSpec {
   int seq_len = 1024;
   int vocab_size = 50257;  // token ids must be < this
   uint64_t seed = 1234;
+  int rank = 0, world_size = 1;  // data parallelism: 0 <= rank < world_size (see above)
+  bool prefetch = true;          // read the next batch on a background thread
 };
 
 // The normalised weights of a split string ("969,30,1" -> {0.969, 0.03, 0.001}; missing parts are
@@ -58,44 +87,28 @@ std::array<int64_t, 4> split_indices(const std::array<double, 3>& weights, int64
 class Loader {
  public:
   Loader(const LoaderSpec& spec,
-         Split split);  // opens + validates all files; Error if this split has no samples
-  void next_batch(int batch, int32_t* inputs,
-                  int32_t* targets);  // batch × seq_len each; advances the position
-  nlohmann::json state() const;       // the exact position (enough to resume)
+         Split split);        // opens + validates all files; Error if this split has no samples
+  ~Loader();                  // cancels and joins a prefetch in flight
+  Loader(Loader&&) noexcept;  // a moved-from Loader may only be destroyed or assigned to
+  Loader& operator=(Loader&&) noexcept;
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  // batch × seq_len each: this rank's slice of the next global batch of world_size × batch
+  // samples; advances the (global) position by world_size × batch. All or nothing on an Error.
+  void next_batch(int batch, int32_t* inputs, int32_t* targets);
+  nlohmann::json state() const;  // the exact global position (enough to resume any rank)
   void restore(const nlohmann::json&
-                   state);      // Error on a state that does not match this spec and these files
-  void reset();                 // back to the very first sample
-  int64_t num_samples() const;  // samples in one pass of this split (sum over datasets)
-  int64_t samples_drawn() const { return drawn_total_; }
-  int seq_len() const { return spec_.seq_len; }
-  Split split() const { return split_; }
+                   state);        // Error on a state that does not match this spec and these files
+  void reset();                   // back to the very first sample
+  int64_t num_samples() const;    // samples in one pass of this split (sum over datasets)
+  int64_t samples_drawn() const;  // global samples consumed (by all ranks together)
+  int seq_len() const;
+  Split split() const;
 
  private:
-  struct Dataset {
-    explicit Dataset(TokenFile f) : file(std::move(f)) {}
-    TokenFile file;
-    double weight = 0;  // normalised over the datasets with samples; 0 for a left-out one
-    int64_t doc_lo = 0, doc_hi = 0;  // this split's documents [lo, hi)
-    int64_t tok_lo = 0, tok_hi = 0;  // their tokens [lo, hi)
-    int64_t num_samples = 0;
-    std::string fingerprint;  // hash of sizes and a sample of the tokens
-    // position: the next sample is perm[pos] of epoch `epoch`; drawn = epoch * num_samples + pos
-    uint64_t epoch = 0;
-    int64_t pos = 0;
-    int64_t drawn = 0;
-    std::vector<uint32_t> perm;  // permutation of [0, num_samples) for perm_epoch (built lazily)
-    int64_t perm_epoch = -1;
-  };
-  int pick_dataset() const;  // Megatron's blending rule for sample drawn_total_
-  void ensure_permutation(Dataset& ds, size_t index);
-  void read_sample(Dataset& ds, int64_t sample);  // fills buf_ with T+1 checked tokens
-
-  LoaderSpec spec_;
-  Split split_;
-  std::array<double, 3> split_weights_{};
-  std::vector<Dataset> datasets_;
-  int64_t drawn_total_ = 0;
-  std::vector<int32_t> buf_;  // T + 1 tokens of the current sample
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace unipool::data

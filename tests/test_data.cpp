@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -12,9 +13,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "data/loader.h"
@@ -629,9 +632,14 @@ TEST_CASE("data: restore rejects a state from another spec or other data", "[dat
   spec.blend = {{1.0, dir.file("a")}};
   spec.split = "8,2,0";
   spec.seq_len = 4;
-  Loader a(spec, Split::train);
-  draw(a, 3);
-  const nlohmann::json st = a.state();
+  nlohmann::json st;
+  std::vector<std::vector<int32_t>> continuation;
+  {  // (gone before the files are rewritten below: its prefetch thread may be reading them)
+    Loader a(spec, Split::train);
+    draw(a, 3);
+    st = a.state();
+    continuation = draw(a, 5);
+  }
 
   LoaderSpec other = spec;
   other.seed = 5;
@@ -663,7 +671,7 @@ TEST_CASE("data: restore rejects a state from another spec or other data", "[dat
   Loader f(spec, Split::train);
   CHECK(contains(error_of([&] { f.restore(bad); }), "invalid position"));
   f.restore(st);  // the original still fits
-  CHECK(draw(f, 5) == draw(a, 5));
+  CHECK(draw(f, 5) == continuation);
 }
 
 TEST_CASE("data: blend of weights 3:1 draws 300:100 of 400", "[data]") {
@@ -754,4 +762,219 @@ TEST_CASE("data: the loader checks every token against vocab_size", "[data]") {
   spec.blend = {{1.0, dir.file("ex")}, {1.0, dir.file("tiny")}};
   Loader blended(spec, Split::train);
   CHECK(blended.num_samples() == (19 - 1) / 4);
+}
+
+// ---- the loader: prefetch and data-parallel ranks ----------------------------------------------
+
+namespace {
+
+// A 2:1 blend of two small files (7 and 5 samples at T = 8), so that a few batches cross many
+// epoch boundaries; prefetch as given.
+LoaderSpec small_blend(const TempDir& dir, bool prefetch) {
+  write_megatron(dir.file("a"), {positions(60)});
+  write_megatron(dir.file("b"), {positions(45, 1000)});
+  LoaderSpec spec;
+  spec.blend = {{2.0, dir.file("a")}, {1.0, dir.file("b")}};
+  spec.split = "1";
+  spec.seq_len = 8;
+  spec.prefetch = prefetch;
+  return spec;
+}
+
+}  // namespace
+
+TEST_CASE("data: prefetch returns exactly the samples of synchronous reads", "[data]") {
+  TempDir dir;
+  const LoaderSpec spec = small_blend(dir, true);
+  LoaderSpec sync = spec;
+  sync.prefetch = false;
+  CHECK(LoaderSpec().prefetch);  // on by default
+  Loader on(spec, Split::train), off(sync, Split::train);
+  CHECK(draw(on, 40, 3) == draw(off, 40, 3));  // 120 samples: many epochs of both datasets
+  CHECK(on.state() == off.state());
+  // another batch size drops the prefetched batch and reads the right one; 0 draws nothing
+  for (int b : {1, 4, 4, 0, 2, 7, 7, 7, 1, 0, 1}) {
+    INFO("batch " << b);
+    CHECK(draw(on, 2, b) == draw(off, 2, b));
+  }
+  CHECK(on.samples_drawn() == off.samples_drawn());
+  on.reset();  // cancels the prefetch and prefetches the first batch again
+  off.reset();
+  CHECK(on.samples_drawn() == 0);
+  CHECK(draw(on, 10, 5) == draw(off, 10, 5));
+  CHECK(on.state() == off.state());
+}
+
+TEST_CASE("data: with prefetch, state() is the position after the batches handed out", "[data]") {
+  TempDir dir;
+  const LoaderSpec spec = small_blend(dir, true);
+  LoaderSpec sync = spec;
+  sync.prefetch = false;
+  Loader ref(sync, Split::train);
+  const auto expected = draw(ref, 30, 3);
+  for (int k : {0, 1, 2, 7, 13, 29}) {
+    INFO("after " << k << " batches");
+    Loader a(spec, Split::train), s(sync, Split::train);
+    draw(a, k, 3);
+    draw(s, k, 3);
+    CHECK(a.samples_drawn() == 3 * k);  // not counting the batch prefetched meanwhile
+    CHECK(a.state() == s.state());
+    const std::string saved = a.state().dump();
+    Loader b(spec, Split::train);
+    draw(b, 2, 3);  // b has a prefetch in flight (or done) for its own position: restore drops it
+    b.restore(nlohmann::json::parse(saved));
+    CHECK(b.samples_drawn() == 3 * k);
+    const auto rest = draw(b, 30 - k, 3);
+    CHECK(std::equal(rest.begin(), rest.end(), expected.begin() + 3 * k));
+    CHECK(draw(a, 30 - k, 3) == rest);  // and the saved loader goes on unchanged
+  }
+}
+
+TEST_CASE("data: ranks take consecutive disjoint slices of one global batch", "[data]") {
+  TempDir dir;
+  write_megatron(dir.file("x"), {positions(2000)});        // 249 samples at T = 8
+  write_megatron(dir.file("y"), {positions(900, 10000)});  // 112 samples
+  LoaderSpec spec;
+  spec.blend = {{3.0, dir.file("x")}, {1.0, dir.file("y")}};
+  spec.split = "1";
+  spec.seq_len = 8;
+  spec.prefetch = false;
+  Loader ref(spec, Split::train);
+  const auto global = draw(ref, 400, 1);  // the global sequence, one sample at a time
+  const int B = 4;
+  for (int W : {2, 3}) {
+    for (bool prefetch : {true, false}) {
+      INFO("world_size " << W << ", prefetch " << prefetch);
+      std::vector<std::unique_ptr<Loader>> ranks;
+      for (int r = 0; r < W; ++r) {
+        LoaderSpec s = spec;
+        s.rank = r;
+        s.world_size = W;
+        s.prefetch = prefetch;
+        ranks.push_back(std::make_unique<Loader>(s, Split::train));
+      }
+      const int steps = 240 / (W * B);  // 240 samples: no dataset wraps (x gets 180 of them)
+      std::vector<std::vector<int32_t>> joint;
+      std::set<int32_t> starts;
+      for (int step = 0; step < steps; ++step) {
+        for (int r = 0; r < W; ++r) {
+          for (const auto& s : draw(*ranks[r], 1, B)) {
+            joint.push_back(s);
+            starts.insert(s[0]);
+          }
+          CHECK(ranks[r]->samples_drawn() == int64_t(step + 1) * W * B);  // the global position
+        }
+      }
+      CHECK(std::equal(joint.begin(), joint.end(), global.begin()));  // rank-major per step
+      CHECK(starts.size() == joint.size());                           // disjoint
+      // the state is the global position: the same on every rank, and a W = 1 loader's
+      ref.reset();
+      draw(ref, steps, W * B);
+      for (int r = 0; r < W; ++r) CHECK(ranks[r]->state() == ref.state());
+      // any rank's state resumes any world size: 2 ranks of batch 6 go on from the same place
+      const int64_t g = int64_t(steps) * W * B;
+      for (int r = 0; r < 2; ++r) {
+        LoaderSpec s = spec;
+        s.rank = r;
+        s.world_size = 2;
+        s.prefetch = prefetch;
+        Loader other(s, Split::train);
+        other.restore(ranks[W - 1]->state());
+        const auto got = draw(other, 2, 6);  // global samples g + 12j + 6r + [0, 6), j = 0, 1
+        for (int j = 0; j < 2; ++j) {
+          CHECK(std::equal(got.begin() + 6 * j, got.begin() + 6 * j + 6,
+                           global.begin() + g + 12 * j + 6 * r));
+        }
+      }
+    }
+  }
+  // rank and world_size are checked
+  auto bad = [&](int rank, int world_size) {
+    LoaderSpec s = spec;
+    s.rank = rank;
+    s.world_size = world_size;
+    return error_of([&] { Loader l(s, Split::train); });
+  };
+  CHECK(contains(bad(2, 2), "rank must be in [0, world_size = 2), got 2"));
+  CHECK(contains(bad(-1, 2), "rank must be in [0, world_size = 2), got -1"));
+  CHECK(contains(bad(0, 0), "world_size must be >= 1, got 0"));
+}
+
+TEST_CASE("data: a bad token met while prefetching is thrown by the call that returns it",
+          "[data]") {
+  TempDir dir;
+  LoaderSpec spec;
+  spec.blend = {{1.0, dir.file("t")}};
+  spec.split = "1";
+  spec.seq_len = 8;
+  spec.vocab_size = 1000;
+  spec.prefetch = false;
+  // the 32nd sample of the shuffled order (in the 16th batch of 2) gets a token >= vocab_size; the
+  // order does not depend on the tokens, only on the number of samples
+  std::vector<int32_t> tokens = positions(400);  // 49 samples
+  write_megatron(dir.file("t"), {tokens});
+  int32_t bad_start = 0;
+  {
+    Loader probe(spec, Split::train);
+    bad_start = draw(probe, 32)[31][0];
+  }
+  tokens[static_cast<size_t>(bad_start + 3)] = 5000;
+  write_megatron(dir.file("t"), {tokens});
+  const std::string want = dir.file("t.bin") + ": token id 5000 at token " +
+                           std::to_string(bad_start + 3) + " >= vocab_size 1000";
+
+  for (bool prefetch : {false, true}) {
+    INFO("prefetch " << prefetch);
+    spec.prefetch = prefetch;
+    Loader L(spec, Split::train);
+    std::vector<int32_t> in(16), tg(16);
+    for (int i = 0; i < 15; ++i) L.next_batch(2, in.data(), tg.data());  // batches 0..14 are fine
+    // with prefetch, batch 15 was read in the background meanwhile: give it time to fail there
+    if (prefetch) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::vector<int32_t> before = in;
+    CHECK(error_of([&] { L.next_batch(2, in.data(), tg.data()); }) == want);
+    CHECK(in == before);             // nothing written
+    CHECK(L.samples_drawn() == 30);  // nor drawn: the same call fails again
+    CHECK(error_of([&] { L.next_batch(2, in.data(), tg.data()); }) == want);
+    CHECK(L.samples_drawn() == 30);
+    L.next_batch(1, in.data(), tg.data());  // sample 30 is fine, sample 31 the bad one
+    CHECK(error_of([&] { L.next_batch(1, in.data(), tg.data()); }) == want);
+    L.reset();  // a prefetch that would fail is dropped with the batch it belonged to
+    CHECK(draw(L, 15, 2).size() == 30);
+  }
+}
+
+TEST_CASE("data: a loader with a prefetch in flight is destroyed, moved and reset cleanly",
+          "[data]") {
+  TempDir dir;
+  std::vector<int32_t> big = positions(1 << 18);
+  for (int32_t& t : big) t %= 50000;
+  write_megatron(dir.file("big"), {big});
+  LoaderSpec spec;
+  spec.blend = {{1.0, dir.file("big")}};
+  spec.split = "1";
+  spec.seq_len = 512;
+  std::vector<int32_t> in(64 * 512), tg(in.size());
+  for (int i = 0; i < 20; ++i) {
+    Loader L(spec, Split::train);
+    L.next_batch(64, in.data(), tg.data());  // the next 64 samples are being read as L dies
+  }
+  {
+    Loader L(spec, Split::train);
+    L.next_batch(64, in.data(), tg.data());
+    L.reset();  // cancels, and prefetches the first batch again
+  }
+  {
+    Loader unused(spec, Split::train);  // no thread was ever started
+  }
+  LoaderSpec sync = spec;
+  sync.prefetch = false;
+  Loader ref(sync, Split::train);
+  const auto expected = draw(ref, 4, 16);
+  Loader a(spec, Split::train);
+  const auto first = draw(a, 1, 16);
+  Loader b(std::move(a));  // the prefetch thread moves along with the loader's state
+  auto got = draw(b, 3, 16);
+  got.insert(got.begin(), first.begin(), first.end());
+  CHECK(got == expected);
 }

@@ -443,6 +443,49 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
   }
 }
 
+// Decode: the attention of ONE new query row per head against a K/V cache (the generation step of
+// model/generator.h). The query sits at position Tlen−1 and sees all Tlen cached positions.
+//   q        [nh*hd]   the new row's query heads (after RoPE)
+//   k, v     Tlen rows, row s at k + s*ld (v + s*ld): nkv heads of hd (k after RoPE)
+//   out      [nh*hd]
+//   scratch  at least Tlen + 16 elements (the scores, zero-padded to whole SIMD lanes)
+// The math and the summation order are attention_forward's for its row t = Tlen−1: z_s = scale ·
+// (q·k_s summed over d in order), p_s = exp(z_s − max) by the same softmax_exp, Σ p_s by the same
+// lanes, out = (Σ_s p_s v_s in s order) / Σ p_s. Serial (one row is little work).
+template <typename T>
+void attention_decode(T* out, const T* q, const T* k, const T* v, int ld, int Tlen, int nh, int nkv,
+                      int hd, T* scratch) {
+  using namespace attention_detail;
+  assert(nkv > 0 && nh % nkv == 0 && hd > 0 && Tlen > 0);
+  const int rep = nh / nkv;
+  const int n = round_up(Tlen, Tile<T>::kL);
+  const T scale = T(1) / std::sqrt(T(hd));
+  T* z = scratch;
+  for (int h = 0; h < nh; ++h) {
+    const int g = h / rep;
+    const T* qh = q + h * hd;
+    for (int s = 0; s < Tlen; ++s) {  // z_s = scale · q·k_s
+      const T* ks = k + static_cast<size_t>(s) * ld + g * hd;
+      T acc = T(0);
+      for (int i = 0; i < hd; ++i) acc = fmadd(qh[i], ks[i], acc);
+      z[s] = acc * scale;
+    }
+    T m = z[0];
+    for (int s = 1; s < Tlen; ++s) m = z[s] > m ? z[s] : m;
+    for (int s = 0; s < Tlen; ++s) z[s] = softmax_exp(z[s] - m);
+    for (int s = Tlen; s < n; ++s) z[s] = T(0);
+    const T sum = lane_sum(z, n);
+    T* o = out + h * hd;
+    for (int i = 0; i < hd; ++i) o[i] = T(0);
+    for (int s = 0; s < Tlen; ++s) {  // Σ_s p_s v_s
+      const T p = z[s];
+      const T* vs = v + static_cast<size_t>(s) * ld + g * hd;
+      for (int i = 0; i < hd; ++i) o[i] = fmadd(p, vs[i], o[i]);
+    }
+    for (int i = 0; i < hd; ++i) o[i] = o[i] / sum;
+  }
+}
+
 // Backward. dout [B*Tlen, nh*hd], qkv (after RoPE), out, lse from the forward
 // -> dqkv [B*Tlen, (nh+2nkv)*hd], OVERWRITTEN (gradient w.r.t. the post-RoPE q, k, v).
 // Per head, query t, keys s <= t (p recomputed from lse, rows of one block at a time):

@@ -1,0 +1,378 @@
+// Tests of generation and evaluation (model/generator.h, engine/evaluate.h, attention_decode):
+// the KV-cached generator reproduces the training forward's per-token losses for dense, MoE and
+// UniPool models; attention_decode equals attention_forward's rows; the sampler is greedy at
+// temperature 0 / top-k 1 and reproducible by seed; `eval` on a checkpoint equals the val_loss the
+// training loop logged; `sample` runs end to end; bad input is an Error.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "data/shards.h"
+#include "data/tokenize.h"
+#include "engine/config.h"
+#include "engine/error.h"
+#include "engine/evaluate.h"
+#include "engine/fsutil.h"
+#include "engine/train.h"
+#include "kernels/cpu/attention.h"
+#include "model/generator.h"
+#include "model/init.h"
+#include "model/layout.h"
+#include "model/model.h"
+#include "tests/catch.h"
+
+using namespace unipool;
+
+namespace {
+
+struct GenVariant {
+  const char* name;
+  const char* ffn;
+  const char* router;
+  int top_k;
+};
+
+const GenVariant kGenVariants[] = {
+    {"dense", "dense", "softmax", 1},
+    {"moe softmax k2", "moe", "softmax", 2},
+    {"unipool norm k1", "unipool", "norm", 1},
+};
+
+// Vp = 64 > V = 50: the padded columns take part in the loss's softmax.
+Config gen_config(const GenVariant& v) {
+  Config c;
+  ModelConfig& m = c.model;
+  m.vocab_size = 50;
+  m.vocab_multiple = 16;
+  m.seq_len = 24;
+  m.n_layer = 3;
+  m.d_model = 32;
+  m.n_head = 4;
+  m.n_kv_head = 2;
+  m.ffn_hidden = 24;
+  m.init_std = 0.3;  // far from uniform: real attention patterns and routing
+  m.ffn = v.ffn;
+  m.experts_per_layer = 4;
+  m.pool_size = 6;
+  m.top_k = v.top_k;
+  m.router = v.router;
+  c.loss = LossConfig{};
+  validate_config(c, /*check_data=*/false);
+  return c;
+}
+
+std::vector<int32_t> random_ids(int n, int vocab, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::vector<int32_t> v(n);
+  for (auto& t : v) t = static_cast<int32_t>(gen() % vocab);
+  return v;
+}
+
+// −log softmax(row)[target] over n columns, in double.
+double cross_entropy(const float* row, int n, int target) {
+  double m = row[0];
+  for (int i = 1; i < n; ++i) m = std::max(m, static_cast<double>(row[i]));
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - m);
+  return m + std::log(sum) - static_cast<double>(row[target]);
+}
+
+struct GenTempDir {
+  std::string path;
+  GenTempDir() {
+    char tmpl[] = "/tmp/unipool_test_generate_XXXXXX";
+    const char* p = ::mkdtemp(tmpl);
+    REQUIRE(p != nullptr);
+    path = p;
+  }
+  ~GenTempDir() {
+    if (!std::getenv("KEEP_TMP")) remove_tree(path);
+  }
+  GenTempDir(const GenTempDir&) = delete;
+  GenTempDir& operator=(const GenTempDir&) = delete;
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+}  // namespace
+
+TEST_CASE("generator: per-token losses equal the training forward's", "[generate]") {
+  for (const GenVariant& variant : kGenVariants) {
+    DYNAMIC_SECTION(variant.name) {
+      const Config c = gen_config(variant);
+      const Layout layout = make_layout(c.model);
+      const int B = 2, T = c.model.seq_len, V = c.model.vocab_size, Vp = c.model.padded_vocab();
+      REQUIRE(Vp > V);
+      Model<float> model(layout, c.loss, B, T);
+      init_parameters(layout, model.params(), 7);
+      // B rows of T + 1 tokens: inputs the first T, targets the last T.
+      std::vector<int32_t> inputs(B * T), targets(B * T);
+      for (int b = 0; b < B; ++b) {
+        const std::vector<int32_t> seq = random_ids(T + 1, V, 100 + b);
+        for (int t = 0; t < T; ++t) {
+          inputs[b * T + t] = seq[t];
+          targets[b * T + t] = seq[t + 1];
+        }
+      }
+      const double mean = model.forward(inputs.data(), targets.data(), /*train=*/false).lm;
+      INFO("routing margin " << model.routing_margin() << ", mean loss " << mean);
+      REQUIRE(std::isfinite(mean));
+      const float* ref = model.token_losses();
+
+      Generator gen(layout, model.params());
+      REQUIRE(gen.max_len() == T);
+      REQUIRE(gen.vocab_size() == V);
+      double worst = 0, sum = 0;
+      for (int b = 0; b < B; ++b) {  // the second row after reset(): the cache starts over
+        gen.reset();
+        for (int t = 0; t < T; ++t) {
+          const float* logits = gen.step(inputs[b * T + t]);
+          REQUIRE(logits == gen.padded_logits());  // the first V columns of the LM-head row
+          REQUIRE(gen.position() == t + 1);
+          const double ce = cross_entropy(gen.padded_logits(), Vp, targets[b * T + t]);
+          worst = std::max(worst, std::fabs(ce - static_cast<double>(ref[b * T + t])));
+          sum += ce;
+        }
+      }
+      INFO("worst |generator − training| per-token loss " << worst);
+      CHECK(worst < 1e-4);
+      CHECK(sum / (B * T) == Approx(mean).margin(1e-5));
+      // The cache holds seq_len positions.
+      CHECK_THROWS_AS(gen.step(0), Error);
+      gen.reset();
+      CHECK_THROWS_AS(gen.step(V), Error);  // outside the vocabulary
+      CHECK_NOTHROW(gen.step(V - 1));
+    }
+  }
+}
+
+TEST_CASE("attention_decode equals attention_forward's rows", "[generate]") {
+  const int Tlen = 37, nh = 4, nkv = 2, hd = 16, C = (nh + 2 * nkv) * hd;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<float> qkv(static_cast<size_t>(Tlen) * C);
+  for (float& x : qkv) x = dist(rng);
+  std::vector<float> out(static_cast<size_t>(Tlen) * nh * hd), lse(static_cast<size_t>(nh) * Tlen);
+  cpu::attention_forward(out.data(), lse.data(), qkv.data(), 1, Tlen, nh, nkv, hd);
+  std::vector<float> row(nh * hd), scratch(Tlen + 16);
+  double worst = 0;
+  for (int t = 0; t < Tlen; ++t) {  // row t attends to the t + 1 rows 0..t, read in place
+    const float* q = qkv.data() + static_cast<size_t>(t) * C;
+    cpu::attention_decode(row.data(), q, qkv.data() + nh * hd, qkv.data() + (nh + nkv) * hd, C,
+                          t + 1, nh, nkv, hd, scratch.data());
+    for (int i = 0; i < nh * hd; ++i)
+      worst = std::max(worst, std::fabs(static_cast<double>(row[i]) -
+                                        out[static_cast<size_t>(t) * nh * hd + i]));
+  }
+  INFO("worst |decode − forward| " << worst);
+  CHECK(worst < 1e-6);
+
+  // double, a cache with its own row stride (as the generator keeps it: K and V apart)
+  std::vector<double> qkvd(qkv.begin(), qkv.end()), outd(out.size()), lsed(lse.size());
+  cpu::attention_forward(outd.data(), lsed.data(), qkvd.data(), 1, Tlen, nh, nkv, hd);
+  std::vector<double> kc(static_cast<size_t>(Tlen) * nkv * hd), vc(kc.size());
+  for (int t = 0; t < Tlen; ++t)
+    for (int i = 0; i < nkv * hd; ++i) {
+      kc[static_cast<size_t>(t) * nkv * hd + i] = qkvd[static_cast<size_t>(t) * C + nh * hd + i];
+      vc[static_cast<size_t>(t) * nkv * hd + i] =
+          qkvd[static_cast<size_t>(t) * C + (nh + nkv) * hd + i];
+    }
+  std::vector<double> rowd(nh * hd), scratchd(Tlen + 16);
+  const int t = Tlen - 1;
+  cpu::attention_decode(rowd.data(), qkvd.data() + static_cast<size_t>(t) * C, kc.data(), vc.data(),
+                        nkv * hd, Tlen, nh, nkv, hd, scratchd.data());
+  double worstd = 0;
+  for (int i = 0; i < nh * hd; ++i)
+    worstd = std::max(worstd, std::fabs(rowd[i] - outd[static_cast<size_t>(t) * nh * hd + i]));
+  CHECK(worstd < 1e-12);
+}
+
+TEST_CASE("sampler: greedy, top-k, temperature and seeds", "[generate]") {
+  SECTION("fixed logits") {
+    const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
+    CHECK(argmax(logits.data(), 5) == 1);  // ties to the lower index
+    Sampler s(1);
+    CHECK(s.sample(logits.data(), 5, 0.0, 40) == 1);
+    CHECK(s.sample(logits.data(), 5, 1.0, 1) == 1);
+    // top-k 2 keeps the two 2.0 logits (ids 1 and 3), equally likely.
+    std::map<int, int> counts;
+    for (int i = 0; i < 4000; ++i) ++counts[s.sample(logits.data(), 5, 1.0, 2)];
+    CHECK(counts.size() == 2);
+    CHECK(counts[1] > 1800);
+    CHECK(counts[3] > 1800);
+    // All 5 at temperature 1: frequencies follow the softmax.
+    counts.clear();
+    const int draws = 20000;
+    for (int i = 0; i < draws; ++i) ++counts[s.sample(logits.data(), 5, 1.0, 0)];
+    double z = 0;
+    for (float l : logits) z += std::exp(l);
+    for (int i = 0; i < 5; ++i) {
+      const double p = std::exp(logits[i]) / z;
+      CHECK(std::fabs(counts[i] / double(draws) - p) < 4 * std::sqrt(p * (1 - p) / draws) + 1e-3);
+    }
+  }
+
+  SECTION("generation") {
+    const Config c = gen_config(kGenVariants[2]);
+    const Layout layout = make_layout(c.model);
+    std::vector<float> params(layout.arena_size);
+    init_parameters(layout, params.data(), 11);
+    Generator gen(layout, params.data());
+    const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
+    const int n = 15;  // prompt + n < seq_len: no window slide here
+
+    auto run = [&](uint64_t seed, double temperature, int top_k) {
+      Sampler s(seed);
+      return generate(gen, s, prompt, n, temperature, top_k);
+    };
+    const std::vector<int32_t> greedy = run(1, 0.0, 40);
+    REQUIRE(greedy.size() == size_t(n));
+    CHECK(run(2, 0.0, 0) == greedy);  // greedy ignores the seed
+    CHECK(run(3, 1.0, 1) == greedy);  // top-k 1 is greedy
+    // temperature 0 is the argmax of each step's logits
+    gen.reset();
+    const float* logits = nullptr;
+    for (int32_t t : prompt) logits = gen.step(t);
+    for (int i = 0; i < n; ++i) {
+      const int32_t next = argmax(logits, gen.vocab_size());
+      CHECK(next == greedy[i]);
+      logits = gen.step(next);
+    }
+    // seeded sampling: the same seed gives the same tokens, another seed others
+    const std::vector<int32_t> a = run(1234, 1.0, 0), b = run(1234, 1.0, 0), d = run(99, 1.0, 0);
+    CHECK(a == b);
+    CHECK(a != d);
+    // streaming callback sees the same tokens
+    std::vector<int32_t> seen;
+    Sampler s(1234);
+    generate(gen, s, prompt, n, 1.0, 0, [&](int32_t id) { seen.push_back(id); });
+    CHECK(seen == a);
+    // beyond seq_len the window slides
+    Sampler s2(5);
+    const std::vector<int32_t> longer = generate(gen, s2, prompt, 3 * c.model.seq_len, 0.8, 10);
+    CHECK(longer.size() == size_t(3 * c.model.seq_len));
+    // bad prompts
+    Sampler s3(5);
+    CHECK_THROWS_AS(generate(gen, s3, {}, 5, 1.0, 0), Error);
+    CHECK_THROWS_AS(generate(gen, s3, std::vector<int32_t>(c.model.seq_len + 1, 1), 5, 1.0, 0),
+                    Error);
+  }
+}
+
+TEST_CASE("eval equals the training loop's val_loss, sample runs end to end", "[generate]") {
+  GenTempDir tmp;
+  // A small byte corpus: 240 documents of generated sentences.
+  const char* words[] = {"the", "pool",  "of",    "experts", "routes", "each", "token", "to",
+                         "one", "layer", "model", "learns",  "shared", "tiny", "and",   "a"};
+  std::mt19937 rng(42);
+  std::vector<std::vector<int32_t>> docs;
+  for (int d = 0; d < 240; ++d) {
+    std::string text;
+    const int n = 8 + static_cast<int>(rng() % 12);
+    for (int w = 0; w < n; ++w) text += std::string(w ? " " : "") + words[rng() % 16];
+    text += ".\n";
+    docs.push_back(data::encode_bytes(text));
+  }
+  const std::string prefix = tmp / "corpus";
+  data::write_megatron(prefix, docs);
+
+  Config c;
+  ModelConfig& m = c.model;
+  m.vocab_size = data::kBytesVocab;
+  m.vocab_multiple = 64;
+  m.seq_len = 32;
+  m.n_layer = 2;
+  m.d_model = 32;
+  m.n_head = 2;
+  m.n_kv_head = 1;
+  m.ffn_hidden = 32;
+  m.ffn = "unipool";
+  m.pool_size = 8;
+  m.router = "norm";
+  c.loss = LossConfig{};
+  c.loss.pool_aux_coeff = 0.01;
+  c.optim.lr = 3e-3;
+  c.optim.min_lr = 3e-4;
+  c.optim.warmup_steps = 0;
+  c.train.steps = 4;
+  c.train.micro_batch = 4;
+  c.train.eval_every = 2;
+  c.train.eval_batches = 3;
+  c.train.ckpt_every = 2;
+  c.train.ckpt_keep = 3;
+  c.train.out_dir = tmp / "run";
+  c.train.backend = "cpu";
+  c.train.log_every = 1000;
+  c.train.threads = 2;
+  c.data.train = {{1.0, prefix}};
+  c.data.format = "megatron";
+  c.data.split = "90,9,1";
+  validate_config(c, /*check_data=*/true);
+  run_train(c, TrainOptions{});
+
+  std::map<int, double> logged;  // step → val_loss of metrics.jsonl
+  {
+    std::istringstream in(read_file(c.train.out_dir + "/metrics.jsonl"));
+    std::string line;
+    while (std::getline(in, line)) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("val_loss")) logged[j["step"].get<int>()] = j["val_loss"].get<double>();
+    }
+  }
+  REQUIRE(logged.count(2) == 1);
+  REQUIRE(logged.count(4) == 1);
+
+  EvalOptions eo;
+  eo.checkpoint = c.train.out_dir + "/ckpt-2";
+  const EvalResult r2 = run_eval(eo);
+  CHECK(std::isfinite(r2.loss));
+  CHECK(r2.loss == Approx(logged[2]).epsilon(1e-7));
+  CHECK(r2.tokens == 3LL * 4 * 32);
+  eo.checkpoint = c.train.out_dir;  // a run directory: its newest checkpoint
+  const EvalResult r4 = run_eval(eo);
+  CHECK(r4.checkpoint == c.train.out_dir + "/ckpt-4");
+  CHECK(r4.loss == Approx(logged[4]).epsilon(1e-7));
+  eo.batches = 1;
+  eo.split = "test";
+  eo.overrides = {"train.micro_batch=2"};
+  const EvalResult rt = run_eval(eo);
+  CHECK(std::isfinite(rt.loss));
+  CHECK(rt.tokens == 2LL * 32);
+  eo.split = "nonsense";
+  CHECK_THROWS_AS(run_eval(eo), Error);
+  eo.split = "valid";
+  eo.checkpoint = tmp / "no-such-dir";
+  CHECK_THROWS_AS(run_eval(eo), Error);
+  eo.checkpoint = tmp.path;  // exists, but neither a checkpoint nor a run directory
+  CHECK_THROWS_AS(run_eval(eo), Error);
+
+  SampleOptions so;
+  so.checkpoint = c.train.out_dir;
+  so.prompt = "the pool";
+  so.tokens = 40;  // 8 + 40 > seq_len 32: the window slides
+  so.samples = 2;
+  const std::vector<std::string> a = run_sample(so);
+  REQUIRE(a.size() == 2);
+  for (const std::string& text : a) CHECK(text.rfind("the pool", 0) == 0);
+  CHECK(run_sample(so) == a);  // same seed, same checkpoint: same text
+  so.samples = 1;
+  so.prompt = "";  // starts from the end-of-document token
+  so.temperature = 0;
+  CHECK(run_sample(so).size() == 1);
+  so.prompt = std::string(33, 'x');  // 33 byte tokens > seq_len 32
+  CHECK_THROWS_AS(run_sample(so), Error);
+  so.prompt = "ok";
+  so.tokenizer = "gpt2";  // the model's vocabulary is 257
+  CHECK_THROWS_AS(run_sample(so), Error);
+  so.tokenizer = "auto";
+  so.checkpoint = tmp / "missing";
+  CHECK_THROWS_AS(run_sample(so), Error);
+}
