@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# The README's first command: install, build, prepare the bundled corpus, train the `tiny` preset
-# (a UniPool model; on the GPU when one is present and the CUDA backend supports it, else the CPU).
+# The README's first command: install what is missing, build, fetch the GPT-2 vocabulary, build the
+# bundled Debian corpus, train the `tiny` preset (a UniPool model; CPU unless a GPU backend is
+# available), then print a few samples from the model it trained.
+# Extra arguments go to `unipool train` (e.g. --set train.steps=500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh build unipool
-scripts/prepare_corpus.sh build
+scripts/fetch_tokenizer.sh
+scripts/prepare_corpus.sh --build-dir build
 build/unipool train --config tiny "$@"
+echo
+echo "== samples from runs/tiny (unipool sample --checkpoint runs/tiny --prompt ...)"
+for prompt in "The meaning of life is" "def main():" "In the beginning"; do
+  build/unipool sample --checkpoint runs/tiny --prompt "$prompt" --tokens 60 --temperature 0.8 --top-k 40 --seed 1234
+  echo
+done
