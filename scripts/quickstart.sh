@@ -12,6 +12,6 @@ build/unipool train --config tiny "$@"
 echo
 echo "== samples from runs/tiny (unipool sample --checkpoint runs/tiny --prompt ...)"
 for prompt in "The meaning of life is" "def main():" "In the beginning"; do
-  build/unipool sample --checkpoint runs/tiny --prompt "$prompt" --tokens 60 --temperature 0.8 --top-k 40 --seed 1234
+  build/unipool sample --checkpoint runs/tiny --prompt "$prompt" --tokens 60 --temperature 1.0 --top-k 50 --seed 1234
   echo
 done
