@@ -73,27 +73,21 @@ TEST_CASE("config: --set overrides any key, values parse as JSON, else as string
 
 TEST_CASE("bad keys and values name the key", "[config]") {
   CHECK_THAT(config_error({"model.nope=3"}), HasSubstring("model.nope"));
-  CHECK_THAT(config_error({}, {{"train", {{"stpes", 3}}}}),
-             HasSubstring("train.stpes"));
+  CHECK_THAT(config_error({}, {{"train", {{"stpes", 3}}}}), HasSubstring("train.stpes"));
   CHECK_THAT(config_error({"model.n_layer=abc"}), HasSubstring("model.n_layer"));
   CHECK_THAT(config_error({"model.n_layer=2.5"}), HasSubstring("model.n_layer"));
   CHECK_THAT(config_error({"optim.lr=-1e-3"}), HasSubstring("optim.lr"));
   CHECK_THAT(config_error({"optim.min_lr=1"}), HasSubstring("optim.min_lr"));
   CHECK_THAT(config_error({"model.ffn=sparse"}), HasSubstring("model.ffn"));
-  CHECK_THAT(config_error({"model.router=sigmoid"}, kMoe),
-             HasSubstring("model.router"));
-  CHECK_THAT(config_error({"model.pool_group=3"}, kUnipool),
-             HasSubstring("model.pool_group"));
-  CHECK_THAT(config_error({"model.router_share=3"}, kMoe),
-             HasSubstring("model.router_share"));
-  CHECK_THAT(config_error({"model.router_share=2"}),
-             HasSubstring("model.router_share"));
+  CHECK_THAT(config_error({"model.router=sigmoid"}, kMoe), HasSubstring("model.router"));
+  CHECK_THAT(config_error({"model.pool_group=3"}, kUnipool), HasSubstring("model.pool_group"));
+  CHECK_THAT(config_error({"model.router_share=3"}, kMoe), HasSubstring("model.router_share"));
+  CHECK_THAT(config_error({"model.router_share=2"}), HasSubstring("model.router_share"));
   CHECK_THAT(config_error({"model.top_k=9"}, kMoe), HasSubstring("model.top_k"));
   CHECK_THAT(config_error({"model.top_k=9"}, kUnipool), HasSubstring("model.top_k"));
   CHECK_THAT(config_error({"model.router_renorm=true", "model.router=norm"}, kMoe),
              HasSubstring("model.router_renorm"));
-  CHECK_THAT(config_error({"loss.pool_aux_coeff=0.01"}, kMoe),
-             HasSubstring("loss.pool_aux_coeff"));
+  CHECK_THAT(config_error({"loss.pool_aux_coeff=0.01"}, kMoe), HasSubstring("loss.pool_aux_coeff"));
   CHECK_THAT(config_error({"model.n_head=5"}), HasSubstring("model.n_head"));
   CHECK_THAT(config_error({"model.n_kv_head=5"}), HasSubstring("model.n_kv_head"));
   CHECK_THAT(config_error({"train.micro_batch=0"}), HasSubstring("train.micro_batch"));
@@ -115,8 +109,8 @@ TEST_CASE("data paths must exist when training", "[config]") {
     load_config(file, {}, /*check_data=*/true);
     FAIL("no error");
   } catch (const Error& e) {
-    CHECK_THAT(std::string(e.what()), HasSubstring("data.train") &&
-                                          HasSubstring("/nonexistent/shard.idx"));
+    CHECK_THAT(std::string(e.what()),
+               HasSubstring("data.train") && HasSubstring("/nonexistent/shard.idx"));
   }
   try {
     load_config(json::object(), {}, /*check_data=*/true);

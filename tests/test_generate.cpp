@@ -29,6 +29,9 @@
 #include "model/layout.h"
 #include "model/model.h"
 #include "tests/catch.h"
+#include "tests/tempdir.h"
+
+using unipool::test::TempDir;
 
 using namespace unipool;
 
@@ -85,22 +88,6 @@ double cross_entropy(const float* row, int n, int target) {
   for (int i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - m);
   return m + std::log(sum) - static_cast<double>(row[target]);
 }
-
-struct GenTempDir {
-  std::string path;
-  GenTempDir() {
-    char tmpl[] = "/tmp/unipool_test_generate_XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~GenTempDir() {
-    if (!std::getenv("KEEP_TMP")) remove_tree(path);
-  }
-  GenTempDir(const GenTempDir&) = delete;
-  GenTempDir& operator=(const GenTempDir&) = delete;
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
 
 }  // namespace
 
@@ -268,7 +255,7 @@ TEST_CASE("sampler: greedy, top-k, temperature and seeds", "[generate]") {
 }
 
 TEST_CASE("eval equals the training loop's val_loss, sample runs end to end", "[generate]") {
-  GenTempDir tmp;
+  TempDir tmp;
   // A small byte corpus: 240 documents of generated sentences.
   const char* words[] = {"the", "pool",  "of",    "experts", "routes", "each", "token", "to",
                          "one", "layer", "model", "learns",  "shared", "tiny", "and",   "a"};

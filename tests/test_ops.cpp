@@ -17,16 +17,15 @@
 #include "tests/fd.h"
 
 namespace cpu = unipool::cpu;
+using unipool::test::all_finite;
 using unipool::test::check_gradient;
+using unipool::test::nan_vector;
 using unipool::test::random_vector;
+using unipool::test::to_float;
 using unipool::test::Vec;
 using unipool::test::weighted_sum;
-using unipool::test::nan_vector;
-using unipool::test::all_finite;
-using unipool::test::to_float;
 
 namespace {
-
 
 template <typename T>
 bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {

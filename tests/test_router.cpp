@@ -21,13 +21,13 @@
 #include "tests/fd.h"
 
 namespace cpu = unipool::cpu;
+using unipool::test::all_finite;
 using unipool::test::check_gradient;
+using unipool::test::nan_vector;
 using unipool::test::random_vector;
+using unipool::test::to_float;
 using unipool::test::Vec;
 using unipool::test::weighted_sum;
-using unipool::test::nan_vector;
-using unipool::test::all_finite;
-using unipool::test::to_float;
 
 namespace {
 

@@ -15,25 +15,13 @@
 #include "engine/fsutil.h"
 #include "engine/safetensors.h"
 #include "tests/catch.h"
+#include "tests/tempdir.h"
+
+using unipool::test::TempDir;
 
 using namespace unipool;
 
 namespace {
-
-// A fresh directory under /tmp, removed with everything in it at scope exit.
-struct TmpDir {
-  std::string path;
-  TmpDir() {
-    char tmpl[] = "/tmp/unipool_st_XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TmpDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
 
 std::vector<std::string> list_dir(const std::string& dir) {
   std::vector<std::string> names;
@@ -97,7 +85,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 // safetensors: writing and reading back
 
 TEST_CASE("safetensors: bytes of a tiny file are exactly the format", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string path = dir / "tiny.safetensors";
   const float a[2] = {1.0f, 2.0f};
   write_safetensors(path, {{"a", {2}, a}});
@@ -119,7 +107,7 @@ TEST_CASE("safetensors: bytes of a tiny file are exactly the format", "[safetens
 }
 
 TEST_CASE("safetensors: round trip with scalar, 3-D, empty tensor and metadata", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string path = dir / "ckpt.safetensors";
 
   const std::vector<float> scalar = {3.5f};
@@ -170,7 +158,7 @@ TEST_CASE("safetensors: round trip with scalar, 3-D, empty tensor and metadata",
 }
 
 TEST_CASE("safetensors: rewriting replaces the file", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string path = dir / "w.safetensors";
   const float one[1] = {1.0f}, two[2] = {2.0f, 3.0f};
   write_safetensors(path, {{"x", {1}, one}});
@@ -183,7 +171,7 @@ TEST_CASE("safetensors: rewriting replaces the file", "[safetensors]") {
 }
 
 TEST_CASE("safetensors: writer rejects bad input and writes nothing", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string path = dir / "bad.safetensors";
   const float v[2] = {1, 2};
   require_error(
@@ -207,7 +195,7 @@ TEST_CASE("safetensors: writer rejects bad input and writes nothing", "[safetens
 // safetensors: the reader on corrupt files
 
 TEST_CASE("safetensors: corrupt files give Error naming file and problem", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string p = dir / "corrupt.safetensors";
   const std::string d8 = f32_bytes({1.0f, 2.0f});
 
@@ -337,7 +325,7 @@ TEST_CASE("safetensors: corrupt files give Error naming file and problem", "[saf
 }
 
 TEST_CASE("safetensors: truncated or bit-flipped files never crash", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string good = dir / "good.safetensors", bad = dir / "bad.safetensors";
   const float s[1] = {4.0f}, v[3] = {1, 2, 3};
   write_safetensors(good, {{"s", {}, s}, {"v", {3}, v}}, {{"k", "v"}});
@@ -371,7 +359,7 @@ TEST_CASE("safetensors: truncated or bit-flipped files never crash", "[safetenso
 // fsutil
 
 TEST_CASE("fsutil: write_file_atomic creates, replaces, leaves no temp", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string path = dir / "f.bin";
   write_file_atomic(path, "first");
   CHECK(read_file(path) == "first");
@@ -383,7 +371,7 @@ TEST_CASE("fsutil: write_file_atomic creates, replaces, leaves no temp", "[safet
 }
 
 TEST_CASE("fsutil: failed writes throw and leave the old state", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string path = dir / "f.bin";
   write_file_atomic(path, "original");
 
@@ -410,7 +398,7 @@ TEST_CASE("fsutil: failed writes throw and leave the old state", "[safetensors]"
 }
 
 TEST_CASE("fsutil: publish_dir, make_dirs, remove_tree, fsync_path", "[safetensors]") {
-  TmpDir dir;
+  TempDir dir;
   const std::string tmp = dir / "ckpt_000100.tmp", final_dir = dir / "ckpt_000100";
   make_dirs(tmp);
   write_file_atomic(tmp + "/model.safetensors", "m");

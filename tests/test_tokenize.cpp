@@ -27,6 +27,10 @@
 
 #if __has_include("data/gpt2_tokenizer.h")
 #include "data/gpt2_tokenizer.h"
+#include "tests/tempdir.h"
+
+using unipool::test::read_bytes;
+using unipool::test::TempDir;
 #define UNIPOOL_HAVE_GPT2 1
 #endif
 
@@ -35,29 +39,6 @@ using namespace unipool::data;
 namespace {
 
 // ---- fixtures ---------------------------------------------------------------------------------
-
-// A fresh directory under /tmp, removed with everything in it at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/unipool_test_tokenize_XXXXXX";
-    const char* p = mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
-
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE(f.good());
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)),
-                              std::istreambuf_iterator<char>());
-}
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);

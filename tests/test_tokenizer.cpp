@@ -27,6 +27,9 @@
 #include "data/gpt2_tokenizer.h"
 #include "engine/error.h"
 #include "tests/catch.h"
+#include "tests/tempdir.h"
+
+using unipool::test::TempDir;
 
 using unipool::data::Gpt2Tokenizer;
 
@@ -45,20 +48,6 @@ void write_file(const std::string& path, const std::string& bytes) {
   f << bytes;
   REQUIRE(f.good());
 }
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/unipool_test_tokenizer_XXXXXX";
-    const char* p = mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
 
 bool tokenizer_files_present(const std::string& dir) {
   return std::filesystem::exists(dir + "/encoder.json") ||

@@ -41,6 +41,9 @@
 #include "model/init.h"
 #include "model/layout.h"
 #include "tests/catch.h"
+#include "tests/tempdir.h"
+
+using unipool::test::TempDir;
 
 using namespace unipool;
 using json = nlohmann::json;
@@ -48,23 +51,6 @@ using json = nlohmann::json;
 namespace {
 
 const char* const kGplPath = "/usr/share/common-licenses/GPL-3";
-
-// A fresh directory under /tmp, removed (with everything in it) at the end of the scope.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/unipool_test_train_XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    if (!std::getenv("KEEP_TMP")) remove_tree(path);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
 
 // GPL-3 cut at blank lines into paragraph documents, byte-encoded with EOD appended.
 // Returns false (nothing written) when the file is missing.
