@@ -2,6 +2,8 @@
 // Read step() top to bottom next to Model<T>::forward in model.cpp: the same ops, on one row.
 #include "model/generator.h"
 
+#include "model/init.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -164,11 +166,9 @@ int32_t argmax(const float* x, int n) {
 }
 
 uint64_t Sampler::next_u64() {
-  state_ += 0x9E3779B97F4A7C15ULL;  // splitmix64: the Weyl step, then the finaliser
-  uint64_t z = state_;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
+  const uint64_t r = splitmix64(state_);  // splitmix64 (model/init.h) of the current Weyl state
+  state_ += 0x9E3779B97F4A7C15ULL;
+  return r;
 }
 
 double Sampler::uniform() {
