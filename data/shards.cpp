@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "engine/error.h"
+#include "engine/fsutil.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "unipool's shard readers assume a little-endian host"
@@ -60,35 +61,6 @@ const char* dtype_name(uint8_t code) {
 }
 
 // A file opened for writing whose every write is checked; errors name the file.
-class Writer {
- public:
-  explicit Writer(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "wb")) {
-    check(f_ != nullptr, "cannot write " + path + ": " + std::strerror(errno));
-  }
-  ~Writer() {
-    if (f_) std::fclose(f_);
-  }
-  Writer(const Writer&) = delete;
-  Writer& operator=(const Writer&) = delete;
-  void write(const void* p, size_t n) {
-    if (n == 0) return;
-    check(std::fwrite(p, 1, n, f_) == n, "cannot write " + path_ + ": " + std::strerror(errno));
-  }
-  template <typename T>
-  void put(T v) {
-    write(&v, sizeof(T));
-  }
-  void close() {
-    const int rc = std::fclose(f_);
-    f_ = nullptr;
-    check(rc == 0, "cannot write " + path_ + ": " + std::strerror(errno));
-  }
-
- private:
-  std::string path_;
-  FILE* f_;
-};
-
 void check_uint16_token(const std::string& path, int32_t t, size_t pos) {
   if (t < 0 || t > 65535) {
     throw Error(path + ": token id " + std::to_string(t) + " at token " + std::to_string(pos) +
@@ -416,62 +388,137 @@ void TokenFile::read_tokens(int64_t begin, int64_t count, int32_t* out) const {
 // ----------------------------------------------------------------------------------------------
 // writers
 
+// A buffered uint16 token stream into an AtomicFile.
+struct TokenStream {
+  explicit TokenStream(const std::string& path) : file(path) { buffer.reserve(kBufferTokens); }
+  void raw(const void* p, size_t n) {
+    drain();
+    file.write(p, n);
+  }
+  void tokens(const uint16_t* p, size_t n) {
+    if (buffer.size() + n > kBufferTokens) drain();
+    if (n > kBufferTokens) {
+      file.write(p, n * 2);
+    } else {
+      buffer.insert(buffer.end(), p, p + n);
+    }
+  }
+  void drain() {
+    if (!buffer.empty()) file.write(buffer.data(), buffer.size() * 2);
+    buffer.clear();
+  }
+  static constexpr size_t kBufferTokens = size_t(1) << 20;
+  AtomicFile file;
+  std::vector<uint16_t> buffer;
+};
+
+struct MegatronWriter::Files {
+  explicit Files(const std::string& prefix) : bin(prefix + ".bin") {}
+  TokenStream bin;
+};
+
+MegatronWriter::MegatronWriter(const std::string& prefix)
+    : prefix_(prefix), files_(new Files(prefix)) {}
+MegatronWriter::~MegatronWriter() {
+  delete files_;
+}
+
+void MegatronWriter::add_document(const uint16_t* tokens, size_t n, int32_t eod) {
+  const size_t length = n + (eod >= 0 ? 1 : 0);
+  check(length <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
+        prefix_ + ".bin: a document of " + std::to_string(length) +
+            " tokens does not fit an int32 length");
+  files_->bin.tokens(tokens, n);
+  if (eod >= 0) {
+    const uint16_t t = static_cast<uint16_t>(eod);
+    files_->bin.tokens(&t, 1);
+  }
+  lengths_.push_back(static_cast<int32_t>(length));
+  pointers_.push_back(bytes_);
+  bytes_ += static_cast<int64_t>(length) * 2;
+}
+
+void MegatronWriter::finish() {
+  const uint64_t n = lengths_.size();
+  AtomicFile idx(prefix_ + ".idx");
+  const uint64_t version = 1, sequences = n, documents = n + 1;
+  idx.write(kMegatronMagic, sizeof(kMegatronMagic));
+  idx.write(&version, 8);
+  idx.write(&kDtypeUint16, 1);
+  idx.write(&sequences, 8);
+  idx.write(&documents, 8);
+  idx.write(lengths_.data(), n * 4);
+  idx.write(pointers_.data(), n * 8);
+  for (uint64_t i = 0; i <= n; ++i) {  // one sequence per document
+    const int64_t first = static_cast<int64_t>(i);
+    idx.write(&first, 8);
+  }
+  files_->bin.drain();
+  files_->bin.file.commit();
+  idx.commit();
+}
+
+struct LlmcWriter::Files {
+  explicit Files(const std::string& path) : out(path) {}
+  TokenStream out;
+};
+
+LlmcWriter::LlmcWriter(const std::string& path, int64_t num_tokens)
+    : path_(path), files_(nullptr), expected_(num_tokens) {
+  check(num_tokens >= 0 && num_tokens < (int64_t(1) << 31),
+        path + ": " + std::to_string(num_tokens) + " tokens, an llm.c shard holds fewer than 2^31");
+  files_ = new Files(path);
+  std::vector<int32_t> header(kLlmcHeaderInts, 0);
+  header[0] = static_cast<int32_t>(kLlmcMagicGpt2);
+  header[1] = 1;
+  header[2] = static_cast<int32_t>(num_tokens);
+  files_->out.raw(header.data(), header.size() * 4);
+}
+LlmcWriter::~LlmcWriter() {
+  delete files_;
+}
+
+void LlmcWriter::add(const uint16_t* tokens, size_t n) {
+  files_->out.tokens(tokens, n);
+  written_ += static_cast<int64_t>(n);
+}
+
+void LlmcWriter::finish() {
+  check(written_ == expected_, path_ + ": " + std::to_string(written_) +
+                                   " tokens written, the header says " + std::to_string(expected_));
+  files_->out.drain();
+  files_->out.file.commit();
+}
+
+// Checked int32 → uint16 conversion of one document (writers of test fixtures and small files).
+static std::vector<uint16_t> to_uint16(const std::string& path, const std::vector<int32_t>& ids,
+                                       size_t first_pos) {
+  std::vector<uint16_t> out(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    check_uint16_token(path, ids[i], first_pos + i);
+    out[i] = static_cast<uint16_t>(ids[i]);
+  }
+  return out;
+}
+
 void write_megatron(const std::string& prefix, const std::vector<std::vector<int32_t>>& documents) {
-  const std::string bin_path = prefix + ".bin", idx_path = prefix + ".idx";
-  const uint64_t n = documents.size();
-  std::vector<int32_t> lengths;
-  std::vector<int64_t> pointers;
-  lengths.reserve(n);
-  pointers.reserve(n);
-  int64_t ptr = 0;
-  Writer bin(bin_path);
-  std::vector<uint16_t> buf;
+  MegatronWriter writer(prefix);
   size_t pos = 0;
   for (const auto& doc : documents) {
-    check(doc.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
-          bin_path + ": a document of " + std::to_string(doc.size()) +
-              " tokens does not fit an int32 length");
-    buf.resize(doc.size());
-    for (size_t i = 0; i < doc.size(); ++i, ++pos) {
-      check_uint16_token(bin_path, doc[i], pos);
-      buf[i] = static_cast<uint16_t>(doc[i]);
-    }
-    bin.write(buf.data(), buf.size() * 2);
-    lengths.push_back(static_cast<int32_t>(doc.size()));
-    pointers.push_back(ptr);
-    ptr += static_cast<int64_t>(doc.size()) * 2;
+    const std::vector<uint16_t> tokens = to_uint16(prefix + ".bin", doc, pos);
+    writer.add_document(tokens.data(), tokens.size());
+    pos += doc.size();
   }
-  bin.close();
-
-  Writer idx(idx_path);
-  idx.write(kMegatronMagic, sizeof(kMegatronMagic));
-  idx.put<uint64_t>(1);            // version
-  idx.put<uint8_t>(kDtypeUint16);  // dtype code
-  idx.put<uint64_t>(n);            // sequence count
-  idx.put<uint64_t>(n + 1);        // document count (+1)
-  idx.write(lengths.data(), lengths.size() * 4);
-  idx.write(pointers.data(), pointers.size() * 8);
-  for (uint64_t i = 0; i <= n; ++i)
-    idx.put<int64_t>(static_cast<int64_t>(i));  // one sequence per document
-  idx.close();
+  writer.finish();
 }
 
 void write_llmc(const std::string& path, const std::vector<int32_t>& tokens) {
   check(tokens.size() < (size_t(1) << 31), path + ": " + std::to_string(tokens.size()) +
                                                " tokens, an llm.c shard holds fewer than 2^31");
-  std::vector<int32_t> header(kLlmcHeaderInts, 0);
-  header[0] = static_cast<int32_t>(kLlmcMagicGpt2);
-  header[1] = 1;
-  header[2] = static_cast<int32_t>(tokens.size());
-  std::vector<uint16_t> buf(tokens.size());
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    check_uint16_token(path, tokens[i], i);
-    buf[i] = static_cast<uint16_t>(tokens[i]);
-  }
-  Writer w(path);
-  w.write(header.data(), header.size() * 4);
-  w.write(buf.data(), buf.size() * 2);
-  w.close();
+  const std::vector<uint16_t> ids = to_uint16(path, tokens, 0);
+  LlmcWriter writer(path, static_cast<int64_t>(ids.size()));
+  writer.add(ids.data(), ids.size());
+  writer.finish();
 }
 
 }  // namespace unipool::data

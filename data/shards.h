@@ -104,6 +104,46 @@ class TokenFile {
   std::vector<int64_t> llmc_doc_starts_;
 };
 
+// Streaming writers (the one place that knows the on-disk layouts); both files of a shard are
+// written to temporary names, fsynced and renamed into place by finish() (engine/fsutil.h
+// AtomicFile), so a failed write never leaves a half shard. `unipool tokenize` streams corpora
+// through them.
+class MegatronWriter {
+ public:
+  explicit MegatronWriter(const std::string& prefix);
+  ~MegatronWriter();
+  MegatronWriter(const MegatronWriter&) = delete;
+  MegatronWriter& operator=(const MegatronWriter&) = delete;
+  // One document = one sequence: its n tokens, then `eod` when eod >= 0.
+  void add_document(const uint16_t* tokens, size_t n, int32_t eod = -1);
+  void finish();  // writes PREFIX.idx, commits PREFIX.bin and PREFIX.idx
+
+ private:
+  struct Files;
+  std::string prefix_;
+  Files* files_;
+  std::vector<int32_t> lengths_;
+  std::vector<int64_t> pointers_;
+  int64_t bytes_ = 0;
+};
+
+// llm.c shard, magic 20240520 version 1, uint16 tokens; the token count goes in the header first.
+class LlmcWriter {
+ public:
+  LlmcWriter(const std::string& path, int64_t num_tokens);  // Error unless 0 <= count < 2^31
+  ~LlmcWriter();
+  LlmcWriter(const LlmcWriter&) = delete;
+  LlmcWriter& operator=(const LlmcWriter&) = delete;
+  void add(const uint16_t* tokens, size_t n);
+  void finish();  // Error when fewer or more tokens than announced were added
+
+ private:
+  struct Files;
+  std::string path_;
+  Files* files_;
+  int64_t expected_, written_ = 0;
+};
+
 // Megatron PREFIX.bin + PREFIX.idx with uint16 tokens (dtype code 8), one sequence per document,
 // exactly the bytes of data-plan §1a. Documents are written as given (no EOD is appended here).
 // Every token must be in [0, 65536), else Error.

@@ -92,7 +92,6 @@ namespace {
 
 constexpr size_t kBatchBytes = size_t(16) << 20;   // text encoded per parallel batch (about)
 constexpr size_t kPieceBytes = size_t(256) << 10;  // a long document is cut into pieces this big
-constexpr size_t kWriteBuffer = size_t(1) << 20;   // tokens buffered per output file write
 
 // ---- the tokenizer ------------------------------------------------------------------------------
 
@@ -342,70 +341,13 @@ void read_jsonl(const std::string& path, BatchEncoder& enc) {
 
 // ---- outputs ------------------------------------------------------------------------------------
 
-// An output file written through a buffer of uint16 tokens; complete only after commit().
-class TokenSink {
- public:
-  explicit TokenSink(const std::string& path) : file_(path) { buf_.reserve(kWriteBuffer); }
-  void raw(const void* p, size_t n) {
-    drain();
-    file_.write(p, n);
-  }
-  void tokens(const uint16_t* p, size_t n) {
-    if (buf_.size() + n > kWriteBuffer) drain();
-    if (n > kWriteBuffer) {
-      file_.write(p, n * 2);
-    } else {
-      buf_.insert(buf_.end(), p, p + n);
-    }
-  }
-  void token(uint16_t t) { tokens(&t, 1); }
-  void commit() {
-    drain();
-    file_.commit();
-  }
-
- private:
-  void drain() {
-    file_.write(buf_.data(), buf_.size() * 2);
-    buf_.clear();
-  }
-  AtomicFile file_;
-  std::vector<uint16_t> buf_;
-};
-
 // Megatron PREFIX.bin/.idx (data-plan §1a): the documents in `order`, the EOD appended to each.
 void write_megatron_corpus(const std::string& prefix, const Corpus& c,
                            const std::vector<int64_t>& order, int32_t eod) {
-  const uint64_t n = order.size();
-  TokenSink bin(prefix + ".bin");
-  std::vector<int32_t> lengths(n);
-  std::vector<int64_t> pointers(n);
-  int64_t ptr = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const int64_t d = order[i];
-    bin.tokens(c.tokens.data() + c.begin(d), static_cast<size_t>(c.length(d)));
-    bin.token(static_cast<uint16_t>(eod));
-    lengths[i] = static_cast<int32_t>(c.length(d) + 1);
-    pointers[i] = ptr;
-    ptr += (c.length(d) + 1) * 2;
-  }
-  std::vector<int64_t> doc_idx(n + 1);
-  for (uint64_t i = 0; i <= n; ++i) doc_idx[i] = static_cast<int64_t>(i);  // one sequence each
-
-  AtomicFile idx(prefix + ".idx");
-  const char magic[9] = {'M', 'M', 'I', 'D', 'I', 'D', 'X', 0, 0};
-  const uint64_t version = 1, sequences = n, documents = n + 1;
-  const uint8_t dtype = 8;  // uint16
-  idx.write(magic, sizeof(magic));
-  idx.write(&version, 8);
-  idx.write(&dtype, 1);
-  idx.write(&sequences, 8);
-  idx.write(&documents, 8);
-  idx.write(lengths.data(), n * 4);
-  idx.write(pointers.data(), n * 8);
-  idx.write(doc_idx.data(), (n + 1) * 8);
-  bin.commit();
-  idx.commit();
+  MegatronWriter writer(prefix);
+  for (const int64_t d : order)
+    writer.add_document(c.tokens.data() + c.begin(d), static_cast<size_t>(c.length(d)), eod);
+  writer.finish();
 }
 
 // llm.c shard (data-plan §1b): documents order[lo, hi), each preceded by EOT 50256.
@@ -413,20 +355,14 @@ void write_llmc_part(const std::string& path, const Corpus& c, const std::vector
                      int64_t lo, int64_t hi) {
   int64_t ntok = 0;
   for (int64_t i = lo; i < hi; ++i) ntok += 1 + c.length(order[static_cast<size_t>(i)]);
-  check(ntok < (int64_t(1) << 31),
-        path + ": " + std::to_string(ntok) + " tokens, an llm.c shard holds fewer than 2^31");
-  std::vector<int32_t> header(kLlmcHeaderInts, 0);
-  header[0] = static_cast<int32_t>(kLlmcMagicGpt2);
-  header[1] = 1;
-  header[2] = static_cast<int32_t>(ntok);
-  TokenSink out(path);
-  out.raw(header.data(), header.size() * 4);
+  LlmcWriter writer(path, ntok);
+  const uint16_t eot = static_cast<uint16_t>(kGpt2Eot);
   for (int64_t i = lo; i < hi; ++i) {
     const int64_t d = order[static_cast<size_t>(i)];
-    out.token(static_cast<uint16_t>(kGpt2Eot));
-    out.tokens(c.tokens.data() + c.begin(d), static_cast<size_t>(c.length(d)));
+    writer.add(&eot, 1);
+    writer.add(c.tokens.data() + c.begin(d), static_cast<size_t>(c.length(d)));
   }
-  out.commit();
+  writer.finish();
 }
 
 std::string mb(int64_t bytes) {
