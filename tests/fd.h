@@ -1,6 +1,7 @@
 // Finite-difference helpers for the backward tests. Everything here runs in double precision.
 #pragma once
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -8,6 +9,10 @@
 #include <vector>
 
 #include "tests/catch.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace unipool::test {
 
@@ -81,6 +86,30 @@ bool all_finite(const std::vector<T>& v) {
   return true;
 }
 
-inline std::vector<float> to_float(const Vec& v) { return std::vector<float>(v.begin(), v.end()); }
+inline std::vector<float> to_float(const Vec& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
+
+template <typename T>
+bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// Runs fn() with 1, 2 and 3 OpenMP threads; returns the three results.
+template <class F>
+auto with_thread_counts(F fn) {
+  std::vector<decltype(fn())> results;
+#ifdef _OPENMP
+  const int saved = omp_get_max_threads();
+  for (int n : {1, 2, 3}) {
+    omp_set_num_threads(n);
+    results.push_back(fn());
+  }
+  omp_set_num_threads(saved);
+#else
+  for (int n = 0; n < 3; ++n) results.push_back(fn());
+#endif
+  return results;
+}
 
 }  // namespace unipool::test

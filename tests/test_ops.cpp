@@ -18,38 +18,16 @@
 
 namespace cpu = unipool::cpu;
 using unipool::test::all_finite;
+using unipool::test::bitwise_equal;
 using unipool::test::check_gradient;
 using unipool::test::nan_vector;
 using unipool::test::random_vector;
 using unipool::test::to_float;
 using unipool::test::Vec;
 using unipool::test::weighted_sum;
+using unipool::test::with_thread_counts;
 
-namespace {
-
-template <typename T>
-bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-}
-
-// Runs fn() with 1, 2 and 3 OpenMP threads; returns the three results.
-template <class F>
-auto with_thread_counts(F fn) {
-  std::vector<decltype(fn())> results;
-#ifdef _OPENMP
-  const int saved = omp_get_max_threads();
-  for (int n : {1, 2, 3}) {
-    omp_set_num_threads(n);
-    results.push_back(fn());
-  }
-  omp_set_num_threads(saved);
-#else
-  for (int n = 0; n < 3; ++n) results.push_back(fn());
-#endif
-  return results;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 // ------------------------------------------------------------------------------------------------
 TEST_CASE("embedding forward copies rows, backward accumulates per token", "[ops]") {

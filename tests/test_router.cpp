@@ -28,6 +28,7 @@ using unipool::test::random_vector;
 using unipool::test::to_float;
 using unipool::test::Vec;
 using unipool::test::weighted_sum;
+using unipool::test::with_thread_counts;
 
 namespace {
 
@@ -84,22 +85,6 @@ Ids random_ids(int N, int k, int E, uint32_t seed) {
     }
   }
   return ids;
-}
-
-template <class F>
-auto with_thread_counts(F fn) {
-  std::vector<decltype(fn())> results;
-#ifdef _OPENMP
-  const int saved = omp_get_max_threads();
-  for (int n : {1, 2, 3}) {
-    omp_set_num_threads(n);
-    results.push_back(fn());
-  }
-  omp_set_num_threads(saved);
-#else
-  for (int n = 0; n < 3; ++n) results.push_back(fn());
-#endif
-  return results;
 }
 
 }  // namespace
