@@ -29,8 +29,10 @@
 #include "model/layout.h"
 #include "model/model.h"
 #include "tests/catch.h"
+#include "tests/small_config.h"
 #include "tests/tempdir.h"
 
+using unipool::test::small_config;
 using unipool::test::TempDir;
 
 using namespace unipool;
@@ -271,36 +273,12 @@ TEST_CASE("eval equals the training loop's val_loss, sample runs end to end", "[
   const std::string prefix = tmp / "corpus";
   data::write_megatron(prefix, docs);
 
-  Config c;
-  ModelConfig& m = c.model;
-  m.vocab_size = data::kBytesVocab;
-  m.vocab_multiple = 64;
-  m.seq_len = 32;
-  m.n_layer = 2;
-  m.d_model = 32;
-  m.n_head = 2;
-  m.n_kv_head = 1;
-  m.ffn_hidden = 32;
-  m.ffn = "unipool";
-  m.pool_size = 8;
-  m.router = "norm";
-  c.loss = LossConfig{};
-  c.loss.pool_aux_coeff = 0.01;
-  c.optim.lr = 3e-3;
-  c.optim.min_lr = 3e-4;
-  c.optim.warmup_steps = 0;
+  Config c = small_config("unipool", prefix, tmp / "run");
+  c.train.grad_accum = 1;
   c.train.steps = 4;
-  c.train.micro_batch = 4;
   c.train.eval_every = 2;
   c.train.eval_batches = 3;
   c.train.ckpt_every = 2;
-  c.train.ckpt_keep = 3;
-  c.train.out_dir = tmp / "run";
-  c.train.backend = "cpu";
-  c.train.log_every = 1000;
-  c.train.threads = 2;
-  c.data.train = {{1.0, prefix}};
-  c.data.format = "megatron";
   c.data.split = "90,9,1";
   validate_config(c, /*check_data=*/true);
   run_train(c, TrainOptions{});

@@ -41,8 +41,10 @@
 #include "model/init.h"
 #include "model/layout.h"
 #include "tests/catch.h"
+#include "tests/small_config.h"
 #include "tests/tempdir.h"
 
+using unipool::test::small_config;
 using unipool::test::TempDir;
 
 using namespace unipool;
@@ -82,52 +84,6 @@ bool write_gpl_corpus(const std::string& prefix) {
     WARN("skipped: " << kGplPath << " is missing (the training tests use it as a corpus)"); \
     return;                                                                                 \
   }
-
-// The small configs of these tests: Vp = 320, T 32, L 2, d 32, 2 heads (hd 16), 1 KV head, F 32.
-Config small_config(const std::string& ffn, const std::string& data_prefix,
-                    const std::string& out_dir) {
-  Config c;
-  ModelConfig& m = c.model;
-  m.vocab_size = data::kBytesVocab;
-  m.vocab_multiple = 64;
-  m.seq_len = 32;
-  m.n_layer = 2;
-  m.d_model = 32;
-  m.n_head = 2;
-  m.n_kv_head = 1;
-  m.ffn_hidden = 32;
-  m.ffn = ffn;
-  c.loss = LossConfig{};
-  if (ffn == "moe") {
-    m.experts_per_layer = 4;
-    m.router = "softmax";
-    c.loss.aux_coeff = 0.01;
-  } else if (ffn == "unipool") {
-    m.pool_size = 8;
-    m.router = "norm";
-    c.loss.pool_aux_coeff = 0.01;
-    c.train.grad_accum = 2;  // the pool loss's one-step-behind ĝ carries across micro-batches
-  }
-  c.optim.lr = 3e-3;
-  c.optim.min_lr = 3e-4;
-  c.optim.warmup_steps = 0;
-  c.train.steps = 6;
-  c.train.micro_batch = 4;
-  c.train.seed = 1234;
-  c.train.eval_every = 0;
-  c.train.eval_batches = 2;
-  c.train.ckpt_every = 0;
-  c.train.ckpt_keep = 3;
-  c.train.out_dir = out_dir;
-  c.train.backend = "cpu";
-  c.train.log_every = 1000;
-  c.train.threads = 2;
-  c.data.train = {{1.0, data_prefix}};
-  c.data.format = "megatron";
-  c.data.split = "90,9,1";
-  validate_config(c, /*check_data=*/false);
-  return c;
-}
 
 std::vector<json> read_jsonl(const std::string& path) {
   std::vector<json> out;
