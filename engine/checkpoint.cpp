@@ -102,12 +102,18 @@ std::string save_checkpoint(const std::string& out_dir, int step, int keep, cons
   return final_dir;
 }
 
-nlohmann::json load_checkpoint(const std::string& dir, const Layout& layout, float* params,
-                               float* exp_avg, float* exp_avg_sq) {
-  check(path_exists(dir + "/state.json"),
-        "--resume: '" + dir + "' is not a checkpoint (no state.json)");
+nlohmann::json read_checkpoint_state(const std::string& dir) {
+  check(path_exists(dir + "/state.json"), "'" + dir + "' is not a checkpoint (no state.json)");
   nlohmann::json state = nlohmann::json::parse(read_file(dir + "/state.json"), nullptr, false);
   check(!state.is_discarded() && state.is_object(), dir + "/state.json: not valid JSON");
+  check(state.contains("step") && state["step"].is_number_integer() && state.contains("config") &&
+            state["config"].is_object(),
+        dir + "/state.json: missing step or config");
+  return state;
+}
+
+void load_checkpoint(const std::string& dir, const Layout& layout, float* params, float* exp_avg,
+                     float* exp_avg_sq) {
   load_weights(dir + "/model.safetensors", layout, params);
   const std::string opt_path = dir + "/optimizer.safetensors";
   const SafetensorsFile opt = read_safetensors(opt_path);
@@ -121,7 +127,6 @@ nlohmann::json load_checkpoint(const std::string& dir, const Layout& layout, flo
   }
   load_arena(first, opt_path, layout, exp_avg, "exp_avg.");
   load_arena(second, opt_path, layout, exp_avg_sq, "exp_avg_sq.");
-  return state;
 }
 
 void load_weights(const std::string& path, const Layout& layout, float* params) {

@@ -19,10 +19,14 @@ std::string save_checkpoint(const std::string& out_dir, int step, int keep, cons
                             const float* params, const float* exp_avg, const float* exp_avg_sq,
                             const nlohmann::json& state);
 
-// Loads a checkpoint directory into the arenas; returns state.json. Errors name the file and the
-// tensor on any missing, extra or mis-shaped tensor.
-nlohmann::json load_checkpoint(const std::string& dir, const Layout& layout, float* params,
-                               float* exp_avg, float* exp_avg_sq);
+// Reads DIR/state.json; Error when it is missing, not JSON, or lacks an integer "step" and an
+// object "config" (the rest is read by whoever needs it).
+nlohmann::json read_checkpoint_state(const std::string& dir);
+
+// Loads the weights and AdamW moments of a checkpoint directory into the arenas. Errors name the
+// file and the tensor on any missing, extra or mis-shaped tensor.
+void load_checkpoint(const std::string& dir, const Layout& layout, float* params, float* exp_avg,
+                     float* exp_avg_sq);
 
 // Loads model weights (SPEC names and shapes, all present, none extra) from a safetensors file.
 void load_weights(const std::string& path, const Layout& layout, float* params);

@@ -55,13 +55,8 @@ LoadedCheckpoint read_checkpoint(const std::string& path, const std::vector<std:
                                  bool check_data) {
   LoadedCheckpoint ck;
   ck.dir = resolve_checkpoint(path);
-  const nlohmann::json state =
-      nlohmann::json::parse(read_file(ck.dir + "/state.json"), nullptr, false);
-  check(!state.is_discarded() && state.is_object() && state.contains("config") &&
-            state["config"].is_object(),
-        ck.dir + "/state.json: not valid JSON or no \"config\"");
-  if (state.contains("step") && state["step"].is_number_integer())
-    ck.step = state["step"].get<int>();
+  const nlohmann::json state = read_checkpoint_state(ck.dir);
+  ck.step = state["step"].get<int>();
   ck.config = load_config(state["config"], overrides, check_data);
   check(path_exists(ck.dir + "/model.safetensors"),
         "checkpoint '" + ck.dir + "' has no model.safetensors");

@@ -118,23 +118,18 @@ void run_train(const Config& c, const TrainOptions& options) {
     check(!resumed_from.empty(), "--resume: no checkpoint found in train.out_dir '" + out + "'");
     // The model config is compared before any tensor is read, so that a checkpoint of another model
     // is refused naming the config key (not the first tensor whose shape differs).
-    check(path_exists(resumed_from + "/state.json"),
-          "--resume: '" + resumed_from + "' is not a checkpoint (no state.json)");
-    const nlohmann::json peek =
-        nlohmann::json::parse(read_file(resumed_from + "/state.json"), nullptr, false);
-    check(!peek.is_discarded() && peek.is_object() && peek.contains("config") &&
-              peek["config"].contains("model") && peek.contains("step"),
-          resumed_from + "/state.json: missing step or config");
+    const nlohmann::json state = read_checkpoint_state(resumed_from);
+    check(state["config"].contains("model"), resumed_from + "/state.json: missing config.model");
     const nlohmann::json ours = c.to_json()["model"];
     for (auto it = ours.begin(); it != ours.end(); ++it) {
-      check(peek["config"]["model"].contains(it.key()) &&
-                peek["config"]["model"][it.key()] == it.value(),
+      check(state["config"]["model"].contains(it.key()) &&
+                state["config"]["model"][it.key()] == it.value(),
             "--resume: model." + it.key() + " of the checkpoint (" +
-                peek["config"]["model"].value(it.key(), nlohmann::json()).dump() +
+                state["config"]["model"].value(it.key(), nlohmann::json()).dump() +
                 ") differs from this run's (" + it.value().dump() + ")");
     }
-    const nlohmann::json state = load_checkpoint(resumed_from, layout, trainer.model.params(),
-                                                 trainer.exp_avg.data(), trainer.exp_avg_sq.data());
+    load_checkpoint(resumed_from, layout, trainer.model.params(), trainer.exp_avg.data(),
+                    trainer.exp_avg_sq.data());
     trainer.step = state["step"].get<int>();
     train_data.restore(state.at("data").at("train"));
     if (c.model.ffn == "unipool") {
