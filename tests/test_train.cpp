@@ -793,20 +793,9 @@ TEST_CASE("unipool train: bad input fails naming the key or file, and writes ove
 // 8. Gradient accumulation
 
 TEST_CASE("gradient accumulation is the mean over micro-batches", "[train]") {
-  Config big;  // micro_batch 4 × grad_accum 1
-  big.model.vocab_size = data::kBytesVocab;
-  big.model.vocab_multiple = 64;
-  big.model.seq_len = 32;
-  big.model.n_layer = 2;
-  big.model.d_model = 32;
-  big.model.n_head = 2;
-  big.model.n_kv_head = 1;
-  big.model.ffn_hidden = 32;
-  big.model.ffn = "dense";
+  Config big = small_config("dense", "unused", "unused");  // micro_batch 4 × grad_accum 1
   big.model.init_std = 0.2;  // gradients well above rounding noise everywhere
   big.train.steps = 10;
-  big.train.micro_batch = 4;
-  big.train.grad_accum = 1;
   big.train.seed = 5;
   validate_config(big, false);
   Config small = big;  // micro_batch 2 × grad_accum 2
