@@ -180,7 +180,7 @@ EvalResult run_eval(const EvalOptions& o) {
 
   const Layout layout = make_layout(c.model);
   const int B = c.train.micro_batch, T = c.model.seq_len;
-  Model<float> model(layout, c.loss, B, T);
+  CpuModel<float> model(layout, c.loss, B, T);
   load_weights(ck.dir + "/model.safetensors", layout, model.params());
 
   std::printf(

@@ -42,8 +42,8 @@ double global_grad_norm(const Layout& layout, const T* grads) {
 }
 
 template <typename T>
-void adamw_step(const Layout& layout, T* params, const T* grads, T* m, T* v, int step, double lr,
-                double grad_scale, const OptimConfig& o) {
+void adamw_step(const Layout& layout, T* params, const T* grads, T* m, T* v, T* copy, int step,
+                double lr, double grad_scale, const OptimConfig& o) {
   const T b1 = static_cast<T>(o.beta1), b2 = static_cast<T>(o.beta2);
   const T bias1 = static_cast<T>(1.0 - std::pow(o.beta1, step));
   const T bias2 = static_cast<T>(1.0 - std::pow(o.beta2, step));
@@ -63,14 +63,15 @@ void adamw_step(const Layout& layout, T* params, const T* grads, T* m, T* v, int
       const T m_hat = mt[i] / bias1, v_hat = vt[i] / bias2;
       p[i] = p[i] * decay - lr_t * m_hat / (std::sqrt(v_hat) + eps);
     }
+    if (copy != nullptr) std::copy(p, p + t.numel, copy + t.offset);
   }
 }
 
 template double global_grad_norm<float>(const Layout&, const float*);
 template double global_grad_norm<double>(const Layout&, const double*);
-template void adamw_step<float>(const Layout&, float*, const float*, float*, float*, int, double,
-                                double, const OptimConfig&);
-template void adamw_step<double>(const Layout&, double*, const double*, double*, double*, int,
-                                 double, double, const OptimConfig&);
+template void adamw_step<float>(const Layout&, float*, const float*, float*, float*, float*, int,
+                                double, double, const OptimConfig&);
+template void adamw_step<double>(const Layout&, double*, const double*, double*, double*, double*,
+                                 int, double, double, const OptimConfig&);
 
 }  // namespace unipool

@@ -23,9 +23,11 @@ double global_grad_norm(const Layout& layout, const T* grads);
 // moves through its moments). grad_scale multiplies the gradient first (the clip factor).
 //   θ ← θ·(1 − lr·wd)   (rank >= 2 only)
 //   m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;  θ ← θ − lr · m̂ / (sqrt(v̂) + eps)
+// copy: null, or an arena that receives every updated θ (the CUDA backend's bf16 weight copy has
+// this argument; on the CPU the GEMMs read θ itself and the engine passes null).
 template <typename T>
-void adamw_step(const Layout& layout, T* params, const T* grads, T* m, T* v, int step, double lr,
-                double grad_scale, const OptimConfig& optim);
+void adamw_step(const Layout& layout, T* params, const T* grads, T* m, T* v, T* copy, int step,
+                double lr, double grad_scale, const OptimConfig& optim);
 
 // The clip factor: clip/(norm + 1e-6) when norm > clip > 0, else 1.
 double clip_factor(double norm, double clip);

@@ -17,7 +17,7 @@
 #include "engine/trainer.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/runtime.h"
 #endif
 
 namespace unipool {
@@ -87,21 +87,48 @@ std::string select_backend(const Config& c) {
   have_gpu = cuda::device_count() > 0;
 #endif
   if (c.train.backend == "cuda") {
+#ifndef UNIPOOL_HAVE_CUDA
     throw Error(
-        "train.backend: 'cuda' is not available yet: the CUDA backend is built as a slot only "
-        "(it gets its kernels in a later release); use cpu or auto" +
-        std::string(have_gpu ? "" : " (and no CUDA device was found)"));
+        "train.backend: 'cuda' is not available in this build (nvcc was not found when it was "
+        "configured); use cpu or auto");
+#endif
+    check(have_gpu, "train.backend: 'cuda' needs a CUDA device, and none was found; use cpu or auto");
+    return "cuda";
   }
-  if (c.train.backend == "auto" && have_gpu) {
-    std::printf(
-        "note: a CUDA device is present, but the CUDA backend is not implemented yet; using the "
-        "CPU\n");
-  }
+  if (c.train.backend == "auto" && have_gpu) return "cuda";
   return "cpu";
 }
 
-void run_train(const Config& c, const TrainOptions& options) {
-  const std::string backend = select_backend(c);
+std::string backend_banner(const std::string& backend) {
+  char buf[512];
+  if (backend == "cuda") {
+#ifdef UNIPOOL_HAVE_CUDA
+    cudaDeviceProp prop{};
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    std::snprintf(buf, sizeof buf, "backend cuda (%s, %.1f GiB)", prop.name,
+                  double(prop.totalGlobalMem) / (1 << 30));
+    return buf;
+#endif
+  }
+  std::snprintf(buf, sizeof buf, "backend cpu, %d threads", omp_get_max_threads());
+  return buf;
+}
+
+// Device memory held by the run (GPU), or 0 on the CPU.
+size_t device_bytes(const std::string& backend) {
+#ifdef UNIPOOL_HAVE_CUDA
+  if (backend == "cuda") return cuda::allocated_bytes();
+#endif
+  (void)backend;
+  return 0;
+}
+
+namespace {
+
+template <class B>
+void train_on(const Config& c, const TrainOptions& options, const std::string& backend) {
   const std::string& out = c.train.out_dir;
 
   // Data first: a bad shard should stop the run before any work.
@@ -110,7 +137,7 @@ void run_train(const Config& c, const TrainOptions& options) {
   if (c.train.eval_every > 0)
     valid_data = std::make_unique<data::Loader>(loader_spec(c), data::Split::valid);
 
-  Trainer trainer(c);
+  TrainerOn<B> trainer(c);
   const Layout& layout = trainer.layout;
   std::string resumed_from;
   if (options.resume) {
@@ -128,19 +155,22 @@ void run_train(const Config& c, const TrainOptions& options) {
                 state["config"]["model"].value(it.key(), nlohmann::json()).dump() +
                 ") differs from this run's (" + it.value().dump() + ")");
     }
-    load_checkpoint(resumed_from, layout, trainer.model.params(), trainer.exp_avg.data(),
-                    trainer.exp_avg_sq.data());
+    const auto host = trainer.host_state();
+    load_checkpoint(resumed_from, layout, host.params, host.exp_avg, host.exp_avg_sq);
+    trainer.commit_host_state();
     trainer.step = state["step"].get<int>();
     train_data.restore(state.at("data").at("train"));
     if (c.model.ffn == "unipool") {
-      trainer.model.pool_state.from_json(state.at("pool_loss"), c.model.n_pools(),
-                                         c.model.pool_size);
+      PoolLossState pool;
+      pool.from_json(state.at("pool_loss"), c.model.n_pools(), c.model.pool_size);
+      trainer.model.set_pool_state(pool);
     }
     check(trainer.step < c.train.steps, "--resume: the checkpoint is at step " +
                                             std::to_string(trainer.step) + ", train.steps is " +
                                             std::to_string(c.train.steps) + ": nothing to do");
   } else if (!options.init_from.empty()) {
-    load_weights(options.init_from, layout, trainer.model.params());
+    load_weights(options.init_from, layout, trainer.host_state().params);
+    trainer.commit_host_state();
   }
 
   // The run directory's files (metrics.jsonl, config.json) are written over only once the first
@@ -163,12 +193,15 @@ void run_train(const Config& c, const TrainOptions& options) {
   const int64_t tokens_per_step =
       static_cast<int64_t>(c.train.micro_batch) * c.model.seq_len * c.train.grad_accum;
   std::printf(
-      "unipool train | backend %s, %d threads | %s, %d layers, d %d | %.2fM parameters (%.2fM "
-      "active) | "
-      "activations %.1f MiB\n",
-      backend.c_str(), omp_get_max_threads(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
+      "unipool train | %s | %s, %d layers, d %d | %.2fM parameters (%.2fM active) | activations "
+      "%.1f MiB (worst-case routing)",
+      backend_banner(backend).c_str(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
       layout.num_parameters() / 1e6, layout.active_parameters(false) / 1e6,
       trainer.model.activation_bytes() / 1048576.0);
+  if (device_bytes(backend) > 0) {
+    std::printf(" | GPU memory %.1f MiB allocated at start-up", device_bytes(backend) / 1048576.0);
+  }
+  std::printf("\n");
   std::printf("data: %lld training samples of %d tokens | %lld tokens per step | %s\n",
               static_cast<long long>(train_data.num_samples()), c.model.seq_len,
               static_cast<long long>(tokens_per_step),
@@ -232,9 +265,10 @@ void run_train(const Config& c, const TrainOptions& options) {
                                 {"note",
                                  "no random numbers are drawn after initialisation; the data "
                                  "order is a function of the seed and the data position"}}}};
-      if (c.model.ffn == "unipool") state["pool_loss"] = trainer.model.pool_state.to_json();
-      last_ckpt = save_checkpoint(out, step, c.train.ckpt_keep, layout, trainer.model.params(),
-                                  trainer.exp_avg.data(), trainer.exp_avg_sq.data(), state);
+      if (c.model.ffn == "unipool") state["pool_loss"] = trainer.model.pool_state().to_json();
+      const auto host = trainer.host_state();
+      last_ckpt = save_checkpoint(out, step, c.train.ckpt_keep, layout, host.params, host.exp_avg,
+                                  host.exp_avg_sq, state);
       std::printf("step %5d/%d | checkpoint %s\n", step, c.train.steps, last_ckpt.c_str());
       std::fflush(stdout);
     }
@@ -242,6 +276,16 @@ void run_train(const Config& c, const TrainOptions& options) {
   if (metrics) std::fclose(metrics);
   std::printf("done: %d steps in %s\n", c.train.steps - first_step,
               format_duration(seconds_since(t_start)).c_str());
+}
+
+}  // namespace
+
+void run_train(const Config& c, const TrainOptions& options) {
+  const std::string backend = select_backend(c);
+#ifdef UNIPOOL_HAVE_CUDA
+  if (backend == "cuda") return train_on<CudaBackend>(c, options, backend);
+#endif
+  train_on<CpuBackend<float>>(c, options, backend);
 }
 
 }  // namespace unipool

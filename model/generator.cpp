@@ -133,8 +133,7 @@ void Generator::moe_ffn(int l) {
   const int d = c.d_model, F = c.ffn_hidden, k = c.top_k, R = c.router_width();
   matmul_forward(z_.data(), xn_.data(), param(v.router), 1, d, R);
   if (c.router == "norm") {
-    const double sigma = static_cast<double>(param(v.router_scale)[0]);
-    norm_router_forward(s_.data(), &znorm_, z_.data(), static_cast<float>(sigma * router_c_), 1, R);
+    norm_router_forward(s_.data(), &znorm_, z_.data(), param(v.router_scale), router_c_, 1, R);
   } else {
     softmax_forward(s_.data(), z_.data(), 1, R);
   }

@@ -1,5 +1,5 @@
 // The model of SPEC.md §1, written once: the forward op sequence and its exact reverse, calling the
-// op list of kernels/cpu. Every variant (dense, vanilla MoE, UniPool global or grouped pools,
+// op list of a backend (model/backend.h). Every variant (dense, vanilla MoE, UniPool global or grouped pools,
 // softmax or NormRouter, router sharing, any top-k) is the same code reading a different Layout.
 //
 // One training micro-batch:
@@ -10,13 +10,14 @@
 //   backward()                                          the same list in reverse; every weight
 //                                                       gradient ACCUMULATES into grads()
 // Activations are sized once at construction for the worst-case routing (every row of a layer on
-// one expert) and never reallocated.
+// one expert) and never reallocated. The same code runs on every backend (model/backend.h).
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "model/backend.h"
 #include "model/layout.h"
 
 namespace unipool {
@@ -37,31 +38,56 @@ struct PoolLossState {
   void from_json(const nlohmann::json& j, int groups, int M);  // Error on a shape mismatch
 };
 
-template <typename T>
+// The model on one backend (model/backend.h). Every pointer it hands out (params(), grads(), ...)
+// is in the backend's memory: host memory on the CPU, device memory on the GPU; the host-side
+// accessors (params_to_host, pool_state, routed_experts, token_losses, ...) copy.
+template <class Backend>
 class Model {
  public:
+  using Act = typename Backend::Act;
+  using Float = typename Backend::Float;
+  using Param = typename Backend::Param;
+  using Weight = typename Backend::Weight;
+  template <class U>
+  using Array = typename Backend::template Array<U>;
+
   Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len);
 
   const Layout& layout() const { return layout_; }
   int batch() const { return B_; }
   int seq_len() const { return T_; }
-  T* params() { return params_.data(); }
-  const T* params() const { return params_.data(); }
-  T* grads() { return grads_.data(); }
-  const T* grads() const { return grads_.data(); }
-  T* param(int tensor) { return params_.data() + layout_.tensors[tensor].offset; }
-  T* grad(int tensor) { return grads_.data() + layout_.tensors[tensor].offset; }
+  Param* params() { return params_.data(); }
+  const Param* params() const { return params_.data(); }
+  Param* grads() { return grads_.data(); }
+  const Param* grads() const { return grads_.data(); }
+  Param* param(int tensor) { return params_.data() + layout_.tensors[tensor].offset; }
+  Param* grad(int tensor) { return grads_.data() + layout_.tensors[tensor].offset; }
+  // The weights the GEMMs read: the master weights on the CPU, their bf16 copy on the GPU.
+  Weight* weight(int tensor);
+  // The bf16 copy's arena for the optimizer to write (null when the backend has none).
+  Weight* weight_copy() { return Backend::kWeightCopy ? weights_.data() : nullptr; }
+  // After the master weights changed outside the optimizer (init, load): rewrite the copy.
+  void refresh_weight_copy();
   void zero_grads();
   size_t activation_bytes() const;
 
-  // inputs/targets: [batch, seq_len] token ids < vocab_size. With train = true the activations are
-  // kept for backward(), the pool-loss state advances, and the objective's gradient is formed with
-  // weight loss_scale (1/grad_accum: the objective is the mean over micro-batches).
+  // Host copies of the master weights and gradients, and the upload of new master weights
+  // (which refreshes the weight copy).
+  std::vector<Param> params_to_host() const;
+  std::vector<Param> grads_to_host() const;
+  void params_from_host(const Param* host);
+
+  // inputs/targets: HOST arrays [batch, seq_len] of token ids < vocab_size (checked here). With
+  // train = true the activations are kept for backward(), the pool-loss state advances, and the
+  // objective's gradient is formed with weight loss_scale (1/grad_accum: the objective is the mean
+  // over micro-batches). Returns the losses (on the GPU this waits for the forward to finish).
   Losses forward(const int32_t* inputs, const int32_t* targets, bool train,
                  double loss_scale = 1.0);
   void backward();
 
-  PoolLossState pool_state;
+  // The pool loss's state ĝ (host copy), and its replacement (checkpoints, tests).
+  PoolLossState pool_state() const;
+  void set_pool_state(const PoolLossState& state);
   bool advance_pool_state = true;  // tests freeze ĝ to evaluate the same function repeatedly
 
   // The smallest distance of the last forward from a routing discontinuity: over every MoE layer
@@ -69,73 +95,84 @@ class Model {
   // |u_i| (the ReLU kink). Finite-difference tests require it to be well above their step.
   double routing_margin() const;
 
-  // Routing of the last forward, per layer: ids [N, k] (for probes and tests).
-  const int32_t* routed_experts(int layer) const { return moe_[layer].ids.data(); }
+  // Routing of the last forward for one layer: ids [N, k] (probes and tests; a host copy).
+  std::vector<int32_t> routed_experts(int layer) const;
 
-  // Per-token cross-entropy of the last forward, [batch · seq_len] (over all padded columns).
-  const T* token_losses() const { return losses_.data(); }
+  // Per-token cross-entropy of the last forward, [batch · seq_len] (a host copy).
+  std::vector<Float> token_losses() const;
 
  private:
   struct LayerActivations {
-    std::vector<T> x;          // [N, d] residual stream entering the layer
-    std::vector<T> xn_attn;    // [N, d] RMSNorm(x)
-    std::vector<T> rstd_attn;  // [N]
-    std::vector<T> qkv;        // [N, qkv_width], q and k after RoPE
-    std::vector<T> att;        // [N, d] attention output before Wo
-    std::vector<T> lse;        // [B, nh, T] attention log-sum-exp
-    std::vector<T> h;          // [N, d] x + attention block
-    std::vector<T> xn_ffn;     // [N, d] RMSNorm(h)
-    std::vector<T> rstd_ffn;   // [N]
-    std::vector<T> h13;        // [rows, 2F] gate|up pre-activations (rows = N dense, N·k MoE)
-    std::vector<T> act;        // [rows, F] silu(g) ⊙ v (before the gate)
+    Array<Act> x;          // [N, d] residual stream entering the layer
+    Array<Act> xn_attn;    // [N, d] RMSNorm(x)
+    Array<Float> rstd_attn;  // [N]
+    Array<Act> qkv;        // [N, qkv_width], q and k after RoPE
+    Array<Act> att;        // [N, d] attention output before Wo
+    Array<Float> lse;      // [B, nh, T] attention log-sum-exp
+    Array<Act> h;          // [N, d] x + attention block
+    Array<Act> xn_ffn;     // [N, d] RMSNorm(h)
+    Array<Float> rstd_ffn;  // [N]
+    Array<Act> h13;        // [rows, 2F] gate|up pre-activations (rows = N dense, N·k MoE)
+    Array<Act> act;        // [rows, F] silu(g) ⊙ v (before the gate)
   };
   struct MoeActivations {
-    std::vector<T> z;              // [N, R] router logits
-    std::vector<T> s;              // [N, R] router scores (softmax probabilities or NormRouter s)
-    std::vector<T> znorm;          // [N] NormRouter ||z||
-    std::vector<int32_t> ids;      // [N, k]
-    std::vector<T> gates;          // [N, k]
-    std::vector<int32_t> counts;   // [R]
-    std::vector<int32_t> offsets;  // [R + 1] expert-major row ranges
-    std::vector<int32_t> row_slot, slot_row;  // [N·k]
-    std::vector<T> row_gate;                  // [N·k] gate of each expert-major row
-    std::vector<T> xg;                        // [N·k, d] tokens gathered expert-major
-    std::vector<T> aux_grad;  // [R] d(objective)/d s[t, i], the same for every token t
-    double sigma = 0, c = 0;  // NormRouter scale and constant used in the forward
+    Array<Float> z;              // [N, R] router logits
+    Array<Float> s;              // [N, R] router scores (softmax probabilities or NormRouter s)
+    Array<Float> znorm;          // [N] NormRouter ||z||
+    Array<int32_t> ids;          // [N, k]
+    Array<Float> gates;          // [N, k]
+    Array<int32_t> counts;       // [R]
+    Array<int32_t> offsets;      // [R + 1] expert-major row ranges
+    Array<int32_t> row_slot, slot_row;  // [N·k]
+    Array<Float> row_gate;              // [N·k] gate of each expert-major row
+    Array<Act> xg;                      // [N·k, d] tokens gathered expert-major
+    Array<Float> aux_grad;  // [R] d(objective)/d s[t, i], the same for every token t
+    double c = 0;           // NormRouter constant c(R, k)
   };
 
   void attention_block_forward(int l);
   void attention_block_backward(int l);
   void dense_ffn_forward(int l);
   void dense_ffn_backward(int l);
-  void moe_forward(int l, bool train, double loss_scale, Losses& losses);
+  void moe_forward(int l, bool train, double loss_scale);
   void moe_backward(int l);
-  // y[rows, d] = W2_e (gate ⊙ silu(g) ⊙ v), [g; v] = W13_e x, for one expert's contiguous rows.
-  void expert_ffn_forward(const T* w13, const T* w2, const T* x, const T* gate, int row0, int rows,
-                          LayerActivations& a, T* y);
-  double lm_head(bool train, double loss_scale);
+  void lm_head(bool train, double loss_scale);
 
   Layout layout_;
   LossConfig loss_config_;
   int B_, T_, N_;
   double loss_scale_ = 1.0;
-  std::vector<T> params_, grads_;
+  Array<Param> params_, grads_;
+  Array<Weight> weights_;  // the GEMMs' copy of the weights (GPU only; empty on the CPU)
   std::vector<LayerActivations> acts_;
   std::vector<MoeActivations> moe_;
-  std::vector<T> rope_cos_, rope_sin_;
-  std::vector<T> x_final_, xn_final_, rstd_final_, dxn_final_;  // final norm and its input grad
-  std::vector<int32_t> tokens_, targets_;
-  std::vector<T> losses_;  // [N] per-token cross-entropy
-  std::vector<T> logits_;  // [chunk, Vp] LM-head scratch (becomes dlogits in place)
+  Array<Float> rope_cos_, rope_sin_;
+  Array<Act> x_final_, xn_final_, dxn_final_;  // final norm's input, output and output grad
+  Array<Float> rstd_final_;
+  Array<int32_t> tokens_, targets_;
+  Array<Float> losses_;     // [N] per-token cross-entropy
+  Array<Act> logits_;       // [chunk, Vp] LM-head scratch (becomes dlogits in place)
+  Array<Float> aux_terms_;  // [L, 3] per layer: Switch term, pool term, z-loss (each written once)
+  // pool-loss state per pool group: ĝ of the previous micro-batch and the running layer sum
+  Array<Float> pool_ghat_, pool_running_;  // [groups, M]
+  bool pool_valid_ = false;
   // backward scratch, shared by all layers
-  std::vector<T> dres_, dxn_, datt_, dqkv_, dh13_, dact_, drows_, dgate_, ds_, dz_;
-  std::vector<T> expert_weight_;  // [R] weights of a balancing term (counts or ĝ)
-  std::vector<T> ytmp_;           // [N·k, d] expert outputs before the combine
+  Array<Act> dres_, dxn_, datt_, dqkv_, dh13_, dact_, drows_;
+  Array<Float> dgate_, ds_, dz_;
+  Array<Float> expert_weight_;  // [R] weights of a balancing term (counts as floats)
+  Array<Act> ytmp_;             // [N·k, d] expert outputs before the combine
   int head_chunk_ = 0;
   bool have_forward_ = false;
 };
 
-extern template class Model<float>;
-extern template class Model<double>;
+// The CPU engine (T = float) and the finite-difference oracle (T = double).
+template <typename T>
+using CpuModel = Model<CpuBackend<T>>;
+
+extern template class Model<CpuBackend<float>>;
+extern template class Model<CpuBackend<double>>;
+#ifdef UNIPOOL_HAVE_CUDA
+extern template class Model<CudaBackend>;
+#endif
 
 }  // namespace unipool

@@ -100,7 +100,7 @@ TEST_CASE("generator: per-token losses equal the training forward's", "[generate
       const Layout layout = make_layout(c.model);
       const int B = 2, T = c.model.seq_len, V = c.model.vocab_size, Vp = c.model.padded_vocab();
       REQUIRE(Vp > V);
-      Model<float> model(layout, c.loss, B, T);
+      CpuModel<float> model(layout, c.loss, B, T);
       init_parameters(layout, model.params(), 7);
       // B rows of T + 1 tokens: inputs the first T, targets the last T.
       std::vector<int32_t> inputs(B * T), targets(B * T);
@@ -114,7 +114,7 @@ TEST_CASE("generator: per-token losses equal the training forward's", "[generate
       const double mean = model.forward(inputs.data(), targets.data(), /*train=*/false).lm;
       INFO("routing margin " << model.routing_margin() << ", mean loss " << mean);
       REQUIRE(std::isfinite(mean));
-      const float* ref = model.token_losses();
+      const std::vector<float> ref = model.token_losses();
 
       Generator gen(layout, model.params());
       REQUIRE(gen.max_len() == T);

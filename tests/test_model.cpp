@@ -85,7 +85,7 @@ TEST_CASE("finite differences of the whole model, every variant, every tensor", 
     DYNAMIC_SECTION(variant.name) {
       const Config c = tiny_config(variant);
       const Layout layout = make_layout(c.model);
-      Model<double> model(layout, c.loss, kBatch, c.model.seq_len);
+      CpuModel<double> model(layout, c.loss, kBatch, c.model.seq_len);
       const int N = kBatch * c.model.seq_len;
       std::vector<int32_t> inputs(N), targets(N);
 
@@ -96,7 +96,9 @@ TEST_CASE("finite differences of the whole model, every variant, every tensor", 
         random_tokens(inputs, c.model.vocab_size, seed);
         random_tokens(targets, c.model.vocab_size, seed + 1000);
         model.advance_pool_state = true;
-        model.pool_state.valid = false;
+        PoolLossState reset = model.pool_state();
+        reset.valid = false;
+        model.set_pool_state(reset);
         model.zero_grads();
         model.forward(inputs.data(), targets.data(), true);  // fills ĝ for the pool loss
         model.backward();
@@ -106,7 +108,7 @@ TEST_CASE("finite differences of the whole model, every variant, every tensor", 
       }
       INFO("routing margin " << margin);
       REQUIRE(margin >= 2e-3);
-      if (c.model.ffn == "unipool") REQUIRE(model.pool_state.valid);
+      if (c.model.ffn == "unipool") REQUIRE(model.pool_state().valid);
 
       model.zero_grads();
       const Losses at = model.forward(inputs.data(), targets.data(), true);
@@ -161,7 +163,7 @@ struct Pair {
   Config shared, untied;
 };
 
-void run_pair(Model<double>& model, const std::vector<int32_t>& in, const std::vector<int32_t>& tg,
+void run_pair(CpuModel<double>& model, const std::vector<int32_t>& in, const std::vector<int32_t>& tg,
               Losses& out) {
   model.zero_grads();
   out = model.forward(in.data(), tg.data(), true);
@@ -181,8 +183,8 @@ TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' 
       untied.model.ffn = "moe";
       untied.model.experts_per_layer = shared.model.pool_size;
       const Layout ls = make_layout(shared.model), lu = make_layout(untied.model);
-      Model<double> ms(ls, shared.loss, kBatch, shared.model.seq_len);
-      Model<double> mu(lu, untied.loss, kBatch, untied.model.seq_len);
+      CpuModel<double> ms(ls, shared.loss, kBatch, shared.model.seq_len);
+      CpuModel<double> mu(lu, untied.loss, kBatch, untied.model.seq_len);
       init_parameters(ls, ms.params(), 3);
       const int N_group = shared.model.pool_layers();
       copy_weights(lu, mu.params(), ls, ms.params(), [&](const std::string& name) {
@@ -238,8 +240,8 @@ TEST_CASE("a shared router's gradient is the sum of the untied routers' gradient
       Config untied = shared;
       untied.model.router_share = 1;
       const Layout ls = make_layout(shared.model), lu = make_layout(untied.model);
-      Model<double> ms(ls, shared.loss, kBatch, shared.model.seq_len);
-      Model<double> mu(lu, untied.loss, kBatch, untied.model.seq_len);
+      CpuModel<double> ms(ls, shared.loss, kBatch, shared.model.seq_len);
+      CpuModel<double> mu(lu, untied.loss, kBatch, untied.model.seq_len);
       init_parameters(ls, ms.params(), 4);
       copy_weights(lu, mu.params(), ls, ms.params(), [&](const std::string& name) {
         if (name.rfind("routers.", 0) != 0) return name;  // routers.r ← routers.(r / B)
@@ -291,7 +293,7 @@ TEST_CASE("router_share = 1 is independent routing, bit for bit", "[model][share
   without["model"].erase("router_share");
   const Config a = load_config(with, {}, false),
                b = load_config(without, {"model.router_share=1"}, false);
-  Model<float> ma(make_layout(a.model), a.loss, 1, 5), mb(make_layout(b.model), b.loss, 1, 5);
+  CpuModel<float> ma(make_layout(a.model), a.loss, 1, 5), mb(make_layout(b.model), b.loss, 1, 5);
   init_parameters(ma.layout(), ma.params(), 11);
   init_parameters(mb.layout(), mb.params(), 11);
   std::vector<int32_t> in(5), tg(5);
@@ -310,32 +312,36 @@ TEST_CASE("pool loss: skipped on the first micro-batch, then uses the previous c
           "[model][pool]") {
   Config c = tiny_config({"", "unipool", "norm", 1, 1, 0, false, 0, 0.05, 0});
   const Layout layout = make_layout(c.model);
-  Model<double> model(layout, c.loss, kBatch, c.model.seq_len);
+  CpuModel<double> model(layout, c.loss, kBatch, c.model.seq_len);
   init_parameters(layout, model.params(), 2);
   const int N = kBatch * c.model.seq_len;
   std::vector<int32_t> in(N), tg(N);
   random_tokens(in, 11, 3);
   random_tokens(tg, 11, 4);
-  CHECK(!model.pool_state.valid);
+  CHECK(!model.pool_state().valid);
   const Losses first = model.forward(in.data(), tg.data(), true);
   CHECK(first.aux == 0);  // no ĝ yet
-  REQUIRE(model.pool_state.valid);
+  REQUIRE(model.pool_state().valid);
   // ĝ = layer-mean of the counts: Σ_i ĝ_i = k·N (every token counted once per layer, averaged)
+  const PoolLossState after_first = model.pool_state();
   double total = 0;
-  for (double g : model.pool_state.ghat[0]) total += g;
+  for (double g : after_first.ghat[0]) total += g;
   CHECK(total == Approx(c.model.top_k * N));
+  // The running sums start over after the group's last layer.
+  for (double r : after_first.running[0]) CHECK(r == 0);
   // The second forward's pool term: Σ_l α M Σ_i ĝ_i Σ_t s_ti / (k N² L).
-  std::vector<std::vector<int32_t>> counts;
-  const auto ghat = model.pool_state.ghat[0];
+  const auto ghat = model.pool_state().ghat[0];
   const Losses second = model.forward(in.data(), tg.data(), true);
   CHECK(second.aux > 0);
   // Same tokens, same weights: the counts are the same, so ĝ is unchanged.
-  CHECK(model.pool_state.ghat[0] == ghat);
-  // Evaluation never touches the state.
-  model.pool_state.ghat[0][0] += 1;
-  const auto before = model.pool_state.ghat;
+  CHECK(model.pool_state().ghat[0] == ghat);
+  // Evaluation never touches the state; a state set from outside (a checkpoint) is kept exactly.
+  PoolLossState changed = model.pool_state();
+  changed.ghat[0][0] += 1;
+  model.set_pool_state(changed);
   model.forward(in.data(), tg.data(), false);
-  CHECK(model.pool_state.ghat == before);
+  CHECK(model.pool_state().ghat == changed.ghat);
+  CHECK(model.pool_state().running == changed.running);
 }
 
 TEST_CASE("parameter totals of the 182M presets match the paper", "[model][layout]") {

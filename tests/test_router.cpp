@@ -122,11 +122,11 @@ TEST_CASE("softmax router: rows sum to 1, formula, finite differences", "[router
 
 TEST_CASE("NormRouter forward matches its formula", "[router]") {
   const int N = 4, E = 10;
-  const double sigma_c = 1.7 * 3.3;
+  const double sigma = 1.7, c = 3.3, sigma_c = sigma * c;
   Vec z = logits_away_from_zero(size_t(N) * E, 33);
   for (int i = 0; i < E; ++i) z[size_t(3) * E + i] = 0.0;  // a zero row
   Vec s(z.size()), norm(N);
-  cpu::norm_router_forward(s.data(), norm.data(), z.data(), sigma_c, N, E);
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), &sigma, c, N, E);
   for (int t = 0; t < N; ++t) {
     double n2 = 0, relu_sum = 0, s_sum = 0, s_sq = 0;
     for (int i = 0; i < E; ++i) {
@@ -159,7 +159,7 @@ TEST_CASE("NormRouter backward matches finite differences in z and sigma", "[rou
   const Vec R = random_vector(z.size(), 35);
   Vec s(z.size()), norm(N);
   auto loss = [&] {
-    cpu::norm_router_forward(s.data(), norm.data(), z.data(), sigma[0] * c, N, E);
+    cpu::norm_router_forward(s.data(), norm.data(), z.data(), &sigma[0], c, N, E);
     return weighted_sum(s, R);
   };
   loss();
@@ -169,7 +169,7 @@ TEST_CASE("NormRouter backward matches finite differences in z and sigma", "[rou
 
   Vec dz(z.size(), std::numeric_limits<double>::quiet_NaN());
   Vec dsigma = {0.25};  // "+=": starts from a nonzero value
-  cpu::norm_router_backward(dz.data(), &dsigma[0], R.data(), z.data(), norm.data(), sigma[0], c, N,
+  cpu::norm_router_backward(dz.data(), &dsigma[0], R.data(), z.data(), norm.data(), &sigma[0], c, N,
                             E);
   dsigma[0] -= 0.25;
   CHECK(all_finite(dz));
@@ -200,11 +200,12 @@ void check_norm_router_threads() {
   const Vec z64 = logits_away_from_zero(size_t(N) * E, 36), ds64 = random_vector(z64.size(), 37);
   const std::vector<T> z(z64.begin(), z64.end()), ds(ds64.begin(), ds64.end());
   std::vector<T> s(z.size()), norm(N);
-  cpu::norm_router_forward(s.data(), norm.data(), z.data(), T(4), N, E);
+  const T sigma = T(1);
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), &sigma, 4.0, N, E);
   auto res = with_thread_counts([&] {
     std::vector<T> dz(z.size());
     T dsigma = T(0.125);
-    cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), T(1), T(4), N,
+    cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), &sigma, 4.0, N,
                               E);
     dz.push_back(dsigma);
     return dz;
@@ -245,7 +246,8 @@ TEST_CASE(
   const int E = 6, k = 3;
   const std::vector<float> z = {-1.0f, 2.0f, -3.0f, -0.5f, 0.7f, -2.0f};  // two positive scores
   std::vector<float> s(E), norm(1);
-  cpu::norm_router_forward(s.data(), norm.data(), z.data(), 3.0f, 1, E);
+  const float sigma = 1.5f;
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), &sigma, 2.0, 1, E);
   Ids ids(k);
   std::vector<float> gates(k);
   cpu::topk_forward(ids.data(), gates.data(), s.data(), 1, E, k, false);
@@ -255,7 +257,7 @@ TEST_CASE(
   CHECK(gates[2] == 0.0f);
 
   const std::vector<float> zneg = {-1.0f, -2.0f, -3.0f, -0.5f, -0.7f, -2.0f};  // none positive
-  cpu::norm_router_forward(s.data(), norm.data(), zneg.data(), 3.0f, 1, E);
+  cpu::norm_router_forward(s.data(), norm.data(), zneg.data(), &sigma, 2.0, 1, E);
   cpu::topk_forward(ids.data(), gates.data(), s.data(), 1, E, k, false);
   CHECK(ids == Ids{0, 1, 2});
   CHECK(gates == std::vector<float>{0.0f, 0.0f, 0.0f});
@@ -334,12 +336,24 @@ TEST_CASE("balance loss: formula and finite differences", "[router]") {
     for (int t = 0; t < N; ++t) col += s[size_t(t) * E + i];
     want += weight[i] * col;
   }
-  CHECK(cpu::balance_loss_forward(s.data(), weight.data(), coeff, N, E) ==
-        Approx(coeff * want).epsilon(1e-14));
+  double loss = std::numeric_limits<double>::quiet_NaN();
+  cpu::balance_loss_forward(&loss, s.data(), weight.data(), coeff, N, E);
+  CHECK(loss == Approx(coeff * want).epsilon(1e-14));
   Vec ds(s.size(), 0.0);
   cpu::balance_loss_backward(ds.data(), weight.data(), coeff, N, E);
-  check_gradient([&] { return cpu::balance_loss_forward(s.data(), weight.data(), coeff, N, E); }, s,
-                 ds, "ds");
+  check_gradient(
+      [&] {
+        cpu::balance_loss_forward(&loss, s.data(), weight.data(), coeff, N, E);
+        return loss;
+      },
+      s, ds, "ds");
+  // float: the double sum is rounded once, and N = 0 gives coeff·0.
+  const std::vector<float> sf = to_float(s), wf = to_float(weight);
+  float lossf = std::numeric_limits<float>::quiet_NaN();
+  cpu::balance_loss_forward(&lossf, sf.data(), wf.data(), coeff, N, E);
+  CHECK(lossf == Approx(coeff * want).epsilon(1e-6));
+  cpu::balance_loss_forward(&lossf, sf.data(), wf.data(), coeff, 0, E);
+  CHECK(lossf == 0.0f);
 }
 
 TEST_CASE("z-loss: formula and finite differences", "[router]") {
@@ -352,10 +366,54 @@ TEST_CASE("z-loss: formula and finite differences", "[router]") {
     for (int i = 0; i < E; ++i) se += std::exp(z[size_t(t) * E + i]);
     want += std::log(se) * std::log(se);
   }
-  CHECK(cpu::z_loss_forward(z.data(), coeff, N, E) == Approx(coeff * want / N).epsilon(1e-13));
+  double loss = std::numeric_limits<double>::quiet_NaN();
+  cpu::z_loss_forward(&loss, z.data(), coeff, N, E);
+  CHECK(loss == Approx(coeff * want / N).epsilon(1e-13));
   Vec dz(z.size(), 0.0);
   cpu::z_loss_backward(dz.data(), z.data(), coeff, N, E);
-  check_gradient([&] { return cpu::z_loss_forward(z.data(), coeff, N, E); }, z, dz, "dz");
+  check_gradient(
+      [&] {
+        cpu::z_loss_forward(&loss, z.data(), coeff, N, E);
+        return loss;
+      },
+      z, dz, "dz");
+  cpu::z_loss_forward(&loss, z.data(), coeff, 0, E);
+  CHECK(loss == 0.0);
+}
+
+TEST_CASE("balancing bookkeeping: counts_to_float, axpy, pool_counts_update", "[router]") {
+  const int E = 5;
+  const Ids counts = {0, 3, 17, 1, 262144};
+  auto out = nan_vector<float>(E);
+  cpu::counts_to_float(out.data(), counts.data(), E);
+  CHECK(out == std::vector<float>{0.0f, 3.0f, 17.0f, 1.0f, 262144.0f});
+
+  // axpy: y += a·x, the product in double rounded once (a = 0.1 is not a float).
+  const std::vector<float> x = {1.0f, -2.5f, 3.0f, 0.0f, 7.25f};
+  std::vector<float> y = {0.5f, 0.5f, -1.0f, 2.0f, 0.0f};
+  const std::vector<float> y0 = y;
+  cpu::axpy(y.data(), x.data(), 0.1, E);
+  for (int i = 0; i < E; ++i) CHECK(y[i] == y0[i] + float(0.1 * double(x[i])));
+  cpu::axpy(y.data(), x.data(), 0.0, 0);  // n = 0: nothing
+  for (int i = 0; i < E; ++i) CHECK(y[i] == y0[i] + float(0.1 * double(x[i])));
+
+  // pool_counts_update over one pool of 3 layers: ĝ = layer mean, running restarts at 0; ghat
+  // untouched before the last layer.
+  const int layers = 3;
+  const Ids c1 = {1, 2, 3, 4, 5}, c2 = {0, 0, 7, 1, 1}, c3 = {2, 4, 0, 0, 0};
+  std::vector<float> running(E, 0.0f), ghat(E, -1.0f);
+  cpu::pool_counts_update(running.data(), ghat.data(), c1.data(), false, layers, E);
+  cpu::pool_counts_update(running.data(), ghat.data(), c2.data(), false, layers, E);
+  CHECK(running == std::vector<float>{1.0f, 2.0f, 10.0f, 5.0f, 6.0f});
+  CHECK(ghat == std::vector<float>(E, -1.0f));
+  cpu::pool_counts_update(running.data(), ghat.data(), c3.data(), true, layers, E);
+  CHECK(running == std::vector<float>(E, 0.0f));
+  for (int i = 0; i < E; ++i) {
+    CHECK(ghat[i] == float(c1[i] + c2[i] + c3[i]) / 3.0f);
+  }
+  // The next micro-batch starts from zero.
+  cpu::pool_counts_update(running.data(), ghat.data(), c2.data(), false, layers, E);
+  CHECK(running == std::vector<float>{0.0f, 0.0f, 7.0f, 1.0f, 1.0f});
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -504,12 +562,14 @@ TEST_CASE("'=' outputs of the router and dispatch ops are fully overwritten", "[
 
   s = nan_vector<float>(z.size());
   auto norm = nan_vector<float>(N);
-  cpu::norm_router_forward(s.data(), norm.data(), z.data(), 2.0f, N, E);
+  const float sigma = 1.0f;
+  cpu::norm_router_forward(s.data(), norm.data(), z.data(), &sigma, 2.0, N, E);
   CHECK(all_finite(s));
   CHECK(all_finite(norm));
   dz = nan_vector<float>(z.size());
   float dsigma = 0;
-  cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), 1.0f, 2.0f, N, E);
+  cpu::norm_router_backward(dz.data(), &dsigma, ds.data(), z.data(), norm.data(), &sigma, 2.0, N,
+                            E);
   CHECK(all_finite(dz));
 
   for (bool renorm : {false, true}) {

@@ -1,7 +1,6 @@
 // `unipool bench`: times training steps of a config on random tokens (no data needed) and prints
-// tok/s and achieved GFLOP/s, counting 6 × active matmul parameters + 6·L·d·T per token.
-#include <omp.h>
-
+// tok/s, achieved FLOP/s (and MFU on a GPU), counting 6 × active matmul parameters + 6·L·d·T per
+// token (model/layout.h flops_per_token), and the memory the run holds.
 #include <chrono>
 #include <cstdio>
 
@@ -9,11 +8,20 @@
 #include "engine/trainer.h"
 #include "model/init.h"
 
+#ifdef UNIPOOL_HAVE_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
+
 namespace unipool {
 
-void run_bench(const Config& c, const BenchOptions& options) {
-  const std::string backend = select_backend(c);
-  Trainer trainer(c);
+namespace {
+
+// Dense bf16 tensor-core peak of an H100 SXM (the MFU denominator of docs/benchmarks.md).
+constexpr double kH100PeakFlops = 989e12;
+
+template <class B>
+void bench_on(const Config& c, const BenchOptions& options, const std::string& backend) {
+  TrainerOn<B> trainer(c);
   uint64_t counter = 0;
   const int vocab = c.model.vocab_size;
   auto random_batch = [&](int32_t* in, int32_t* tg) {
@@ -28,10 +36,9 @@ void run_bench(const Config& c, const BenchOptions& options) {
       static_cast<double>(c.train.micro_batch) * c.model.seq_len * c.train.grad_accum;
   const double flops_per_token = trainer.layout.flops_per_token();
   std::printf(
-      "bench | backend %s, %d threads | %s L%d d%d F%d | %.2fM params, %.2fM active | B %d × T %d "
-      "× accum %d | "
+      "bench | %s | %s L%d d%d F%d | %.2fM params, %.2fM active | B %d × T %d × accum %d | "
       "%.3f GFLOP/token\n",
-      backend.c_str(), omp_get_max_threads(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
+      backend_banner(backend).c_str(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
       c.model.ffn_hidden, trainer.layout.num_parameters() / 1e6,
       trainer.layout.active_parameters(false) / 1e6, c.train.micro_batch, c.model.seq_len,
       c.train.grad_accum, flops_per_token / 1e9);
@@ -47,8 +54,27 @@ void run_bench(const Config& c, const BenchOptions& options) {
   }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double tok_per_s = tokens_per_step * options.steps / total;
-  std::printf("result: %.0f tok/s | %.1f GFLOP/s | %.3f s/step\n", tok_per_s,
-              tok_per_s * flops_per_token / 1e9, total / options.steps);
+  const double flops = tok_per_s * flops_per_token;
+  std::printf("result: %.0f tok/s | %.1f GFLOP/s | %.3f s/step | activations %.1f MiB", tok_per_s,
+              flops / 1e9, total / options.steps, trainer.model.activation_bytes() / 1048576.0);
+  if (backend == "cuda") {
+#ifdef UNIPOOL_HAVE_CUDA
+    std::printf(" | MFU %.1f%% (of %.0f TFLOP/s) | GPU memory %.1f MiB (peak %.1f MiB)",
+                100.0 * flops / kH100PeakFlops, kH100PeakFlops / 1e12,
+                cuda::allocated_bytes() / 1048576.0, cuda::peak_allocated_bytes() / 1048576.0);
+#endif
+  }
+  std::printf("\n");
+}
+
+}  // namespace
+
+void run_bench(const Config& c, const BenchOptions& options) {
+  const std::string backend = select_backend(c);
+#ifdef UNIPOOL_HAVE_CUDA
+  if (backend == "cuda") return bench_on<CudaBackend>(c, options, backend);
+#endif
+  bench_on<CpuBackend<float>>(c, options, backend);
 }
 
 }  // namespace unipool

@@ -27,14 +27,14 @@ namespace unipool::cpu {
 
 template <typename T>
 void crossentropy_forward_backward(T* losses, T* logits, const int32_t* targets, int rows, int V,
-                                   T dloss) {
+                                   double dloss) {
   for (int r = 0; r < rows; ++r) {
     if (targets[r] < 0 || targets[r] >= V) {
       throw unipool::Error("crossentropy: target " + std::to_string(targets[r]) + " of row " +
                            std::to_string(r) + " is outside [0, " + std::to_string(V) + ")");
     }
   }
-  const bool backward = dloss != T(0);
+  const bool backward = dloss != 0.0;
 #pragma omp parallel for schedule(static) if (int64_t(rows) * V >= detail::kMinParallelWork / 8)
   for (int r = 0; r < rows; ++r) {
     T* x = logits + int64_t(r) * V;
@@ -53,9 +53,9 @@ void crossentropy_forward_backward(T* losses, T* logits, const int32_t* targets,
     }
     losses[r] = T(double(m) + std::log(sum) - double(xt));
     if (backward) {
-      const T scale = T(double(dloss) / sum);
+      const T scale = T(dloss / sum);
       for (int i = 0; i < V; ++i) x[i] *= scale;
-      x[tgt] -= dloss;
+      x[tgt] -= T(dloss);
     }
   }
 }

@@ -1,7 +1,9 @@
 // CPU router ops (SPEC.md §1 "NormRouter", "Balancing losses", "Precise conventions"; reference
 // unipool-spec.md §5–§6): softmax router, NormRouter, top-k, expert counts, the Switch / pool
-// balancing term and the z-loss. Header-only templates on the float type T, forward and backward
-// side by side.
+// balancing term, the z-loss and the balancing bookkeeping (counts_to_float, axpy,
+// pool_counts_update). Header-only templates on the float type T, forward and backward side by
+// side. The signatures equal kernels/cuda/ops.h's (scalar inputs and outputs such as σ and the
+// losses are one-element arrays, so they can live on the device there).
 //
 // Shapes: z router logits [N,E]; s scores [N,E]; ids, gates [N,k] (row t = token t's k choices in
 // slot order); E = router width. Sums run in double and in a fixed order (see layers.h), so every
@@ -55,15 +57,17 @@ void softmax_backward(T* dz, const T* ds, const T* s, int N, int E) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// NormRouter.  z, s, ds, dz [N,E]; norm [N]; σ the router's learnable scale, c the constant
-// normrouter_constant(E, k); sigma_c = σ·c; ε = 1e-8.
+// NormRouter.  z, s, ds, dz [N,E]; norm [N]; sigma points to σ, the router's one learnable scale
+// (a tensor of one element); c the constant normrouter_constant(E, k); sigma_c = T(σ·c) (the
+// product in double, rounded once); ε = 1e-8.
 //   forward:  n = ||z[t,:]||₂ (stored in norm[t]);  u = z/(n+ε);  r = relu(u);  s = sigma_c·r
-//   backward: dsigma += c·Σ_t Σ_i ds[t,i]·r[t,i]            (rows in fixed chunks:
-//   thread-independent)
+//   backward: dsigma[0] += T(c·Σ_t Σ_i ds[t,i]·r[t,i])     (rows in fixed chunks:
+//             thread-independent)
 //             G_u = σc·ds ⊙ 1[u>0];  dz = G_u/(n+ε) − z·<z, G_u>/(n·(n+ε)²)   (dz overwritten;
 //             dz[t,:] = 0 where n == 0). Note <z, G_u> = σc·Σ_{z_i>0} z_i·ds_i.
 template <typename T>
-void norm_router_forward(T* s, T* norm, const T* z, T sigma_c, int N, int E) {
+void norm_router_forward(T* s, T* norm, const T* z, const T* sigma, double c, int N, int E) {
+  const T sigma_c = T(double(*sigma) * c);
 #pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork)
   for (int t = 0; t < N; ++t) {
     const T* zr = z + int64_t(t) * E;
@@ -79,9 +83,9 @@ void norm_router_forward(T* s, T* norm, const T* z, T sigma_c, int N, int E) {
 }
 
 template <typename T>
-void norm_router_backward(T* dz, T* dsigma, const T* ds, const T* z, const T* norm, T sigma, T c,
-                          int N, int E) {
-  const double sc = double(sigma) * double(c);
+void norm_router_backward(T* dz, T* dsigma, const T* ds, const T* z, const T* norm, const T* sigma,
+                          double c, int N, int E) {
+  const double sc = double(*sigma) * c;
   const double total = detail::ordered_row_sum(N, E, [&](int t) -> double {
     const T* zr = z + int64_t(t) * E;
     const T* dsr = ds + int64_t(t) * E;
@@ -107,7 +111,7 @@ void norm_router_backward(T* dz, T* dsigma, const T* ds, const T* z, const T* no
     }
     return P / Dd;
   });
-  *dsigma += T(double(c) * total);
+  *dsigma += T(c * total);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -207,33 +211,36 @@ inline void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Balancing term (SPEC.md §1 "Balancing losses"), s [N,E], weight [E]:
-//   A = coeff · Σ_i weight_i · Σ_t s[t,i]        (returned as double)
-//   ds[t,i] += coeff·weight_i
+// Balancing term (SPEC.md §1 "Balancing losses"), s [N,E], weight [E], loss [1]:
+//   forward:  loss[0] = T(coeff · Σ_t Σ_i weight_i·s[t,i])   (the sum in double, in a fixed order;
+//             rounded once)
+//   backward: ds[t,i] += T(coeff·weight_i)                    (the product in double, rounded once)
 // The caller folds the scale into coeff and weight: per-layer Switch loss weight = c_i (counts, as
 // T), coeff = α·E_r/(k·T²); pool loss weight = ĝ_i, coeff = α_pool·M/(k·T²·L_g).
 template <typename T>
-double balance_loss_forward(const T* s, const T* weight, T coeff, int N, int E) {
+void balance_loss_forward(T* loss, const T* s, const T* weight, double coeff, int N, int E) {
   const double total = detail::ordered_row_sum(N, E, [&](int t) {
     const T* sr = s + int64_t(t) * E;
     return detail::dot(weight, sr, E);
   });
-  return double(coeff) * total;
+  *loss = T(coeff * total);
 }
 
 template <typename T>
-void balance_loss_backward(T* ds, const T* weight, T coeff, int N, int E) {
+void balance_loss_backward(T* ds, const T* weight, double coeff, int N, int E) {
 #pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork)
   for (int t = 0; t < N; ++t) {
     T* dsr = ds + int64_t(t) * E;
-    for (int i = 0; i < E; ++i) dsr[i] += coeff * weight[i];
+    for (int i = 0; i < E; ++i) dsr[i] += T(coeff * double(weight[i]));
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
-// z-loss on raw router logits z [N,E]:
-//   Z = coeff · (1/N)·Σ_t lse_t²,  lse_t = logsumexp_i z[t,i]        (returned as double)
-//   dz[t,i] += coeff · 2·lse_t·softmax(z[t,:])_i / N
+// z-loss on raw router logits z [N,E], loss [1]:
+//   forward:  loss[0] = T(coeff · (1/N)·Σ_t lse_t²),  lse_t = logsumexp_i z[t,i]   (0 when N = 0;
+//             the sum in double, in a fixed order; rounded once)
+//   backward: dz[t,i] += f_t·exp(z[t,i] − m_t),  f_t = T(coeff·2·lse_t / (N·Σ_i exp(z[t,i] − m_t)))
+//             (= coeff · 2·lse_t·softmax(z[t,:])_i / N; m_t the row max)
 namespace detail {
 // logsumexp of one row; also returns the row max m and Σ_i exp(z_i − m).
 template <typename T>
@@ -248,19 +255,22 @@ inline double row_logsumexp(const T* z, int E, T* m_out, double* sum_out) {
 }  // namespace detail
 
 template <typename T>
-double z_loss_forward(const T* z, T coeff, int N, int E) {
-  if (N <= 0) return 0.0;
+void z_loss_forward(T* loss, const T* z, double coeff, int N, int E) {
+  if (N <= 0) {
+    *loss = T(0);
+    return;
+  }
   const double total = detail::ordered_row_sum(N, 8 * int64_t(E), [&](int t) {
     T m;
     double sum;
     const double lse = detail::row_logsumexp(z + int64_t(t) * E, E, &m, &sum);
     return lse * lse;
   });
-  return double(coeff) * total / N;
+  *loss = T(coeff * total / N);
 }
 
 template <typename T>
-void z_loss_backward(T* dz, const T* z, T coeff, int N, int E) {
+void z_loss_backward(T* dz, const T* z, double coeff, int N, int E) {
 #pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork / 8)
   for (int t = 0; t < N; ++t) {
     const T* zr = z + int64_t(t) * E;
@@ -268,8 +278,37 @@ void z_loss_backward(T* dz, const T* z, T coeff, int N, int E) {
     T m;
     double sum;
     const double lse = detail::row_logsumexp(zr, E, &m, &sum);
-    const T f = T(double(coeff) * 2.0 * lse / (double(N) * sum));
+    const T f = T(coeff * 2.0 * lse / (double(N) * sum));
     for (int i = 0; i < E; ++i) dzr[i] += f * std::exp(zr[i] - m);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Balancing-term bookkeeping (the same ops run on the device, so the backends share the logic):
+//   counts_to_float:    out[i] = T(counts[i])                              out [E] =
+//   axpy:               y[i] += T(a·x[i])  (the product in double, rounded once)   y [n] +=
+//   pool_counts_update: running[i] += T(counts[i]); when finish (the pool's last layer of the
+//                       micro-batch): ghat[i] = running[i] / T(layers), running[i] = 0
+//                       running, ghat [E]; ghat untouched unless finish
+template <typename T>
+void counts_to_float(T* out, const int32_t* counts, int E) {
+  for (int i = 0; i < E; ++i) out[i] = T(counts[i]);
+}
+
+template <typename T>
+void axpy(T* y, const T* x, double a, int n) {
+  for (int i = 0; i < n; ++i) y[i] += T(a * double(x[i]));
+}
+
+template <typename T>
+void pool_counts_update(T* running, T* ghat, const int32_t* counts, bool finish, int layers,
+                        int E) {
+  for (int i = 0; i < E; ++i) {
+    running[i] += T(counts[i]);
+    if (finish) {
+      ghat[i] = running[i] / T(layers);
+      running[i] = T(0);
+    }
   }
 }
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Every check that needs a GPU, in one command (for the device machine's 10-minute calls):
+#   1. the environment (GPU, driver, nvcc, CMake, which libraries are found)
+#   2. a Release build for sm_90 (dependencies from .device/deps when the machine lacks them)
+#   3. the GPU tests: build-gpu/tests/unipool_tests "[cuda]"
+#   4. compute-sanitizer memcheck and racecheck on short training runs (unipool bench = real
+#      training steps on random tokens: forward, backward, clipping, AdamW)
+#   5. unipool bench on the 182M presets (micro-batch 16 × 1024, optimizer step every micro-batch)
+#   6. the whole CPU suite under ctest (checks Catch2 3 on this machine)
+# Logs go to $OUT (default out/gpu-check); a summary line per step goes to stdout.
+# Usage: bash scripts/gpu_check.sh [steps...]   (default: env build tests sanitize bench ctest)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/gpu-check}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(env build tests sanitize bench ctest)
+want() { [[ " ${steps[*]} " == *" $1 "* ]]; }
+BUILD=build-gpu
+prefix=()
+[ -d .device/deps ] && prefix=(-DCMAKE_PREFIX_PATH="$PWD/.device/deps")
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+
+if want env; then
+  { nvidia-smi; nvcc --version; cmake --version; ls /usr/include | grep -i -E "catch|CLI|nlohmann|utf8" ;
+    ls /usr/lib/cmake /usr/share/cmake /usr/local/lib/cmake 2>/dev/null; } > "$OUT/env.txt" 2>&1
+  echo "env: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
+fi
+
+if want build; then
+  t0=$SECONDS
+  if cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_CUDA_ARCHITECTURES=90 "${prefix[@]}" > "$OUT/build.txt" 2>&1 &&
+     cmake --build "$BUILD" -j "$(nproc)" >> "$OUT/build.txt" 2>&1; then
+    echo "build: ok in $((SECONDS - t0)) s ($(grep -c -i warning "$OUT/build.txt") warning lines)"
+  else
+    echo "build: FAILED (last lines of $OUT/build.txt:)"; tail -40 "$OUT/build.txt"; exit 1
+  fi
+fi
+
+if want tests; then
+  t0=$SECONDS
+  "$BUILD/tests/unipool_tests" "[cuda]" --durations yes > "$OUT/cuda_tests.txt" 2>&1
+  echo "cuda tests: rc $? in $((SECONDS - t0)) s: $(tail -3 "$OUT/cuda_tests.txt" | tr '\n' ' ')"
+fi
+
+if want sanitize; then
+  # A small model (hd 32, 2 layers) so that the sanitizers finish in a few minutes.
+  small=(--set model.n_layer=2 --set model.d_model=128 --set model.n_head=4 --set model.n_kv_head=2
+         --set model.ffn_hidden=128 --set model.seq_len=128 --set train.micro_batch=2
+         --set train.backend=cuda)
+  for tool in memcheck racecheck; do
+    t0=$SECONDS
+    compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/unipool" bench --config tiny \
+      "${small[@]}" --steps 1 --warmup 1 > "$OUT/$tool.txt" 2>&1
+    echo "$tool: rc $? in $((SECONDS - t0)) s: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.txt" | tr '\n' ' ')"
+  done
+fi
+
+if want bench; then
+  for preset in unipool-182m unipool-182m-m48 moe-182m dense-182m; do
+    "$BUILD/unipool" bench --config "$preset" --set train.backend=cuda --set train.micro_batch=16 \
+      --set train.grad_accum=1 --steps 5 --warmup 2 > "$OUT/bench-$preset.txt" 2>&1
+    echo "bench $preset: $(grep -E '^result' "$OUT/bench-$preset.txt" || tail -2 "$OUT/bench-$preset.txt")"
+  done
+fi
+
+if want ctest; then
+  t0=$SECONDS
+  (cd "$BUILD" && ctest -j 8 --timeout 600 > "$OUT/ctest.txt" 2>&1)
+  echo "ctest: $(grep -E 'tests passed|tests failed' "$OUT/ctest.txt") in $((SECONDS - t0)) s"
+fi
