@@ -92,7 +92,8 @@ std::string select_backend(const Config& c) {
         "train.backend: 'cuda' is not available in this build (nvcc was not found when it was "
         "configured); use cpu or auto");
 #endif
-    check(have_gpu, "train.backend: 'cuda' needs a CUDA device, and none was found; use cpu or auto");
+    check(have_gpu,
+          "train.backend: 'cuda' needs a CUDA device, and none was found; use cpu or auto");
     return "cuda";
   }
   if (c.train.backend == "auto" && have_gpu) return "cuda";

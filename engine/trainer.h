@@ -53,7 +53,7 @@ class TrainerOn {
   const Layout layout;
   Model<Backend> model;
   typename Backend::template Array<Param> exp_avg, exp_avg_sq;  // AdamW moments, arena layout
-  int step = 0;                                                  // optimizer steps done
+  int step = 0;                                                 // optimizer steps done
 
  private:
   std::vector<int32_t> inputs_, targets_;

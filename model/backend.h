@@ -32,54 +32,53 @@ namespace unipool {
 // The op list, one line per op, for a backend whose ops live in namespace NS with template argument
 // list TARGS (empty for CUDA). Each line binds Backend::op to the op itself (a constexpr reference
 // to the function), so a call through the backend is a direct call.
-#define UNIPOOL_BIND_OPS(NS, TARGS)                                                        \
-  /* layers */                                                                             \
-  static constexpr auto& embedding_forward = NS::embedding_forward TARGS;                  \
-  static constexpr auto& embedding_backward = NS::embedding_backward TARGS;                \
-  static constexpr auto& rmsnorm_forward = NS::rmsnorm_forward TARGS;                      \
-  static constexpr auto& rmsnorm_backward = NS::rmsnorm_backward TARGS;                    \
-  static constexpr auto& swiglu_forward = NS::swiglu_forward TARGS;                        \
-  static constexpr auto& swiglu_backward = NS::swiglu_backward TARGS;                      \
-  static constexpr auto& scale_rows = NS::scale_rows TARGS;                                \
-  static constexpr auto& row_dot = NS::row_dot TARGS;                                      \
-  /* attention */                                                                          \
-  static constexpr auto& rope_forward = NS::rope_forward TARGS;                            \
-  static constexpr auto& rope_backward = NS::rope_backward TARGS;                          \
-  static constexpr auto& attention_forward = NS::attention_forward TARGS;                  \
-  static constexpr auto& attention_backward = NS::attention_backward TARGS;                \
-  /* matrix products */                                                                    \
-  static constexpr auto& matmul_forward = NS::matmul_forward TARGS;                        \
-  static constexpr auto& matmul_backward_input = NS::matmul_backward_input TARGS;          \
-  static constexpr auto& matmul_backward_weight = NS::matmul_backward_weight TARGS;        \
-  static constexpr auto& router_logits_forward = NS::router_logits_forward TARGS;          \
-  static constexpr auto& router_logits_backward = NS::router_logits_backward TARGS;        \
-  static constexpr auto& grouped_matmul_forward = NS::grouped_matmul_forward TARGS;        \
-  static constexpr auto& grouped_matmul_backward_input =                                   \
-      NS::grouped_matmul_backward_input TARGS;                                             \
-  static constexpr auto& grouped_matmul_backward_weight =                                  \
-      NS::grouped_matmul_backward_weight TARGS;                                            \
-  /* routers, top-k, balancing terms */                                                    \
-  static constexpr auto& softmax_forward = NS::softmax_forward TARGS;                      \
-  static constexpr auto& softmax_backward = NS::softmax_backward TARGS;                    \
-  static constexpr auto& norm_router_forward = NS::norm_router_forward TARGS;              \
-  static constexpr auto& norm_router_backward = NS::norm_router_backward TARGS;            \
-  static constexpr auto& topk_forward = NS::topk_forward TARGS;                            \
-  static constexpr auto& topk_backward = NS::topk_backward TARGS;                          \
-  static constexpr auto& expert_counts = NS::expert_counts;                                \
-  static constexpr auto& balance_loss_forward = NS::balance_loss_forward TARGS;            \
-  static constexpr auto& balance_loss_backward = NS::balance_loss_backward TARGS;          \
-  static constexpr auto& z_loss_forward = NS::z_loss_forward TARGS;                        \
-  static constexpr auto& z_loss_backward = NS::z_loss_backward TARGS;                      \
-  static constexpr auto& counts_to_float = NS::counts_to_float TARGS;                      \
-  static constexpr auto& axpy = NS::axpy TARGS;                                            \
-  static constexpr auto& pool_counts_update = NS::pool_counts_update TARGS;                \
-  /* dispatch */                                                                           \
-  static constexpr auto& dispatch_plan = NS::dispatch_plan;                                \
-  static constexpr auto& gather_rows = NS::gather_rows TARGS;                              \
-  static constexpr auto& sum_slot_rows = NS::sum_slot_rows TARGS;                          \
-  static constexpr auto& slot_to_row_values = NS::slot_to_row_values TARGS;                \
-  static constexpr auto& row_to_slot_values = NS::row_to_slot_values TARGS;                \
-  /* LM head loss */                                                                       \
+#define UNIPOOL_BIND_OPS(NS, TARGS)                                                               \
+  /* layers */                                                                                    \
+  static constexpr auto& embedding_forward = NS::embedding_forward TARGS;                         \
+  static constexpr auto& embedding_backward = NS::embedding_backward TARGS;                       \
+  static constexpr auto& rmsnorm_forward = NS::rmsnorm_forward TARGS;                             \
+  static constexpr auto& rmsnorm_backward = NS::rmsnorm_backward TARGS;                           \
+  static constexpr auto& swiglu_forward = NS::swiglu_forward TARGS;                               \
+  static constexpr auto& swiglu_backward = NS::swiglu_backward TARGS;                             \
+  static constexpr auto& scale_rows = NS::scale_rows TARGS;                                       \
+  static constexpr auto& row_dot = NS::row_dot TARGS;                                             \
+  /* attention */                                                                                 \
+  static constexpr auto& rope_forward = NS::rope_forward TARGS;                                   \
+  static constexpr auto& rope_backward = NS::rope_backward TARGS;                                 \
+  static constexpr auto& attention_forward = NS::attention_forward TARGS;                         \
+  static constexpr auto& attention_backward = NS::attention_backward TARGS;                       \
+  /* matrix products */                                                                           \
+  static constexpr auto& matmul_forward = NS::matmul_forward TARGS;                               \
+  static constexpr auto& matmul_backward_input = NS::matmul_backward_input TARGS;                 \
+  static constexpr auto& matmul_backward_weight = NS::matmul_backward_weight TARGS;               \
+  static constexpr auto& router_logits_forward = NS::router_logits_forward TARGS;                 \
+  static constexpr auto& router_logits_backward = NS::router_logits_backward TARGS;               \
+  static constexpr auto& grouped_matmul_forward = NS::grouped_matmul_forward TARGS;               \
+  static constexpr auto& grouped_matmul_backward_input = NS::grouped_matmul_backward_input TARGS; \
+  static constexpr auto& grouped_matmul_backward_weight =                                         \
+      NS::grouped_matmul_backward_weight TARGS;                                                   \
+  /* routers, top-k, balancing terms */                                                           \
+  static constexpr auto& softmax_forward = NS::softmax_forward TARGS;                             \
+  static constexpr auto& softmax_backward = NS::softmax_backward TARGS;                           \
+  static constexpr auto& norm_router_forward = NS::norm_router_forward TARGS;                     \
+  static constexpr auto& norm_router_backward = NS::norm_router_backward TARGS;                   \
+  static constexpr auto& topk_forward = NS::topk_forward TARGS;                                   \
+  static constexpr auto& topk_backward = NS::topk_backward TARGS;                                 \
+  static constexpr auto& expert_counts = NS::expert_counts;                                       \
+  static constexpr auto& balance_loss_forward = NS::balance_loss_forward TARGS;                   \
+  static constexpr auto& balance_loss_backward = NS::balance_loss_backward TARGS;                 \
+  static constexpr auto& z_loss_forward = NS::z_loss_forward TARGS;                               \
+  static constexpr auto& z_loss_backward = NS::z_loss_backward TARGS;                             \
+  static constexpr auto& counts_to_float = NS::counts_to_float TARGS;                             \
+  static constexpr auto& axpy = NS::axpy TARGS;                                                   \
+  static constexpr auto& pool_counts_update = NS::pool_counts_update TARGS;                       \
+  /* dispatch */                                                                                  \
+  static constexpr auto& dispatch_plan = NS::dispatch_plan;                                       \
+  static constexpr auto& gather_rows = NS::gather_rows TARGS;                                     \
+  static constexpr auto& sum_slot_rows = NS::sum_slot_rows TARGS;                                 \
+  static constexpr auto& slot_to_row_values = NS::slot_to_row_values TARGS;                       \
+  static constexpr auto& row_to_slot_values = NS::row_to_slot_values TARGS;                       \
+  /* LM head loss */                                                                              \
   static constexpr auto& crossentropy_forward_backward = NS::crossentropy_forward_backward TARGS;
 
 // The CPU reference: every number type is T (float for training, double for finite differences),

@@ -574,8 +574,8 @@ double Model<B>::routing_margin() const {
       if (c.router == "norm") {
         const double n = static_cast<double>(znorm[t]);
         for (int i = 0; i < R; ++i)
-          margin = std::min(
-              margin, std::fabs(static_cast<double>(z[static_cast<int64_t>(t) * R + i])) / n);
+          margin = std::min(margin,
+                            std::fabs(static_cast<double>(z[static_cast<int64_t>(t) * R + i])) / n);
       }
     }
   }

@@ -1,6 +1,7 @@
 // The model of SPEC.md §1, written once: the forward op sequence and its exact reverse, calling the
-// op list of a backend (model/backend.h). Every variant (dense, vanilla MoE, UniPool global or grouped pools,
-// softmax or NormRouter, router sharing, any top-k) is the same code reading a different Layout.
+// op list of a backend (model/backend.h). Every variant (dense, vanilla MoE, UniPool global or
+// grouped pools, softmax or NormRouter, router sharing, any top-k) is the same code reading a
+// different Layout.
 //
 // One training micro-batch:
 //   forward(inputs, targets, train=true, loss_scale)   embedding → L × [attention, FFN/MoE] →
@@ -103,31 +104,31 @@ class Model {
 
  private:
   struct LayerActivations {
-    Array<Act> x;          // [N, d] residual stream entering the layer
-    Array<Act> xn_attn;    // [N, d] RMSNorm(x)
+    Array<Act> x;            // [N, d] residual stream entering the layer
+    Array<Act> xn_attn;      // [N, d] RMSNorm(x)
     Array<Float> rstd_attn;  // [N]
-    Array<Act> qkv;        // [N, qkv_width], q and k after RoPE
-    Array<Act> att;        // [N, d] attention output before Wo
-    Array<Float> lse;      // [B, nh, T] attention log-sum-exp
-    Array<Act> h;          // [N, d] x + attention block
-    Array<Act> xn_ffn;     // [N, d] RMSNorm(h)
-    Array<Float> rstd_ffn;  // [N]
-    Array<Act> h13;        // [rows, 2F] gate|up pre-activations (rows = N dense, N·k MoE)
-    Array<Act> act;        // [rows, F] silu(g) ⊙ v (before the gate)
+    Array<Act> qkv;          // [N, qkv_width], q and k after RoPE
+    Array<Act> att;          // [N, d] attention output before Wo
+    Array<Float> lse;        // [B, nh, T] attention log-sum-exp
+    Array<Act> h;            // [N, d] x + attention block
+    Array<Act> xn_ffn;       // [N, d] RMSNorm(h)
+    Array<Float> rstd_ffn;   // [N]
+    Array<Act> h13;          // [rows, 2F] gate|up pre-activations (rows = N dense, N·k MoE)
+    Array<Act> act;          // [rows, F] silu(g) ⊙ v (before the gate)
   };
   struct MoeActivations {
-    Array<Float> z;              // [N, R] router logits
-    Array<Float> s;              // [N, R] router scores (softmax probabilities or NormRouter s)
-    Array<Float> znorm;          // [N] NormRouter ||z||
-    Array<int32_t> ids;          // [N, k]
-    Array<Float> gates;          // [N, k]
-    Array<int32_t> counts;       // [R]
-    Array<int32_t> offsets;      // [R + 1] expert-major row ranges
+    Array<Float> z;          // [N, R] router logits
+    Array<Float> s;          // [N, R] router scores (softmax probabilities or NormRouter s)
+    Array<Float> znorm;      // [N] NormRouter ||z||
+    Array<int32_t> ids;      // [N, k]
+    Array<Float> gates;      // [N, k]
+    Array<int32_t> counts;   // [R]
+    Array<int32_t> offsets;  // [R + 1] expert-major row ranges
     Array<int32_t> row_slot, slot_row;  // [N·k]
     Array<Float> row_gate;              // [N·k] gate of each expert-major row
     Array<Act> xg;                      // [N·k, d] tokens gathered expert-major
-    Array<Float> aux_grad;  // [R] d(objective)/d s[t, i], the same for every token t
-    double c = 0;           // NormRouter constant c(R, k)
+    Array<Float> aux_grad;              // [R] d(objective)/d s[t, i], the same for every token t
+    double c = 0;                       // NormRouter constant c(R, k)
   };
 
   void attention_block_forward(int l);

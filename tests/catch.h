@@ -12,7 +12,11 @@
 #ifdef UNIPOOL_CATCH3
 using Catch::Approx;
 // CHECK_THAT(message, HasSubstring("key")): Catch2 3 renamed the string matcher.
-inline auto HasSubstring(const std::string& s) { return Catch::Matchers::ContainsSubstring(s); }
+inline auto HasSubstring(const std::string& s) {
+  return Catch::Matchers::ContainsSubstring(s);
+}
 #else
-inline auto HasSubstring(const std::string& s) { return Catch::Matchers::Contains(s); }
+inline auto HasSubstring(const std::string& s) {
+  return Catch::Matchers::Contains(s);
+}
 #endif

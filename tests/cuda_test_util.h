@@ -2,10 +2,11 @@
 // bf16 vectors on the host, poisoned outputs and the comparison against the CPU oracle
 // (bitwise_equal, random_vector, nan_vector: tests/fd.h).
 //
-// Tolerances for bf16 (8 significand bits, relative rounding error <= 2^-8 ≈ 3.9e-3): an output from
-// bf16 inputs with fp32 accumulation and rounded once to bf16 is within ~4e-3 relative of the fp32
-// CPU op on the same (bf16-rounded) inputs; sums over many terms are compared relative to the same
-// sum over absolute values (the CPU's double and the GPU's fp32 accumulation round differently).
+// Tolerances for bf16 (8 significand bits, relative rounding error <= 2^-8 ≈ 3.9e-3): an output
+// from bf16 inputs with fp32 accumulation and rounded once to bf16 is within ~4e-3 relative of the
+// fp32 CPU op on the same (bf16-rounded) inputs; sums over many terms are compared relative to the
+// same sum over absolute values (the CPU's double and the GPU's fp32 accumulation round
+// differently).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -71,7 +72,8 @@ inline DeviceBuffer<float> poisoned_floats(size_t n) {
   return DeviceBuffer<float>(std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()));
 }
 inline DeviceBuffer<bf16> poisoned_bf16(size_t n) {
-  return DeviceBuffer<bf16>(to_bf16(std::vector<float>(n, std::numeric_limits<float>::quiet_NaN())));
+  return DeviceBuffer<bf16>(
+      to_bf16(std::vector<float>(n, std::numeric_limits<float>::quiet_NaN())));
 }
 inline DeviceBuffer<int32_t> poisoned_ints(size_t n) {
   return DeviceBuffer<int32_t>(std::vector<int32_t>(n, -123456789));
@@ -88,7 +90,8 @@ inline void expect_close(const std::vector<float>& got, const std::vector<float>
     const double s = std::max(std::fabs(double(want[i])), scale ? double((*scale)[i]) : 0.0);
     const double err = std::fabs(double(got[i]) - double(want[i]));
     if (!(err <= rtol * s + atol)) {
-      if (failures < 5) UNSCOPED_INFO(what << "[" << i << "]: gpu " << got[i] << " cpu " << want[i]);
+      if (failures < 5)
+        UNSCOPED_INFO(what << "[" << i << "]: gpu " << got[i] << " cpu " << want[i]);
       ++failures;
     }
   }

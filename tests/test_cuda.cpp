@@ -1,5 +1,6 @@
-// The CUDA runtime: compiled whenever nvcc is found. On a machine with a GPU it runs a kernel end to
-// end and checks the bf16 host conversions against the device's; without one it says so and skips.
+// The CUDA runtime: compiled whenever nvcc is found. On a machine with a GPU it runs a kernel end
+// to end and checks the bf16 host conversions against the device's; without one it says so and
+// skips.
 #include <cmath>
 #include <string>
 #include <cstdio>

@@ -244,9 +244,10 @@ TEST_CASE("cuda training: 50 steps of a small UniPool model track the CPU losses
                  << rc.grad_norm << " gpu " << rg.grad_norm);
     REQUIRE(diff <= 0.03 * std::fabs(rc.loss) + 0.02);
   }
-  std::printf("cuda training vs cpu: worst relative loss difference over %d steps %.4f; loss %.4f"
-              " -> %.4f (cpu), %.4f -> %.4f (gpu)\n",
-              c.train.steps, worst, first_cpu, last_cpu, first_gpu, last_gpu);
+  std::printf(
+      "cuda training vs cpu: worst relative loss difference over %d steps %.4f; loss %.4f"
+      " -> %.4f (cpu), %.4f -> %.4f (gpu)\n",
+      c.train.steps, worst, first_cpu, last_cpu, first_gpu, last_gpu);
   CHECK(last_cpu < first_cpu - 0.5);
   CHECK(last_gpu < first_gpu - 0.5);
 }
@@ -286,9 +287,10 @@ GpuRun gpu_run(const Config& c, int to, const GpuRun* resume_from = nullptr, int
 
 }  // namespace
 
-TEST_CASE("cuda training: two runs with the same seed are bitwise identical, and a resumed run "
-          "equals the uninterrupted one",
-          "[cuda][train]") {
+TEST_CASE(
+    "cuda training: two runs with the same seed are bitwise identical, and a resumed run "
+    "equals the uninterrupted one",
+    "[cuda][train]") {
   UNIPOOL_SKIP_WITHOUT_GPU();
   Config c = small_unipool_training_config();
   c.train.steps = 8;

@@ -163,8 +163,8 @@ struct Pair {
   Config shared, untied;
 };
 
-void run_pair(CpuModel<double>& model, const std::vector<int32_t>& in, const std::vector<int32_t>& tg,
-              Losses& out) {
+void run_pair(CpuModel<double>& model, const std::vector<int32_t>& in,
+              const std::vector<int32_t>& tg, Losses& out) {
   model.zero_grads();
   out = model.forward(in.data(), tg.data(), true);
   model.backward();

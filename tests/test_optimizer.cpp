@@ -65,7 +65,8 @@ TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tenso
   adamw_step(layout, p.data(), g.data(), m.data(), v.data(), copy.data(), 1, lr, scale, o);
   // The copy arena receives every updated weight (the CUDA backend's bf16 copy has this role).
   for (const ParamTensor& t : layout.tensors)
-    CHECK(std::equal(p.begin() + t.offset, p.begin() + t.offset + t.numel, copy.begin() + t.offset));
+    CHECK(
+        std::equal(p.begin() + t.offset, p.begin() + t.offset + t.numel, copy.begin() + t.offset));
   for (const ParamTensor& t : layout.tensors) {
     for (int64_t j = 0; j < t.numel; j += std::max<int64_t>(1, t.numel / 5)) {
       const int64_t i = t.offset + j;

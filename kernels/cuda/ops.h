@@ -36,7 +36,8 @@ namespace unipool::cuda {
 void embedding_forward(bf16* out, const int32_t* tokens, const float* E, int N, int d);
 // dE[v,:] += Σ_{t: tokens[t]=v} dout[t,:]                      dE [V,d] +=, summed in token order
 void embedding_backward(float* dE, const bf16* dout, const int32_t* tokens, int N, int d);
-// rstd[t] = 1/sqrt(mean x[t,:]² + eps); out = x·rstd·w          out [N,d] = (may alias x), rstd [N] =
+// rstd[t] = 1/sqrt(mean x[t,:]² + eps); out = x·rstd·w          out [N,d] = (may alias x), rstd [N]
+// =
 void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int d,
                      double eps);
 // dx [N,d] +=, dw [d] += (see kernels/cpu/layers.h)
@@ -58,7 +59,8 @@ void rope_forward(bf16* qkv, const float* cos_table, const float* sin_table, int
                   int nkv, int hd);
 void rope_backward(bf16* dqkv, const float* cos_table, const float* sin_table, int B, int T, int nh,
                    int nkv, int hd);
-// Causal GQA flash attention, the T×T matrix never materialised.  out [B·T, nh·hd] =, lse [B,nh,T] =
+// Causal GQA flash attention, the T×T matrix never materialised.  out [B·T, nh·hd] =, lse [B,nh,T]
+// =
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int nh, int nkv,
                        int hd);
 // dqkv [B·T, (nh+2·nkv)·hd] = (dK, dV summed over a KV head's query heads in a fixed order)
@@ -80,8 +82,8 @@ void matmul_backward_weight(float* dW, const bf16* dOut, const bf16* in, int N, 
 // z[N,R] = xn[N,d] · Wr[R,d]ᵀ
 void router_logits_forward(float* z, const bf16* xn, const float* Wr, int N, int d, int R);
 // dxn[N,d] += dz · Wr;   dWr[R,d] += dzᵀ · xn     (dWr summed over tokens in a fixed order)
-void router_logits_backward(bf16* dxn, float* dWr, const float* dz, const bf16* xn,
-                            const float* Wr, int N, int d, int R);
+void router_logits_backward(bf16* dxn, float* dWr, const float* dz, const bf16* xn, const float* Wr,
+                            int N, int d, int R);
 
 // Expert GEMMs over all experts of a layer in one launch, with device-side offsets: the rows
 // [offsets[e], offsets[e+1]) of the expert-major buffers belong to expert e, whose weight is
@@ -98,7 +100,7 @@ void grouped_matmul_backward_weight(float* dW, const bf16* dOut, const bf16* in,
                                     const int32_t* offsets, int rows, int E, int I, int O);
 
 // ---- routers, top-k, balancing losses (kernels/cuda/router.cu; CPU: kernels/cpu/router.h) -------
-void softmax_forward(float* s, const float* z, int N, int E);                  // s =
+void softmax_forward(float* s, const float* z, int N, int E);                     // s =
 void softmax_backward(float* dz, const float* ds, const float* s, int N, int E);  // dz =
 // s = relu(u)·σ·c, u = z/||z||; norm[t] = ||z[t,:]||; sigma: one fp32 value on the device
 void norm_router_forward(float* s, float* norm, const float* z, const float* sigma, double c, int N,
@@ -152,8 +154,8 @@ void crossentropy_forward_backward(float* losses, bf16* logits, const int32_t* t
 
 // ---- optimizer (kernels/cuda/optimizer.cu; CPU: engine/optimizer.h) ----------------------------
 // sqrt(Σ g²) over every tensor of the layout: per tensor, fixed chunks whose squares are summed in
-// double by a fixed tree, chunk partials then added in a fixed order. Waits for the result (one host
-// sync).
+// double by a fixed tree, chunk partials then added in a fixed order. Waits for the result (one
+// host sync).
 double global_grad_norm(const Layout& layout, const float* grads);
 // AdamW on every tensor (as engine/optimizer.h), fp32 master weights and moments; when copy is not
 // null it also writes the bf16 copy of every updated weight (copy has the arena's layout).

@@ -26,7 +26,9 @@ cudaStream_t stream() {
   return s;
 }
 
-void synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream())); }
+void synchronize() {
+  CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
 
 namespace {
 std::atomic<size_t> g_allocated{0}, g_peak{0};
@@ -37,8 +39,12 @@ std::string mib(size_t bytes) {
 }
 }  // namespace
 
-size_t allocated_bytes() { return g_allocated.load(); }
-size_t peak_allocated_bytes() { return g_peak.load(); }
+size_t allocated_bytes() {
+  return g_allocated.load();
+}
+size_t peak_allocated_bytes() {
+  return g_peak.load();
+}
 
 void* device_alloc(size_t bytes, const char* what) {
   void* p = nullptr;
@@ -65,7 +71,9 @@ void device_free(void* p, size_t bytes) {
   g_allocated.fetch_sub(bytes);
 }
 
-Scratch::~Scratch() { device_free(ptr_, bytes_); }
+Scratch::~Scratch() {
+  device_free(ptr_, bytes_);
+}
 
 void* Scratch::get(size_t bytes) {
   if (bytes > bytes_) {

@@ -119,8 +119,8 @@ class DeviceBuffer {
                                  std::to_string(host.size()) + " elements, buffer " +
                                  std::to_string(n_));
     if (n_ > 0) {
-      CUDA_CHECK(cudaMemcpyAsync(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice,
-                                 stream()));
+      CUDA_CHECK(
+          cudaMemcpyAsync(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice, stream()));
       synchronize();
     }
   }
@@ -128,8 +128,8 @@ class DeviceBuffer {
   std::vector<T> to_host() const {
     std::vector<T> host(n_);
     if (n_ > 0) {
-      CUDA_CHECK(cudaMemcpyAsync(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost,
-                                 stream()));
+      CUDA_CHECK(
+          cudaMemcpyAsync(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost, stream()));
       synchronize();
     }
     return host;
