@@ -41,6 +41,7 @@
 #include "model/init.h"
 #include "model/layout.h"
 #include "tests/catch.h"
+#include "tests/cuda_test_util.h"
 #include "tests/small_config.h"
 #include "tests/tempdir.h"
 
@@ -54,11 +55,11 @@ namespace {
 
 const char* const kGplPath = "/usr/share/common-licenses/GPL-3";
 
-// GPL-3 cut at blank lines into paragraph documents, byte-encoded with EOD appended.
-// Returns false (nothing written) when the file is missing.
-bool write_gpl_corpus(const std::string& prefix) {
-  if (!path_exists(kGplPath)) return false;
-  const std::string text = read_file(kGplPath);
+// A text (GPL-3 by default) cut at blank lines into paragraph documents, byte-encoded with EOD
+// appended. Returns false (nothing written) when the file is missing.
+bool write_gpl_corpus(const std::string& prefix, const std::string& source = kGplPath) {
+  if (!path_exists(source)) return false;
+  const std::string text = read_file(source);
   std::vector<std::vector<int32_t>> docs;
   std::istringstream in(text);
   std::string line, paragraph;
@@ -74,7 +75,7 @@ bool write_gpl_corpus(const std::string& prefix) {
     }
   }
   flush();
-  REQUIRE(docs.size() > 100);
+  REQUIRE(docs.size() > 30);
   data::write_megatron(prefix, docs);
   return true;
 }
@@ -851,3 +852,72 @@ TEST_CASE("gradient accumulation is the mean over micro-batches", "[train]") {
   CHECK(std::fabs(three.model.grads()[one.layout[one.layout.output].offset] -
                   one.model.grads()[one.layout[one.layout.output].offset]) > 0);
 }
+
+// ------------------------------------------------------------------------------------------------
+// 7. The same loop on the GPU (skipped without a device)
+
+#ifdef UNIPOOL_HAVE_CUDA
+TEST_CASE("cuda train: bitwise reproducible runs, bit-exact resume, checkpoints move to the CPU",
+          "[cuda][train]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  TempDir tmp;
+  // The repository's own architecture notes as a byte corpus (present on every machine).
+  const std::string corpus = tmp / "docs";
+  REQUIRE(write_gpl_corpus(corpus, UNIPOOL_SOURCE_DIR "/docs/backward.md"));
+  auto gpu_config = [&](const std::string& out) {
+    Config c = small_config("unipool", corpus, out);  // grad_accum 2: ĝ crosses micro-batches
+    c.model.d_model = 64;  // head size 32: one the GPU attention supports
+    c.model.ffn_hidden = 64;
+    c.train.backend = "cuda";
+    c.train.eval_every = 3;
+    c.train.ckpt_every = 3;
+    validate_config(c, /*check_data=*/false);
+    return c;
+  };
+  const Config a = gpu_config(tmp / "a"), b = gpu_config(tmp / "b");
+  run_train(a, {});
+  run_train(b, {});
+  const auto la = train_lines(a.train.out_dir), lb = train_lines(b.train.out_dir);
+  REQUIRE(la.size() == 6);
+  for (const auto& [step, j] : la) {
+    INFO("step " << step);
+    CHECK(lb.at(step).at("loss").get<double>() == j.at("loss").get<double>());
+    CHECK(lb.at(step).at("grad_norm").get<double>() == j.at("grad_norm").get<double>());
+  }
+  CHECK(val_losses(b.train.out_dir) == val_losses(a.train.out_dir));
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
+    INFO(f);
+    CHECK(read_file(tmp / "b/ckpt-6/" + f) == read_file(tmp / "a/ckpt-6/" + f));
+  }
+
+  // Resume from ckpt-3 into another directory: steps 4..6 and ckpt-6 equal the uninterrupted run.
+  Config r = gpu_config(tmp / "resumed");
+  TrainOptions opt;
+  opt.resume = true;
+  opt.resume_dir = tmp / "a/ckpt-3";
+  run_train(r, opt);
+  const auto lr = train_lines(r.train.out_dir);
+  REQUIRE(lr.size() == 3);
+  for (int step = 4; step <= 6; ++step) {
+    INFO("resumed, step " << step);
+    CHECK(lr.at(step).at("loss").get<double>() == la.at(step).at("loss").get<double>());
+    CHECK(lr.at(step).at("aux_loss").get<double>() == la.at(step).at("aux_loss").get<double>());
+  }
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
+    INFO("resumed " << f);
+    CHECK(read_file(tmp / "resumed/ckpt-6/" + f) == read_file(tmp / "a/ckpt-6/" + f));
+  }
+  CHECK(json::parse(read_file(tmp / "resumed/ckpt-6/state.json")).at("pool_loss") ==
+        json::parse(read_file(tmp / "a/ckpt-6/state.json")).at("pool_loss"));
+
+  // A GPU checkpoint resumes on the CPU (same tensors and names; the numbers then follow the CPU).
+  Config cpu = gpu_config(tmp / "on-cpu");
+  cpu.train.backend = "cpu";
+  opt.resume_dir = tmp / "a/ckpt-3";
+  run_train(cpu, opt);
+  const auto lc = train_lines(cpu.train.out_dir);
+  REQUIRE(lc.size() == 3);
+  CHECK(std::fabs(lc.at(4).at("loss").get<double>() - la.at(4).at("loss").get<double>()) <
+        0.03 * la.at(4).at("loss").get<double>());
+}
+#endif
