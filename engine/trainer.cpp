@@ -37,6 +37,7 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
     r.loss += losses.lm / accum;
     r.aux_loss += losses.aux / accum;
   }
+  auto phase = model.profile.scope("grad norm");
   r.grad_norm = B::global_grad_norm(layout, model.grads());
   const int next = step + 1;
   if (!std::isfinite(r.loss) || !std::isfinite(r.aux_loss) || !std::isfinite(r.grad_norm)) {
@@ -51,6 +52,7 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
     throw Error(msg.str());
   }
   r.lr = learning_rate(config.optim, config.train.steps, next);
+  phase.next("adamw");
   B::adamw_step(layout, model.params(), model.grads(), exp_avg.data(), exp_avg_sq.data(),
                 model.weight_copy(), next, r.lr, clip_factor(r.grad_norm, config.optim.grad_clip),
                 config.optim);

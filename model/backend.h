@@ -21,6 +21,7 @@
 #include "kernels/cpu/layers.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/router.h"
+#include "model/profile.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
 #include "kernels/cuda/ops.h"
@@ -91,6 +92,7 @@ struct CpuBackend {
   using Weight = T;
   static constexpr bool kWeightCopy = false;  // Weight is Param: no separate copy
   static constexpr const char* kName = "cpu";
+  using Clock = WallClock;  // ops are synchronous: phases are timed by the wall clock
 
   template <class U>
   using Array = std::vector<U>;
@@ -132,6 +134,7 @@ struct CudaBackend {
   using Weight = cuda::bf16;
   static constexpr bool kWeightCopy = true;  // AdamW writes the bf16 copy the GEMMs read
   static constexpr const char* kName = "cuda";
+  using Clock = cuda::EventClock;  // phases are timed by CUDA events on the stream
 
   template <class U>
   using Array = cuda::DeviceBuffer<U>;

@@ -261,8 +261,11 @@ Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool tra
   loss_scale_ = loss_scale;
   B::zero(aux_terms_.data(), aux_terms_.size());
 
-  B::embedding_forward(acts_[0].x.data(), tokens_.data(), param(layout_.tok_embeddings), N_,
-                       c.d_model);
+  {
+    const auto phase = profile.scope("embedding fwd");
+    B::embedding_forward(acts_[0].x.data(), tokens_.data(), param(layout_.tok_embeddings), N_,
+                         c.d_model);
+  }
   for (int l = 0; l < c.n_layer; ++l) {
     attention_block_forward(l);
     if (c.is_moe()) {
@@ -276,6 +279,7 @@ Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool tra
   have_forward_ = train;
 
   // The losses, summed on the host in a fixed order (this waits for the forward on the GPU).
+  const auto phase = profile.scope("loss readback");
   std::vector<Float> token_loss(size_t(N_), 0), aux(aux_terms_.size(), 0);
   B::download(token_loss.data(), losses_.data(), token_loss.size());
   B::download(aux.data(), aux_terms_.data(), aux.size());
@@ -296,6 +300,7 @@ void Model<B>::attention_block_forward(int l) {
   const LayerView& v = layout_.layers[l];
   LayerActivations& a = acts_[l];
   const int d = c.d_model;
+  const auto phase = profile.scope("attention fwd");
   B::rmsnorm_forward(a.xn_attn.data(), a.rstd_attn.data(), a.x.data(), param(v.attn_norm), N_, d,
                      c.norm_eps);
   B::matmul_forward(a.qkv.data(), a.xn_attn.data(), weight(v.wqkv), N_, d, c.qkv_width(), false);
@@ -316,6 +321,7 @@ void Model<B>::dense_ffn_forward(int l) {
   const LayerView& v = layout_.layers[l];
   LayerActivations& a = acts_[l];
   const int d = c.d_model, F = c.ffn_hidden;
+  const auto phase = profile.scope("dense ffn fwd");
   B::matmul_forward(a.h13.data(), a.xn_ffn.data(), weight(v.w13), N_, d, 2 * F, false);
   B::swiglu_forward(a.act.data(), a.h13.data(), N_, F);
   Act* out = LAYER_OUT(l);
@@ -338,6 +344,7 @@ void Model<B>::moe_forward(int l, bool train, double loss_scale) {
   const int rows = N_ * k;
 
   // Router: z = W_r xn in fp32 from the fp32 router weights, then scores s.
+  auto phase = profile.scope("router fwd");
   B::router_logits_forward(m.z.data(), a.xn_ffn.data(), param(v.router), N_, d, R);
   if (c.router == "norm") {
     B::norm_router_forward(m.s.data(), m.znorm.data(), m.z.data(), param(v.router_scale), m.c, N_,
@@ -350,21 +357,25 @@ void Model<B>::moe_forward(int l, bool train, double loss_scale) {
 
   // Dispatch: rows ordered by (expert, token); gather the tokens; all experts in grouped GEMMs:
   // [g; v] = W13_e x,  a = silu(g) ⊙ v,  y = W2_e (gate ⊙ a)   (the gate multiplies before W2)
+  phase.next("dispatch fwd");
   B::dispatch_plan(m.offsets.data(), m.row_slot.data(), m.slot_row.data(), m.ids.data(), N_, k, R);
   B::slot_to_row_values(m.row_gate.data(), m.gates.data(), m.row_slot.data(), rows);
   B::gather_rows(m.xg.data(), a.xn_ffn.data(), m.row_slot.data(), N_, k, d);
   Act* gated = dact_.data();  // scratch in the forward
+  phase.next("experts fwd");
   B::grouped_matmul_forward(a.h13.data(), m.xg.data(), weight(v.w13), m.offsets.data(), rows, R, d,
                             2 * F);
   B::swiglu_forward(a.act.data(), a.h13.data(), rows, F);
   B::scale_rows(gated, a.act.data(), m.row_gate.data(), rows, F);
   B::grouped_matmul_forward(ytmp_.data(), gated, weight(v.w2), m.offsets.data(), rows, R, F, d);
   // Combine: out[t] = h[t] + Σ_j y[slot (t, j)], summed in slot order.
+  phase.next("dispatch fwd");
   Act* out = LAYER_OUT(l);
   B::copy(out, a.h.data(), a.h.size());
   B::sum_slot_rows(out, ytmp_.data(), m.slot_row.data(), N_, k, d, /*accumulate=*/true);
 
   if (!train) return;
+  phase.next("balancing terms");
   // Balancing terms. Each is coeff · Σ_i w_i Σ_t s[t,i]; its gradient on s[t,i] is coeff · w_i,
   // collected (times loss_scale) in aux_grad for the backward. Values go to aux_terms[l, term].
   B::zero(m.aux_grad.data(), m.aux_grad.size());
@@ -400,6 +411,7 @@ template <class B>
 void Model<B>::lm_head(bool train, double loss_scale) {
   const ModelConfig& c = layout_.config;
   const int d = c.d_model, Vp = c.padded_vocab();
+  const auto phase = profile.scope(train ? "lm head fwd+bwd" : "lm head fwd");
   B::rmsnorm_forward(xn_final_.data(), rstd_final_.data(), x_final_.data(),
                      param(layout_.final_norm), N_, d, c.norm_eps);
   const double dloss = train ? loss_scale / N_ : 0.0;
@@ -427,9 +439,12 @@ void Model<B>::backward() {
   have_forward_ = false;
   const ModelConfig& c = layout_.config;
   const int d = c.d_model;
-  B::zero(dres_.data(), dres_.size());
-  B::rmsnorm_backward(dres_.data(), grad(layout_.final_norm), dxn_final_.data(), x_final_.data(),
-                      param(layout_.final_norm), rstd_final_.data(), N_, d);
+  {
+    const auto phase = profile.scope("norms bwd");
+    B::zero(dres_.data(), dres_.size());
+    B::rmsnorm_backward(dres_.data(), grad(layout_.final_norm), dxn_final_.data(), x_final_.data(),
+                        param(layout_.final_norm), rstd_final_.data(), N_, d);
+  }
   for (int l = c.n_layer - 1; l >= 0; --l) {
     const LayerView& v = layout_.layers[l];
     LayerActivations& a = acts_[l];
@@ -438,11 +453,14 @@ void Model<B>::backward() {
     } else {
       dense_ffn_backward(l);
     }
-    // dxn_ = dL/d RMSNorm(h): through the norm, added to the residual path → dres = dL/dh
-    B::rmsnorm_backward(dres_.data(), grad(v.ffn_norm), dxn_.data(), a.h.data(), param(v.ffn_norm),
-                        a.rstd_ffn.data(), N_, d);
+    {  // dxn_ = dL/d RMSNorm(h): through the norm, added to the residual path → dres = dL/dh
+      const auto phase = profile.scope("norms bwd");
+      B::rmsnorm_backward(dres_.data(), grad(v.ffn_norm), dxn_.data(), a.h.data(),
+                          param(v.ffn_norm), a.rstd_ffn.data(), N_, d);
+    }
     attention_block_backward(l);
   }
+  const auto phase = profile.scope("embedding bwd");
   B::embedding_backward(grad(layout_.tok_embeddings), dres_.data(), tokens_.data(), N_, d);
 }
 
@@ -452,6 +470,7 @@ void Model<B>::dense_ffn_backward(int l) {
   const LayerView& v = layout_.layers[l];
   LayerActivations& a = acts_[l];
   const int d = c.d_model, F = c.ffn_hidden;
+  const auto phase = profile.scope("dense ffn bwd");
   B::matmul_backward_input(dact_.data(), dres_.data(), weight(v.w2), N_, F, d, false);
   B::matmul_backward_weight(grad(v.w2), dres_.data(), a.act.data(), N_, F, d);
   B::swiglu_backward(dh13_.data(), dact_.data(), a.h13.data(), N_, F);
@@ -475,7 +494,9 @@ void Model<B>::moe_backward(int l) {
   const int rows = N_ * k;
   const int32_t* offsets = m.offsets.data();
 
+  auto phase = profile.scope("dispatch bwd");
   B::gather_rows(drows_.data(), dres_.data(), m.row_slot.data(), N_, k, d);  // dy for every row
+  phase.next("experts bwd");
   Act* gated = dh13_.data();  // scratch until dh13 is formed
   B::scale_rows(gated, a.act.data(), m.row_gate.data(), rows, F);
   B::grouped_matmul_backward_weight(grad(v.w2), drows_.data(), gated, offsets, rows, R, F, d);
@@ -490,9 +511,11 @@ void Model<B>::moe_backward(int l) {
                                     2 * F);
   B::grouped_matmul_backward_input(drows_.data(), dh13_.data(), weight(v.w13), offsets, rows, R, d,
                                    2 * F);
+  phase.next("dispatch bwd");
   B::sum_slot_rows(dxn_.data(), drows_.data(), m.slot_row.data(), N_, k, d, /*accumulate=*/false);
 
   // Router.
+  phase.next("router bwd");
   B::row_to_slot_values(dgate_slot, dgate_row, m.row_slot.data(), rows);
   B::zero(ds_.data(), ds_.size());
   B::balance_loss_backward(ds_.data(), m.aux_grad.data(), 1.0, N_, R);
@@ -518,6 +541,7 @@ void Model<B>::attention_block_backward(int l) {
   const LayerView& v = layout_.layers[l];
   LayerActivations& a = acts_[l];
   const int d = c.d_model;
+  const auto phase = profile.scope("attention bwd");
   B::matmul_backward_input(datt_.data(), dres_.data(), weight(v.wo), N_, d, d, false);
   B::matmul_backward_weight(grad(v.wo), dres_.data(), a.att.data(), N_, d, d);
   B::attention_backward(dqkv_.data(), datt_.data(), a.qkv.data(), a.att.data(), a.lse.data(), B_,

@@ -102,6 +102,9 @@ class Model {
   // Per-token cross-entropy of the last forward, [batch · seq_len] (a host copy).
   std::vector<Float> token_losses() const;
 
+  // Time per phase of forward and backward (off unless profile.enabled; unipool bench uses it).
+  PhaseProfile<typename Backend::Clock> profile;
+
  private:
   struct LayerActivations {
     Array<Act> x;            // [N, d] residual stream entering the layer

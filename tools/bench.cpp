@@ -1,6 +1,8 @@
 // `unipool bench`: times training steps of a config on random tokens (no data needed) and prints
 // tok/s, achieved FLOP/s (and MFU on a GPU), counting 6 × active matmul parameters + 6·L·d·T per
-// token (model/layout.h flops_per_token), and the memory the run holds.
+// token (model/layout.h flops_per_token), the memory the run holds, and the time per phase of the
+// step (model/profile.h).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -43,6 +45,8 @@ void bench_on(const Config& c, const BenchOptions& options, const std::string& b
       trainer.layout.active_parameters(false) / 1e6, c.train.micro_batch, c.model.seq_len,
       c.train.grad_accum, flops_per_token / 1e9);
   for (int i = 0; i < options.warmup; ++i) trainer.train_step(random_batch);
+  trainer.model.profile.enabled = true;  // phases are timed only in the timed steps
+  trainer.model.profile.reset();
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < options.steps; ++i) {
     const auto ts = std::chrono::steady_clock::now();
@@ -65,6 +69,18 @@ void bench_on(const Config& c, const BenchOptions& options, const std::string& b
 #endif
   }
   std::printf("\n");
+
+  // Where the time goes, per phase of the step (summed over layers and micro-batches).
+  const auto& phases = trainer.model.profile.totals();
+  double profiled = 0;
+  for (const auto& [name, seconds] : phases) profiled += seconds;
+  std::printf("phases (ms per step; %% of the profiled time):\n");
+  for (const auto& [name, seconds] : phases) {
+    std::printf("  %-18s %9.3f ms  %5.1f%%\n", name.c_str(), 1e3 * seconds / options.steps,
+                100.0 * seconds / std::max(profiled, 1e-12));
+  }
+  std::printf("  %-18s %9.3f ms (of %.3f ms per step measured)\n", "total",
+              1e3 * profiled / options.steps, 1e3 * total / options.steps);
 }
 
 }  // namespace

@@ -106,6 +106,30 @@ void memcpy_to_host(void* host_dst, const void* src, size_t bytes) {
   synchronize();
 }
 
+EventClock::~EventClock() {
+  for (cudaEvent_t e : all_) cudaEventDestroy(e);  // never throws
+}
+
+cudaEvent_t EventClock::mark() {
+  cudaEvent_t e = nullptr;
+  if (free_.empty()) {
+    CUDA_CHECK(cudaEventCreate(&e));
+    all_.push_back(e);
+  } else {
+    e = free_.back();
+    free_.pop_back();
+  }
+  CUDA_CHECK(cudaEventRecord(e, stream()));
+  return e;
+}
+
+double EventClock::seconds(cudaEvent_t a, cudaEvent_t b) {
+  CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  return ms / 1e3;
+}
+
 // out[i] = value: the smallest end-to-end check that kernels run (tests/test_cuda.cpp).
 __global__ void fill_kernel(float* out, int n, float value) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;

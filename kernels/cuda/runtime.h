@@ -168,6 +168,23 @@ void memset_zero(void* dst, size_t bytes);
 void memcpy_device(void* dst, const void* src, size_t bytes);
 void memcpy_to_device(void* dst, const void* host_src, size_t bytes);  // waits until done
 void memcpy_to_host(void* host_dst, const void* src, size_t bytes);    // waits until done
+// The GPU's clock for model/profile.h: a mark is a CUDA event recorded on stream(); events are
+// pooled and reused, seconds() waits for the later one.
+class EventClock {
+ public:
+  using Mark = cudaEvent_t;
+  EventClock() = default;
+  ~EventClock();
+  EventClock(const EventClock&) = delete;
+  EventClock& operator=(const EventClock&) = delete;
+  Mark mark();
+  double seconds(Mark a, Mark b);
+  void release(Mark m) { free_.push_back(m); }
+
+ private:
+  std::vector<cudaEvent_t> free_, all_;
+};
+
 // out[i] = value (n floats): the smallest end-to-end check that kernels run.
 void fill(float* out, int n, float value);
 
