@@ -1,4 +1,5 @@
-// Finite-difference helpers for the backward tests. Everything here runs in double precision.
+// Helpers for the op tests: finite differences for the backward tests (in double precision),
+// random inputs and comparisons shared by the CPU and GPU tests.
 #pragma once
 #include <cmath>
 #include <cstring>
@@ -84,6 +85,33 @@ bool all_finite(const std::vector<T>& v) {
     if (!std::isfinite(x)) return false;
   }
   return true;
+}
+
+// Routing ids [N,k]: k distinct experts per token, uniform in [0, E).
+using Ids = std::vector<int32_t>;
+inline Ids random_ids(int N, int k, int E, uint32_t seed) {
+  std::mt19937 gen(seed);
+  Ids ids(size_t(N) * k);
+  for (int t = 0; t < N; ++t) {
+    for (int j = 0; j < k; ++j) {
+      int32_t e;
+      bool dup;
+      do {
+        e = int32_t(gen() % uint32_t(E));
+        dup = false;
+        for (int q = 0; q < j; ++q) dup |= ids[size_t(t) * k + q] == e;
+      } while (dup);
+      ids[size_t(t) * k + j] = e;
+    }
+  }
+  return ids;
+}
+
+// Offsets [E+1] of the expert-major rows from per-expert row counts.
+inline std::vector<int32_t> offsets_from_counts(const std::vector<int32_t>& counts) {
+  std::vector<int32_t> off(counts.size() + 1, 0);
+  for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
+  return off;
 }
 
 inline std::vector<float> to_float(const Vec& v) {

@@ -37,18 +37,9 @@
 
 namespace {
 
-using unipool::cuda::bf16;
-using unipool::test::bitwise_equal;
-using unipool::test::DeviceBuffer;
-using unipool::test::expect_close;
-using unipool::test::from_bf16;
-using unipool::test::poisoned_bf16;
-using unipool::test::poisoned_floats;
-using unipool::test::random_floats;
-using unipool::test::round_to_bf16;
-using unipool::test::to_bf16;
 namespace cpu = unipool::cpu;
 namespace cuda = unipool::cuda;
+using namespace unipool::test;
 
 struct Shape {
   int B, T, nh, nkv, hd;
@@ -133,7 +124,7 @@ std::string shape_name(const Shape& s) {
 
 // Random qkv in [-2, 2) rounded to bf16 (scores with some spread: the softmax is not flat).
 std::vector<float> random_qkv(const Shape& s, uint32_t seed) {
-  return round_to_bf16(random_floats(s.qkv_size(), seed, 2.0));
+  return bf16_values(s.qkv_size(), seed, 2.0);
 }
 
 struct ForwardResult {
@@ -158,7 +149,7 @@ TEST_CASE("cuda rope forward and backward match the CPU op, v columns untouched"
     std::vector<float> cos_t(size_t(s.T) * half), sin_t(cos_t.size());
     cpu::rope_tables(cos_t.data(), sin_t.data(), s.T, s.hd, 10000.0);
     DeviceBuffer<float> d_cos(cos_t), d_sin(sin_t);
-    const std::vector<float> x = round_to_bf16(random_floats(s.qkv_size(), 7u + uint32_t(s.T)));
+    const std::vector<float> x = bf16_values(s.qkv_size(), 7u + uint32_t(s.T));
 
     for (const bool backward : {false, true}) {
       INFO((backward ? "rope_backward" : "rope_forward"));
@@ -170,7 +161,7 @@ TEST_CASE("cuda rope forward and backward match the CPU op, v columns untouched"
       }
       std::vector<std::vector<bf16>> runs;
       for (int run = 0; run < 2; ++run) {
-        DeviceBuffer<bf16> d_x(to_bf16(x));
+        DeviceBuffer<bf16> d_x = upload_bf16(x);
         if (backward) {
           cuda::rope_backward(d_x.data(), d_cos.data(), d_sin.data(), s.B, s.T, s.nh, s.nkv, s.hd);
         } else {
@@ -211,7 +202,7 @@ TEST_CASE("cuda attention forward matches the CPU op and is bitwise reproducible
     const std::vector<float> dout_unused(s.out_size(), 0.0f);
     const AbsScales a = abs_scales(s, qkv, out_ref, dout_unused);
 
-    DeviceBuffer<bf16> d_qkv(to_bf16(qkv));
+    DeviceBuffer<bf16> d_qkv = upload_bf16(qkv);
     const ForwardResult first = gpu_forward(s, d_qkv);
     const ForwardResult second = gpu_forward(s, d_qkv);
     CHECK(bitwise_equal(first.out, second.out));
@@ -229,8 +220,7 @@ TEST_CASE("cuda attention backward matches the CPU op and is bitwise reproducibl
   for (const Shape& s : kShapes) {
     INFO(shape_name(s));
     const std::vector<float> qkv = random_qkv(s, 200u + uint32_t(s.T * 7 + s.hd + s.nkv));
-    const std::vector<float> dout =
-        round_to_bf16(random_floats(s.out_size(), 300u + uint32_t(s.T + s.hd)));
+    const std::vector<float> dout = bf16_values(s.out_size(), 300u + uint32_t(s.T + s.hd));
     std::vector<float> out(s.out_size()), lse(s.lse_size());
     cpu::attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.nh, s.nkv, s.hd);
     out = round_to_bf16(out);  // the GPU's out is bf16: both sides get the same one
@@ -240,7 +230,8 @@ TEST_CASE("cuda attention backward matches the CPU op and is bitwise reproducibl
                             s.T, s.nh, s.nkv, s.hd);
     const AbsScales a = abs_scales(s, qkv, out, dout);
 
-    DeviceBuffer<bf16> d_qkv(to_bf16(qkv)), d_dout(to_bf16(dout)), d_out(to_bf16(out));
+    DeviceBuffer<bf16> d_qkv = upload_bf16(qkv), d_dout = upload_bf16(dout),
+                       d_out = upload_bf16(out);
     DeviceBuffer<float> d_lse(lse);
     std::vector<std::vector<bf16>> runs;
     for (int run = 0; run < 2; ++run) {

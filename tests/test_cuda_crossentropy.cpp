@@ -27,17 +27,9 @@
 
 namespace {
 
-using unipool::cuda::bf16;
-using unipool::cuda::DeviceBuffer;
-using unipool::test::bitwise_equal;
-using unipool::test::expect_close;
-using unipool::test::from_bf16;
-using unipool::test::poisoned_floats;
-using unipool::test::round_to_bf16;
-using unipool::test::to_bf16;
 namespace cuda = unipool::cuda;
 namespace cpu = unipool::cpu;
-using FVec = std::vector<float>;
+using namespace unipool::test;
 
 struct Problem {
   FVec logits;  // [rows, V], bf16-rounded
@@ -75,16 +67,13 @@ struct Result {
 
 // One GPU call on a fresh copy of the logits (shift = 1: one element past a 16-byte boundary).
 Result run_gpu(const Problem& p, int rows, int V, double dloss, int shift = 0) {
-  std::vector<bf16> host(size_t(shift) + p.logits.size());
-  const std::vector<bf16> bits = to_bf16(p.logits);
-  std::copy(bits.begin(), bits.end(), host.begin() + shift);
-  DeviceBuffer<bf16> d_logits(host);
+  DeviceBuffer<bf16> d_logits = shifted_copy(to_bf16(p.logits), size_t(shift));
   DeviceBuffer<int32_t> d_targets(p.targets);
   DeviceBuffer<float> d_losses = poisoned_floats(size_t(rows));
   cuda::crossentropy_forward_backward(d_losses.data(), d_logits.data() + shift, d_targets.data(),
                                       rows, V, dloss);
   const std::vector<bf16> after = d_logits.to_host();
-  return Result{d_losses.to_host(), std::vector<bf16>(after.begin() + shift, after.end())};
+  return Result{d_losses.to_host(), unshift(after, size_t(shift))};
 }
 
 void check_against_cpu(int rows, int V, double dloss, uint32_t seed) {

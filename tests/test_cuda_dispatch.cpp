@@ -26,38 +26,7 @@ namespace {
 
 namespace cpu = unipool::cpu;
 namespace cuda = unipool::cuda;
-using cuda::bf16;
-using cuda::DeviceBuffer;
-using unipool::test::bitwise_equal;
-using unipool::test::from_bf16;
-using unipool::test::poisoned_bf16;
-using unipool::test::poisoned_floats;
-using unipool::test::poisoned_ints;
-using unipool::test::random_floats;
-using unipool::test::round_to_bf16;
-using unipool::test::to_bf16;
-using FVec = std::vector<float>;
-using Ids = std::vector<int32_t>;
-
-// Routing ids [N,k], k distinct experts per token drawn uniformly from [0, E_used) (E_used < E
-// leaves experts E_used..E−1 without slots).
-Ids random_ids(int N, int k, int E_used, uint32_t seed) {
-  std::mt19937 gen(seed);
-  Ids ids(size_t(N) * k);
-  for (int t = 0; t < N; ++t) {
-    for (int j = 0; j < k; ++j) {
-      int32_t e;
-      bool dup;
-      do {
-        e = int32_t(gen() % uint32_t(E_used));
-        dup = false;
-        for (int q = 0; q < j; ++q) dup |= ids[size_t(t) * k + q] == e;
-      } while (dup);
-      ids[size_t(t) * k + j] = e;
-    }
-  }
-  return ids;
-}
+using namespace unipool::test;
 
 struct Plan {
   Ids offsets, row_slot, slot_row;
@@ -92,18 +61,6 @@ Plan gpu_plan(const Ids& ids, int N, int k, int E) {
     }
   }
   return first;
-}
-
-// First mismatches of two int arrays, for the failure message.
-int count_mismatches(const Ids& got, const Ids& want, const char* what) {
-  if (got.size() != want.size()) return -1;
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (got[i] != want[i] && bad++ < 5) {
-      UNSCOPED_INFO(what << "[" << i << "]: gpu " << got[i] << " cpu " << want[i]);
-    }
-  }
-  return bad;
 }
 
 void check_plan_equal(const Ids& ids, int N, int k, int E) {
@@ -186,18 +143,15 @@ TEST_CASE("cuda dispatch: gather_rows and sum_slot_rows equal the CPU ops bitwis
     const size_t off = size_t(c.offset);
 
     // gather: a copy of rows.
-    const FVec x = round_to_bf16(random_floats(size_t(N) * d, 212u + uint32_t(N)));
+    const FVec x = bf16_values(size_t(N) * d, 212u + uint32_t(N));
     FVec xg_ref(size_t(n) * d);
     cpu::gather_rows(xg_ref.data(), x.data(), plan.row_slot.data(), N, k, d);
-    FVec x_padded(off, 0.0f);
-    x_padded.insert(x_padded.end(), x.begin(), x.end());
-    DeviceBuffer<bf16> d_x(to_bf16(x_padded));
+    DeviceBuffer<bf16> d_x = shifted_copy(to_bf16(x), off);
     FVec first;
     for (int run = 0; run < 2; ++run) {
       DeviceBuffer<bf16> d_xg = poisoned_bf16(size_t(n) * d + off);
       cuda::gather_rows(d_xg.data() + off, d_x.data() + off, d_row_slot.data(), N, k, d);
-      FVec xg = from_bf16(d_xg.to_host());
-      xg.erase(xg.begin(), xg.begin() + std::ptrdiff_t(off));
+      const FVec xg = from_bf16(unshift(d_xg.to_host(), off));
       if (run == 0) {
         CHECK(bitwise_equal(xg, xg_ref));
         first = xg;
@@ -207,24 +161,20 @@ TEST_CASE("cuda dispatch: gather_rows and sum_slot_rows equal the CPU ops bitwis
     }
 
     // sum_slot_rows, overwrite and accumulate: the CPU's float sums rounded once to bf16.
-    const FVec y = round_to_bf16(random_floats(size_t(n) * d, 213u + uint32_t(N), 2.0));
-    const FVec acc0 = round_to_bf16(random_floats(size_t(N) * d, 214u + uint32_t(N)));
-    FVec y_padded(off, 0.0f), acc0_padded(off, 0.0f);
-    y_padded.insert(y_padded.end(), y.begin(), y.end());
-    acc0_padded.insert(acc0_padded.end(), acc0.begin(), acc0.end());
-    DeviceBuffer<bf16> d_y(to_bf16(y_padded));
+    const FVec y = bf16_values(size_t(n) * d, 213u + uint32_t(N), 2.0);
+    const FVec acc0 = bf16_values(size_t(N) * d, 214u + uint32_t(N));
+    DeviceBuffer<bf16> d_y = shifted_copy(to_bf16(y), off);
     for (bool accumulate : {false, true}) {
       INFO("accumulate " << accumulate);
       FVec out_ref = accumulate ? acc0 : FVec(size_t(N) * d, 0.0f);
       cpu::sum_slot_rows(out_ref.data(), y.data(), plan.slot_row.data(), N, k, d, accumulate);
       out_ref = round_to_bf16(out_ref);
       for (int run = 0; run < 2; ++run) {
-        DeviceBuffer<bf16> d_out = accumulate ? DeviceBuffer<bf16>(to_bf16(acc0_padded))
-                                              : poisoned_bf16(size_t(N) * d + off);
+        DeviceBuffer<bf16> d_out =
+            accumulate ? shifted_copy(to_bf16(acc0), off) : poisoned_bf16(size_t(N) * d + off);
         cuda::sum_slot_rows(d_out.data() + off, d_y.data() + off, d_slot_row.data(), N, k, d,
                             accumulate);
-        FVec out = from_bf16(d_out.to_host());
-        out.erase(out.begin(), out.begin() + std::ptrdiff_t(off));
+        const FVec out = from_bf16(unshift(d_out.to_host(), off));
         if (run == 0) {
           CHECK(bitwise_equal(out, out_ref));
           first = out;
@@ -269,7 +219,7 @@ TEST_CASE("cuda dispatch: device plan then gather and combine equal the CPU pipe
   const int N = 2049, k = 2, E = 96, d = 128;
   const Ids ids = random_ids(N, k, E, 231);
   const Plan plan = cpu_plan(ids, N, k, E);
-  const FVec x = round_to_bf16(random_floats(size_t(N) * d, 232));
+  const FVec x = bf16_values(size_t(N) * d, 232);
   FVec xg(size_t(N) * k * d), out_ref(size_t(N) * d);
   cpu::gather_rows(xg.data(), x.data(), plan.row_slot.data(), N, k, d);
   cpu::sum_slot_rows(out_ref.data(), xg.data(), plan.slot_row.data(), N, k, d, false);
@@ -278,15 +228,15 @@ TEST_CASE("cuda dispatch: device plan then gather and combine equal the CPU pipe
   DeviceBuffer<int32_t> d_ids(ids), d_offsets = poisoned_ints(E + 1),
                                     d_row_slot = poisoned_ints(size_t(N) * k),
                                     d_slot_row = poisoned_ints(size_t(N) * k);
-  DeviceBuffer<bf16> d_x(to_bf16(x)), d_xg = poisoned_bf16(size_t(N) * k * d),
-                                      d_out = poisoned_bf16(size_t(N) * d);
+  DeviceBuffer<bf16> d_x = upload_bf16(x), d_xg = poisoned_bf16(size_t(N) * k * d),
+                     d_out = poisoned_bf16(size_t(N) * d);
   cuda::dispatch_plan(d_offsets.data(), d_row_slot.data(), d_slot_row.data(), d_ids.data(), N, k,
                       E);
   cuda::gather_rows(d_xg.data(), d_x.data(), d_row_slot.data(), N, k, d);
   cuda::sum_slot_rows(d_out.data(), d_xg.data(), d_slot_row.data(), N, k, d, false);
   CHECK(d_offsets.to_host() == plan.offsets);
-  CHECK(bitwise_equal(from_bf16(d_xg.to_host()), xg));
-  CHECK(bitwise_equal(from_bf16(d_out.to_host()), out_ref));
+  CHECK(bitwise_equal(download(d_xg), xg));
+  CHECK(bitwise_equal(download(d_out), out_ref));
 }
 
 #endif  // UNIPOOL_HAVE_CUDA

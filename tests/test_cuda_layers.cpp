@@ -26,53 +26,14 @@
 
 namespace {
 
-using unipool::cuda::bf16;
-using unipool::cuda::DeviceBuffer;
-using unipool::test::bitwise_equal;
-using unipool::test::expect_close;
-using unipool::test::from_bf16;
-using unipool::test::poisoned_bf16;
-using unipool::test::poisoned_floats;
-using unipool::test::random_floats;
-using unipool::test::round_to_bf16;
-using unipool::test::to_bf16;
 namespace cuda = unipool::cuda;
 namespace cpu = unipool::cpu;
-using FVec = std::vector<float>;
+using namespace unipool::test;
 
 constexpr int kRowCounts[] = {37, 301};    // not multiples of the warp/block/chunk sizes
 constexpr int kWidths[] = {768, 96, 100};  // vector path (768, 96: partial warp), scalar path (100)
 constexpr double kBf16Rtol = 4e-3;         // 2 × the bf16 rounding
 constexpr double kSumRtol = 1e-5;          // fp32 vs double sums, relative to Σ|terms|
-
-// Random values already rounded to bf16 (what the GPU reads), uniform in [-scale, scale).
-FVec bf16_values(size_t n, uint32_t seed, double scale = 1.0) {
-  return round_to_bf16(random_floats(n, seed, scale));
-}
-DeviceBuffer<bf16> upload_bf16(const FVec& v) {
-  return DeviceBuffer<bf16>(to_bf16(v));
-}
-FVec download(const DeviceBuffer<bf16>& b) {
-  return from_bf16(b.to_host());
-}
-
-FVec abs_of(const FVec& v) {
-  FVec r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = std::fabs(v[i]);
-  return r;
-}
-
-// A device copy of v starting one element past a 16-byte boundary: forces the scalar path.
-template <typename T>
-DeviceBuffer<T> shifted_copy(const std::vector<T>& v) {
-  std::vector<T> h(v.size() + 1);
-  std::copy(v.begin(), v.end(), h.begin() + 1);
-  return DeviceBuffer<T>(h);
-}
-template <typename T>
-std::vector<T> unshift(const std::vector<T>& h) {
-  return std::vector<T>(h.begin() + 1, h.end());
-}
 
 // Tokens in [0, V): about a third drawn from {0..9} (many repeats), the rest uniform; includes V-1.
 std::vector<int32_t> random_tokens(int N, int V, uint32_t seed) {

@@ -33,24 +33,15 @@ namespace {
 
 namespace cpu = unipool::cpu;
 namespace cuda = unipool::cuda;
-using cuda::bf16;
-using cuda::DeviceBuffer;
-using unipool::test::bitwise_equal;
-using unipool::test::from_bf16;
-using unipool::test::poisoned_bf16;
-using unipool::test::random_floats;
-using unipool::test::round_to_bf16;
-using unipool::test::to_bf16;
+using namespace unipool::test;
 using DVec = std::vector<double>;
-using FVec = std::vector<float>;
 
+// The CPU oracle runs in double: v, and |v| (the sums over absolute values), as doubles.
 DVec to_double(const FVec& v) {
   return DVec(v.begin(), v.end());
 }
-DVec abs_of(const FVec& v) {
-  DVec r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = std::fabs(double(v[i]));
-  return r;
+DVec abs_double(const FVec& v) {
+  return to_double(abs_of(v));
 }
 
 constexpr double kBf16Rel = 4e-3, kBf16Sum = 5e-4;
@@ -95,36 +86,34 @@ TEST_CASE("cuda matmul_forward and matmul_backward_input match the CPU op, bitwi
   for (const DenseShape s : kDenseShapes) {
     for (const int N : kDenseRows) {
       const int I = s.I, O = s.O;
-      const FVec in = round_to_bf16(random_floats(size_t(N) * I, ++seed));
-      const FVec W = round_to_bf16(random_floats(size_t(O) * I, ++seed));
-      const FVec dOut = round_to_bf16(random_floats(size_t(N) * O, ++seed));
-      DeviceBuffer<bf16> d_in(to_bf16(in)), d_W(to_bf16(W)), d_dOut(to_bf16(dOut));
+      const FVec in = bf16_values(size_t(N) * I, ++seed);
+      const FVec W = bf16_values(size_t(O) * I, ++seed);
+      const FVec dOut = bf16_values(size_t(N) * O, ++seed);
+      DeviceBuffer<bf16> d_in = upload_bf16(in), d_W = upload_bf16(W), d_dOut = upload_bf16(dOut);
       for (const bool accumulate : {false, true}) {
         INFO("N " << N << " I " << I << " O " << O << " accumulate " << accumulate);
-        const FVec out0 = round_to_bf16(random_floats(size_t(N) * O, ++seed, 4.0));
-        const FVec dIn0 = round_to_bf16(random_floats(size_t(N) * I, ++seed, 4.0));
+        const FVec out0 = bf16_values(size_t(N) * O, ++seed, 4.0);
+        const FVec dIn0 = bf16_values(size_t(N) * I, ++seed, 4.0);
 
         // CPU oracle in double on the same inputs, and the sums over absolute values.
         DVec want_out = accumulate ? to_double(out0) : DVec(out0.size(), 0.0);
-        DVec sum_out = accumulate ? abs_of(out0) : DVec(out0.size(), 0.0);
+        DVec sum_out = accumulate ? abs_double(out0) : DVec(out0.size(), 0.0);
         cpu::matmul_forward(want_out.data(), to_double(in).data(), to_double(W).data(), N, I, O,
                             accumulate);
-        cpu::matmul_forward(sum_out.data(), abs_of(in).data(), abs_of(W).data(), N, I, O,
+        cpu::matmul_forward(sum_out.data(), abs_double(in).data(), abs_double(W).data(), N, I, O,
                             accumulate);
         DVec want_dIn = accumulate ? to_double(dIn0) : DVec(dIn0.size(), 0.0);
-        DVec sum_dIn = accumulate ? abs_of(dIn0) : DVec(dIn0.size(), 0.0);
+        DVec sum_dIn = accumulate ? abs_double(dIn0) : DVec(dIn0.size(), 0.0);
         cpu::matmul_backward_input(want_dIn.data(), to_double(dOut).data(), to_double(W).data(), N,
                                    I, O, accumulate);
-        cpu::matmul_backward_input(sum_dIn.data(), abs_of(dOut).data(), abs_of(W).data(), N, I, O,
-                                   accumulate);
+        cpu::matmul_backward_input(sum_dIn.data(), abs_double(dOut).data(), abs_double(W).data(), N,
+                                   I, O, accumulate);
 
         std::vector<bf16> first_out, first_dIn;
         for (int run = 0; run < 2; ++run) {
-          DeviceBuffer<bf16> d_out =
-              accumulate ? DeviceBuffer<bf16>(to_bf16(out0)) : poisoned_bf16(out0.size());
+          DeviceBuffer<bf16> d_out = accumulate ? upload_bf16(out0) : poisoned_bf16(out0.size());
           cuda::matmul_forward(d_out.data(), d_in.data(), d_W.data(), N, I, O, accumulate);
-          DeviceBuffer<bf16> d_dIn =
-              accumulate ? DeviceBuffer<bf16>(to_bf16(dIn0)) : poisoned_bf16(dIn0.size());
+          DeviceBuffer<bf16> d_dIn = accumulate ? upload_bf16(dIn0) : poisoned_bf16(dIn0.size());
           cuda::matmul_backward_input(d_dIn.data(), d_dOut.data(), d_W.data(), N, I, O, accumulate);
           const std::vector<bf16> out = d_out.to_host(), dIn = d_dIn.to_host();
           if (run == 0) {
@@ -150,14 +139,15 @@ TEST_CASE("cuda matmul_backward_weight accumulates into fp32 like the CPU op, bi
     for (const int N : kDenseRows) {
       const int I = s.I, O = s.O;
       INFO("N " << N << " I " << I << " O " << O);
-      const FVec in = round_to_bf16(random_floats(size_t(N) * I, ++seed));
-      const FVec dOut = round_to_bf16(random_floats(size_t(N) * O, ++seed));
+      const FVec in = bf16_values(size_t(N) * I, ++seed);
+      const FVec dOut = bf16_values(size_t(N) * O, ++seed);
       const FVec dW0 = random_floats(size_t(O) * I, ++seed, 4.0);
-      DeviceBuffer<bf16> d_in(to_bf16(in)), d_dOut(to_bf16(dOut));
-      DVec want = to_double(dW0), sum_abs = abs_of(dW0);
+      DeviceBuffer<bf16> d_in = upload_bf16(in), d_dOut = upload_bf16(dOut);
+      DVec want = to_double(dW0), sum_abs = abs_double(dW0);
       cpu::matmul_backward_weight(want.data(), to_double(dOut).data(), to_double(in).data(), N, I,
                                   O);
-      cpu::matmul_backward_weight(sum_abs.data(), abs_of(dOut).data(), abs_of(in).data(), N, I, O);
+      cpu::matmul_backward_weight(sum_abs.data(), abs_double(dOut).data(), abs_double(in).data(), N,
+                                  I, O);
       FVec first;
       for (int run = 0; run < 2; ++run) {
         DeviceBuffer<float> d_dW(dW0);
@@ -178,21 +168,21 @@ TEST_CASE("cuda dense matmuls with empty sizes: N = 0 is a no-op, an empty sum w
           "[cuda]") {
   UNIPOOL_SKIP_WITHOUT_GPU();
   const int I = 64, O = 32;
-  const FVec sentinel = round_to_bf16(random_floats(size_t(4) * O, 1));
-  DeviceBuffer<bf16> d_in(to_bf16(FVec(size_t(4) * I, 1.0f))),
-      d_W(to_bf16(FVec(size_t(O) * I, 1.0f)));
-  DeviceBuffer<bf16> d_out(to_bf16(sentinel));
+  const FVec sentinel = bf16_values(size_t(4) * O, 1);
+  DeviceBuffer<bf16> d_in = upload_bf16(FVec(size_t(4) * I, 1.0f)),
+                     d_W = upload_bf16(FVec(size_t(O) * I, 1.0f));
+  DeviceBuffer<bf16> d_out = upload_bf16(sentinel);
   cuda::matmul_forward(d_out.data(), d_in.data(), d_W.data(), 0, I, O, false);
   cuda::matmul_backward_input(d_out.data(), d_in.data(), d_W.data(), 0, O, I, false);
-  CHECK(from_bf16(d_out.to_host()) == sentinel);
+  CHECK(download(d_out) == sentinel);
   DeviceBuffer<float> d_dW(FVec(size_t(O) * I, 3.0f));
   cuda::matmul_backward_weight(d_dW.data(), d_in.data(), d_in.data(), 0, I, O);
   CHECK(d_dW.to_host() == FVec(size_t(O) * I, 3.0f));
   // I = 0: out[4,O] = empty sum = 0 (overwrite), += leaves it alone.
   cuda::matmul_forward(d_out.data(), d_in.data(), d_W.data(), 4, 0, O, true);
-  CHECK(from_bf16(d_out.to_host()) == sentinel);
+  CHECK(download(d_out) == sentinel);
   cuda::matmul_forward(d_out.data(), d_in.data(), d_W.data(), 4, 0, O, false);
-  CHECK(from_bf16(d_out.to_host()) == FVec(sentinel.size(), 0.0f));
+  CHECK(download(d_out) == FVec(sentinel.size(), 0.0f));
 }
 
 namespace {
@@ -214,30 +204,30 @@ TEST_CASE("cuda router_logits forward and backward match the CPU op, bitwise rep
   for (const RouterShape s : kRouterShapes) {
     const int N = s.N, d = s.d, R = s.R;
     INFO("N " << N << " d " << d << " R " << R);
-    const FVec xn = round_to_bf16(random_floats(size_t(N) * d, ++seed));  // bf16 on the GPU
-    const FVec Wr = random_floats(size_t(R) * d, ++seed);                 // fp32 master weights
+    const FVec xn = bf16_values(size_t(N) * d, ++seed);    // bf16 on the GPU
+    const FVec Wr = random_floats(size_t(R) * d, ++seed);  // fp32 master weights
     const FVec dz = random_floats(size_t(N) * R, ++seed);
-    const FVec dxn0 = round_to_bf16(random_floats(size_t(N) * d, ++seed, 4.0));
+    const FVec dxn0 = bf16_values(size_t(N) * d, ++seed, 4.0);
     const FVec dWr0 = random_floats(size_t(R) * d, ++seed, 4.0);
-    DeviceBuffer<bf16> d_xn(to_bf16(xn));
+    DeviceBuffer<bf16> d_xn = upload_bf16(xn);
     DeviceBuffer<float> d_Wr(Wr), d_dz(dz);
 
     DVec want_z(size_t(N) * R), sum_z(size_t(N) * R);
     cpu::router_logits_forward(want_z.data(), to_double(xn).data(), to_double(Wr).data(), N, d, R);
-    cpu::router_logits_forward(sum_z.data(), abs_of(xn).data(), abs_of(Wr).data(), N, d, R);
+    cpu::router_logits_forward(sum_z.data(), abs_double(xn).data(), abs_double(Wr).data(), N, d, R);
     DVec want_dxn = to_double(dxn0), want_dWr = to_double(dWr0);
     cpu::router_logits_backward(want_dxn.data(), want_dWr.data(), to_double(dz).data(),
                                 to_double(xn).data(), to_double(Wr).data(), N, d, R);
-    DVec sum_dxn = abs_of(dxn0), sum_dWr = abs_of(dWr0);
-    cpu::router_logits_backward(sum_dxn.data(), sum_dWr.data(), abs_of(dz).data(),
-                                abs_of(xn).data(), abs_of(Wr).data(), N, d, R);
+    DVec sum_dxn = abs_double(dxn0), sum_dWr = abs_double(dWr0);
+    cpu::router_logits_backward(sum_dxn.data(), sum_dWr.data(), abs_double(dz).data(),
+                                abs_double(xn).data(), abs_double(Wr).data(), N, d, R);
 
     FVec first_z, first_dWr;
     std::vector<bf16> first_dxn;
     for (int run = 0; run < 2; ++run) {
-      DeviceBuffer<float> d_z = unipool::test::poisoned_floats(size_t(N) * R);
+      DeviceBuffer<float> d_z = poisoned_floats(size_t(N) * R);
       cuda::router_logits_forward(d_z.data(), d_xn.data(), d_Wr.data(), N, d, R);
-      DeviceBuffer<bf16> d_dxn(to_bf16(dxn0));
+      DeviceBuffer<bf16> d_dxn = upload_bf16(dxn0);
       DeviceBuffer<float> d_dWr(dWr0);
       cuda::router_logits_backward(d_dxn.data(), d_dWr.data(), d_dz.data(), d_xn.data(),
                                    d_Wr.data(), N, d, R);
@@ -292,12 +282,6 @@ std::vector<int32_t> one_expert_counts(int E, int expert, int rows) {
   return counts;
 }
 
-std::vector<int32_t> offsets_of(const std::vector<int32_t>& counts) {
-  std::vector<int32_t> off(counts.size() + 1, 0);
-  for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
-  return off;
-}
-
 struct Split {
   std::string name;
   std::vector<int32_t> counts;
@@ -333,35 +317,35 @@ TEST_CASE("cuda grouped matmuls match the CPU op for E = 96 and E = 8, bitwise r
   for (const int E : {96, 8}) {
     for (const GroupedShape s : kGroupedShapes) {
       const int I = s.I, O = s.O;
-      const FVec W = round_to_bf16(random_floats(size_t(E) * O * I, ++seed));
-      const DVec W_d = to_double(W), W_abs = abs_of(W);
-      DeviceBuffer<bf16> d_W(to_bf16(W));
+      const FVec W = bf16_values(size_t(E) * O * I, ++seed);
+      const DVec W_d = to_double(W), W_abs = abs_double(W);
+      DeviceBuffer<bf16> d_W = upload_bf16(W);
       for (const Split& split : splits_for(E)) {
-        const std::vector<int32_t> off = offsets_of(split.counts);
+        const std::vector<int32_t> off = offsets_from_counts(split.counts);
         const int rows = off[size_t(E)];
         INFO("E " << E << " I " << I << " O " << O << " split: " << split.name << " (rows " << rows
                   << ")");
-        const FVec in = round_to_bf16(random_floats(size_t(rows) * I, ++seed));
-        const FVec dOut = round_to_bf16(random_floats(size_t(rows) * O, ++seed));
+        const FVec in = bf16_values(size_t(rows) * I, ++seed);
+        const FVec dOut = bf16_values(size_t(rows) * O, ++seed);
         const FVec dW0 = random_floats(size_t(E) * O * I, ++seed, 4.0);
-        DeviceBuffer<bf16> d_in(to_bf16(in)), d_dOut(to_bf16(dOut));
+        DeviceBuffer<bf16> d_in = upload_bf16(in), d_dOut = upload_bf16(dOut);
         DeviceBuffer<int32_t> d_off(off);
 
         DVec want_out(size_t(rows) * O), sum_out(size_t(rows) * O);
         cpu::grouped_matmul_forward(want_out.data(), to_double(in).data(), W_d.data(), off.data(),
                                     rows, E, I, O);
-        cpu::grouped_matmul_forward(sum_out.data(), abs_of(in).data(), W_abs.data(), off.data(),
+        cpu::grouped_matmul_forward(sum_out.data(), abs_double(in).data(), W_abs.data(), off.data(),
                                     rows, E, I, O);
         DVec want_dIn(size_t(rows) * I), sum_dIn(size_t(rows) * I);
         cpu::grouped_matmul_backward_input(want_dIn.data(), to_double(dOut).data(), W_d.data(),
                                            off.data(), rows, E, I, O);
-        cpu::grouped_matmul_backward_input(sum_dIn.data(), abs_of(dOut).data(), W_abs.data(),
+        cpu::grouped_matmul_backward_input(sum_dIn.data(), abs_double(dOut).data(), W_abs.data(),
                                            off.data(), rows, E, I, O);
-        DVec want_dW = to_double(dW0), sum_dW = abs_of(dW0);
+        DVec want_dW = to_double(dW0), sum_dW = abs_double(dW0);
         cpu::grouped_matmul_backward_weight(want_dW.data(), to_double(dOut).data(),
                                             to_double(in).data(), off.data(), rows, E, I, O);
-        cpu::grouped_matmul_backward_weight(sum_dW.data(), abs_of(dOut).data(), abs_of(in).data(),
-                                            off.data(), rows, E, I, O);
+        cpu::grouped_matmul_backward_weight(sum_dW.data(), abs_double(dOut).data(),
+                                            abs_double(in).data(), off.data(), rows, E, I, O);
 
         std::vector<bf16> first_out, first_dIn;
         FVec first_dW;
@@ -410,15 +394,16 @@ TEST_CASE("cuda grouped matmuls: zero rows is a no-op, I or O not a multiple of 
   UNIPOOL_SKIP_WITHOUT_GPU();
   const int E = 4, I = 16, O = 24;
   DeviceBuffer<int32_t> d_zero(std::vector<int32_t>(E + 1, 0));
-  DeviceBuffer<bf16> d_W(to_bf16(FVec(size_t(E) * O * I, 1.0f)));
-  DeviceBuffer<bf16> d_rows(to_bf16(FVec(size_t(8) * O, 2.0f)));  // big enough for any [8, ≤24]
+  DeviceBuffer<bf16> d_W = upload_bf16(FVec(size_t(E) * O * I, 1.0f));
+  // big enough for any [8, ≤24]
+  DeviceBuffer<bf16> d_rows = upload_bf16(FVec(size_t(8) * O, 2.0f));
   DeviceBuffer<float> d_dW(FVec(size_t(E) * O * I, 3.0f));
   cuda::grouped_matmul_forward(d_rows.data(), d_rows.data(), d_W.data(), d_zero.data(), 0, E, I, O);
   cuda::grouped_matmul_backward_input(d_rows.data(), d_rows.data(), d_W.data(), d_zero.data(), 0, E,
                                       I, O);
   cuda::grouped_matmul_backward_weight(d_dW.data(), d_rows.data(), d_rows.data(), d_zero.data(), 0,
                                        E, I, O);
-  CHECK(from_bf16(d_rows.to_host()) == FVec(size_t(8) * O, 2.0f));
+  CHECK(download(d_rows) == FVec(size_t(8) * O, 2.0f));
   CHECK(d_dW.to_host() == FVec(size_t(E) * O * I, 3.0f));
 
   CHECK_THROWS_AS(cuda::grouped_matmul_forward(d_rows.data(), d_rows.data(), d_W.data(),

@@ -30,15 +30,8 @@ using unipool::Layout;
 using unipool::ModelConfig;
 using unipool::OptimConfig;
 using unipool::ParamTensor;
-using unipool::cuda::bf16;
-using unipool::cuda::DeviceBuffer;
-using unipool::test::bitwise_equal;
-using unipool::test::expect_close;
-using unipool::test::from_bf16;
-using unipool::test::poisoned_bf16;
-using unipool::test::random_floats;
 namespace cuda = unipool::cuda;
-using FVec = std::vector<float>;
+using namespace unipool::test;
 
 // A small UniPool layout: tensors of 1 element (router scale), partial chunks and several chunks of
 // the GPU's 32768 (tok_embeddings [1024, 64], pool w13 [8, 192, 64], w2 [8, 64, 96]).
@@ -225,7 +218,7 @@ TEST_CASE("cuda float_to_bf16_copy and bf16_to_float_copy equal the host convers
       }
       CHECK(bad == 0);
 
-      DeviceBuffer<float> d_f = unipool::test::poisoned_floats(x.size());
+      DeviceBuffer<float> d_f = poisoned_floats(x.size());
       cuda::bf16_to_float_copy(d_f.data() + shift, d_b.data() + shift, n);
       const FVec f = d_f.to_host();
       bad = 0;

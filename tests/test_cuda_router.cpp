@@ -30,25 +30,12 @@ namespace {
 
 namespace cpu = unipool::cpu;
 namespace cuda = unipool::cuda;
-using cuda::DeviceBuffer;
-using unipool::test::bitwise_equal;
-using unipool::test::expect_close;
-using unipool::test::poisoned_floats;
-using unipool::test::poisoned_ints;
-using unipool::test::random_floats;
-using FVec = std::vector<float>;
-using Ids = std::vector<int32_t>;
+using namespace unipool::test;
 
 constexpr double kRtol = 1e-5;
 constexpr double kAtol = 1e-7;
 constexpr int kRowCounts[] = {1, 37, 1000, 4099};
 constexpr int kWidths[] = {8, 96, 200};
-
-FVec abs_of(const FVec& v) {
-  FVec r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = std::fabs(v[i]);
-  return r;
-}
 
 // Scores with many exact ties: values from {0, 1/6, …, 5/6}, and one row in 5 of NormRouter shape
 // (about half the entries exactly 0). Row 0 is all zero (every choice is a tie).
@@ -64,25 +51,6 @@ FVec tied_scores(int N, int E, uint32_t seed) {
     }
   }
   return s;
-}
-
-// Routing ids [N,k], k distinct experts per token, uniform.
-Ids random_ids(int N, int k, int E, uint32_t seed) {
-  std::mt19937 gen(seed);
-  Ids ids(size_t(N) * k);
-  for (int t = 0; t < N; ++t) {
-    for (int j = 0; j < k; ++j) {
-      int32_t e;
-      bool dup;
-      do {
-        e = int32_t(gen() % uint32_t(E));
-        dup = false;
-        for (int q = 0; q < j; ++q) dup |= ids[size_t(t) * k + q] == e;
-      } while (dup);
-      ids[size_t(t) * k + j] = e;
-    }
-  }
-  return ids;
 }
 
 }  // namespace
@@ -260,13 +228,7 @@ TEST_CASE("cuda router: top-k forward equals the CPU op, ties to the lower index
         const Ids ids = d_ids.to_host();
         const FVec gates = d_gates.to_host();
         if (run == 0) {
-          int mismatches = 0;
-          for (size_t i = 0; i < ids.size(); ++i) {
-            if (ids[i] != ids_ref[i] && mismatches++ < 5) {
-              UNSCOPED_INFO("ids[" << i << "]: gpu " << ids[i] << " cpu " << ids_ref[i]);
-            }
-          }
-          CHECK(mismatches == 0);
+          CHECK(count_mismatches(ids, ids_ref, "ids") == 0);
           if (renorm) {
             expect_close(gates, gates_ref, "gates", 1e-6, 0.0);
           } else {

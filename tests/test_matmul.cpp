@@ -15,19 +15,13 @@ namespace cpu = unipool::cpu;
 using unipool::test::all_finite;
 using unipool::test::check_gradient;
 using unipool::test::nan_vector;
+using unipool::test::offsets_from_counts;
 using unipool::test::random_vector;
 using unipool::test::to_float;
 using unipool::test::Vec;
 using unipool::test::weighted_sum;
 
 namespace {
-
-// Offsets [E+1] from per-expert row counts.
-std::vector<int32_t> offsets_from_counts(const std::vector<int32_t>& counts) {
-  std::vector<int32_t> off(counts.size() + 1, 0);
-  for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
-  return off;
-}
 
 // The splits every grouped test runs: empty experts first, inside and last; one expert with all
 // rows (in the middle, then first, then last); a single expert.

@@ -23,7 +23,9 @@
 namespace cpu = unipool::cpu;
 using unipool::test::all_finite;
 using unipool::test::check_gradient;
+using unipool::test::Ids;
 using unipool::test::nan_vector;
+using unipool::test::random_ids;
 using unipool::test::random_vector;
 using unipool::test::to_float;
 using unipool::test::Vec;
@@ -31,8 +33,6 @@ using unipool::test::weighted_sum;
 using unipool::test::with_thread_counts;
 
 namespace {
-
-using Ids = std::vector<int32_t>;
 
 // Router logits with mixed signs and |z| >= 0.05 (no u at or near 0).
 Vec logits_away_from_zero(size_t n, uint32_t seed) {
@@ -64,25 +64,6 @@ Ids reference_topk(const Vec& s, int N, int E, int k) {
     std::stable_sort(order.begin(), order.end(),
                      [&](int a, int b) { return s[size_t(t) * E + a] > s[size_t(t) * E + b]; });
     for (int j = 0; j < k; ++j) ids[size_t(t) * k + j] = order[j];
-  }
-  return ids;
-}
-
-// Routing ids [N,k] with k distinct experts per token.
-Ids random_ids(int N, int k, int E, uint32_t seed) {
-  std::mt19937 gen(seed);
-  Ids ids(size_t(N) * k);
-  for (int t = 0; t < N; ++t) {
-    for (int j = 0; j < k; ++j) {
-      int32_t e;
-      bool dup;
-      do {
-        e = int32_t(gen() % uint32_t(E));
-        dup = false;
-        for (int q = 0; q < j; ++q) dup |= ids[size_t(t) * k + q] == e;
-      } while (dup);
-      ids[size_t(t) * k + j] = e;
-    }
   }
   return ids;
 }

@@ -28,11 +28,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 
@@ -355,8 +355,8 @@ __global__ void __launch_bounds__(kThreads)
       float mx = m_run[rh];
 #pragma unroll
       for (int nt = 0; nt < NT_S; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * rh], s[nt][2 * rh + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // max over the row's quad
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 1));  // max over the row's quad
+      mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, 2));
       const float m_use = mx == -INFINITY ? 0.0f : mx;  // a fully masked row stays all zero
       const float corr = exp2f(m_run[rh] - m_use);      // 0 on the first tile (m_run = -inf)
       m_run[rh] = mx;
@@ -385,8 +385,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int rh = 0; rh < 2; ++rh) {
     float l = l_run[rh];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);  // sum over the row's quad, fixed order
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    l += __shfl_xor_sync(kFullMask, l, 1);  // sum over the row's quad, fixed order
+    l += __shfl_xor_sync(kFullMask, l, 2);
     const int row = q0 + warp * 16 + gid + rh * 8;
     if (row < T) {
       const float inv = 1.0f / l;
@@ -426,8 +426,7 @@ __global__ void attention_backward_delta_kernel(float* __restrict__ D,
     const float2 o = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(out + off + i));
     sum += a.x * o.x + a.y * o.y;
   }
-#pragma unroll
-  for (int k = 16; k > 0; k >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, k);
+  sum = warp_sum(sum);
   if (lane == 0) {
     const int64_t b = row / T, t = row % T;
     D[(b * nh + h) * T + t] = sum;
@@ -704,8 +703,7 @@ void check_attention_args(const char* op, int B, int T, int nh, int nkv, int hd)
 }
 
 void check_aligned16(const void* p, const char* op, const char* what) {
-  check(reinterpret_cast<uintptr_t>(p) % 16 == 0,
-        std::string(op) + ": " + what + " must be 16-byte aligned (cp.async)");
+  check(aligned16(p), std::string(op) + ": " + what + " must be 16-byte aligned (cp.async)");
 }
 
 // Opts a kernel into more than 48 KiB of dynamic shared memory when it needs it.
@@ -722,7 +720,7 @@ void launch_attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int
                               int nkv) {
   using Tiles = AttnTiles<HD>;
   set_smem(attention_forward_kernel<HD>, Tiles::kFwdSmem);
-  const dim3 grid(unsigned((T + Tiles::kFwdBM - 1) / Tiles::kFwdBM), unsigned(nh), unsigned(B));
+  const dim3 grid(unsigned(ceil_div(T, Tiles::kFwdBM)), unsigned(nh), unsigned(B));
   attention_forward_kernel<HD>
       <<<grid, kThreads, Tiles::kFwdSmem, stream()>>>(out, lse, qkv, T, nh, nkv);
   CUDA_CHECK_LAUNCH("attention_forward_kernel");
@@ -733,13 +731,13 @@ void launch_attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, co
                                const float* D, int B, int T, int nh, int nkv) {
   using Tiles = AttnTiles<HD>;
   set_smem(attention_backward_dkdv_kernel<HD>, Tiles::kKvSmem);
-  const dim3 grid_kv(unsigned((T + Tiles::kKvBKV - 1) / Tiles::kKvBKV), unsigned(nkv), unsigned(B));
+  const dim3 grid_kv(unsigned(ceil_div(T, Tiles::kKvBKV)), unsigned(nkv), unsigned(B));
   attention_backward_dkdv_kernel<HD>
       <<<grid_kv, kThreads, Tiles::kKvSmem, stream()>>>(dqkv, dout, qkv, lse, D, T, nh, nkv);
   CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");
 
   set_smem(attention_backward_dq_kernel<HD>, Tiles::kDqSmem);
-  const dim3 grid_q(unsigned((T + Tiles::kDqBM - 1) / Tiles::kDqBM), unsigned(nh), unsigned(B));
+  const dim3 grid_q(unsigned(ceil_div(T, Tiles::kDqBM)), unsigned(nh), unsigned(B));
   attention_backward_dq_kernel<HD>
       <<<grid_q, kThreads, Tiles::kDqSmem, stream()>>>(dqkv, dout, qkv, lse, D, T, nh, nkv);
   CUDA_CHECK_LAUNCH("attention_backward_dq_kernel");
@@ -757,9 +755,8 @@ void launch_rope(bf16* qkv, const float* cos_table, const float* sin_table, int 
   const int64_t n = int64_t(B) * T * nrot * half;
   if (n == 0) return;
   const int64_t C = int64_t(nh + 2 * nkv) * hd;
-  const int64_t blocks = std::min<int64_t>((n + kRopeThreads - 1) / kRopeThreads, int64_t(1) << 20);
-  rope_kernel<kBackward><<<unsigned(blocks), kRopeThreads, 0, stream()>>>(qkv, cos_table, sin_table,
-                                                                          T, nrot, C, half, n);
+  rope_kernel<kBackward><<<grid_stride_blocks(n, kRopeThreads), kRopeThreads, 0, stream()>>>(
+      qkv, cos_table, sin_table, T, nrot, C, half, n);
   CUDA_CHECK_LAUNCH("rope_kernel");
 }
 
@@ -806,7 +803,7 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   const int64_t rows = int64_t(B) * T * nh;  // one D value per (b, h, t)
   float* D = g_delta_scratch.get_as<float>(size_t(rows));
   constexpr int kDeltaWarps = 8;
-  const int64_t blocks = (rows + kDeltaWarps - 1) / kDeltaWarps;
+  const int64_t blocks = ceil_div(rows, kDeltaWarps);
   check(blocks <= 0x7fffffff, "attention_backward: B·T·nh " + std::to_string(rows) + " too large");
   attention_backward_delta_kernel<<<unsigned(blocks), 32 * kDeltaWarps, 0, stream()>>>(
       D, dout, out, T, nh, hd, rows);

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace unipool::cuda {
@@ -27,73 +28,6 @@ namespace {
 
 constexpr int kThreads = 512;  // threads per row (block)
 constexpr int kWarps = kThreads / 32;
-constexpr int kVec = 8;  // bf16 per 16-byte vector
-constexpr unsigned kFullMask = 0xffffffffu;
-
-struct alignas(16) Bf16x8 {
-  bf16 v[kVec];
-};
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
-// f[j] = p[j] for j < n (the other entries are not read and must not be used).
-template <bool kAligned>
-__device__ __forceinline__ void load_bf16(const bf16* p, int n, float (&f)[kVec]) {
-  if constexpr (kAligned) {
-    const Bf16x8 pack = *reinterpret_cast<const Bf16x8*>(p);
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) f[j] = __bfloat162float(pack.v[j]);
-  } else {
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) f[j] = j < n ? __bfloat162float(p[j]) : 0.f;
-  }
-}
-
-template <bool kAligned>
-__device__ __forceinline__ void store_bf16(bf16* p, int n, const float (&f)[kVec]) {
-  if constexpr (kAligned) {
-    Bf16x8 pack;
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) pack.v[j] = __float2bfloat16_rn(f[j]);
-    *reinterpret_cast<Bf16x8*>(p) = pack;
-  } else {
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) {
-      if (j < n) p[j] = __float2bfloat16_rn(f[j]);
-    }
-  }
-}
-
-// Block-wide sum / max over kThreads threads by a fixed tree: each warp by an xor tree, then the
-// kWarps warp results (in warp order, padded to 32 lanes) by the same xor tree, computed by every
-// warp alike so every thread returns the same bits. `red` is shared memory of kWarps floats; the
-// leading barrier makes it safe to call these back to back.
-__device__ __forceinline__ float block_sum(float v, float* red) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFullMask, v, off);
-  __syncthreads();  // an earlier reduction may still be reading red
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-  __syncthreads();
-  float t = int(threadIdx.x % 32) < kWarps ? red[threadIdx.x % 32] : 0.f;
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) t += __shfl_xor_sync(kFullMask, t, off);
-  return t;
-}
-
-__device__ __forceinline__ float block_max(float v, float* red) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, off));
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-  __syncthreads();
-  float t = int(threadIdx.x % 32) < kWarps ? red[threadIdx.x % 32] : -INFINITY;
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) t = fmaxf(t, __shfl_xor_sync(kFullMask, t, off));
-  return t;
-}
-
 // One block per row r (see the file comment).
 //   m = max_i x_i;  S = Σ_i exp(x_i − m);  losses[r] = m + log S − x_target  (the last in double)
 //   backward (dloss != 0): x_i ← bf16(exp(x_i − m)·(dloss/S) − [i == target]·dloss)
@@ -112,7 +46,7 @@ __global__ void __launch_bounds__(kThreads)
 
   float m = -INFINITY;
   for (int col = int(threadIdx.x) * kVec; col < V; col += kThreads * kVec) {
-    const int n = kAligned ? kVec : min(kVec, V - col);
+    const int n = chunk_len<kAligned>(col, V);
     float f[kVec];
     load_bf16<kAligned>(x + col, n, f);
 #pragma unroll
@@ -120,11 +54,11 @@ __global__ void __launch_bounds__(kThreads)
       if (j < n) m = fmaxf(m, f[j]);
     }
   }
-  m = block_max(m, red);
+  m = block_max<kWarps>(m, red);
 
   float s = 0.f;
   for (int col = int(threadIdx.x) * kVec; col < V; col += kThreads * kVec) {
-    const int n = kAligned ? kVec : min(kVec, V - col);
+    const int n = chunk_len<kAligned>(col, V);
     float f[kVec];
     load_bf16<kAligned>(x + col, n, f);
 #pragma unroll
@@ -132,7 +66,7 @@ __global__ void __launch_bounds__(kThreads)
       if (j < n) s += expf(f[j] - m);
     }
   }
-  s = block_sum(s, red);
+  s = block_sum<kWarps>(s, red);
 
   if (threadIdx.x == 0) {
     losses[blockIdx.x] = target_ok ? float(double(m) + log(double(s)) - double(x_target))
@@ -143,7 +77,7 @@ __global__ void __launch_bounds__(kThreads)
   const float scale = float(dloss / double(s));
   const float dloss_f = float(dloss);
   for (int col = int(threadIdx.x) * kVec; col < V; col += kThreads * kVec) {
-    const int n = kAligned ? kVec : min(kVec, V - col);
+    const int n = chunk_len<kAligned>(col, V);
     float f[kVec];
     load_bf16<kAligned>(x + col, n, f);
 #pragma unroll
@@ -160,13 +94,9 @@ void crossentropy_forward_backward(float* losses, bf16* logits, const int32_t* t
                                    int V, double dloss) {
   if (rows <= 0) return;
   check(V > 0, "cuda::crossentropy_forward_backward: V = " + std::to_string(V));
-  if (V % kVec == 0 && aligned16(logits)) {
-    crossentropy_kernel<true>
-        <<<unsigned(rows), kThreads, 0, stream()>>>(losses, logits, targets, V, dloss);
-  } else {
-    crossentropy_kernel<false>
-        <<<unsigned(rows), kThreads, 0, stream()>>>(losses, logits, targets, V, dloss);
-  }
+  const bool aligned = V % kVec == 0 && aligned16(logits);
+  const auto kernel = aligned ? crossentropy_kernel<true> : crossentropy_kernel<false>;
+  kernel<<<unsigned(rows), kThreads, 0, stream()>>>(losses, logits, targets, V, dloss);
   CUDA_CHECK_LAUNCH("crossentropy_kernel");
 }
 

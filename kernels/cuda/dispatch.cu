@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace unipool::cuda {
@@ -31,7 +32,6 @@ constexpr int kScanItems = 8;          // consecutive entries per thread per sca
 constexpr int kScanTile = kScanThreads * kScanItems;
 constexpr int kThreads = 256;             // threads per block of the row kernels
 constexpr int kRowWarps = kThreads / 32;  // rows per block of the warp-per-row kernels
-constexpr unsigned kFullMask = 0xffffffffu;
 
 // The chunk's ids, kPerLane per lane: lane l holds slots base + it·32 + l, it = 0..kPerLane−1 (all
 // loads issued at once). Slots past n and ids outside [0, E) become −1 (skipped).
@@ -85,22 +85,12 @@ __global__ void plan_scan_kernel(int32_t* __restrict__ buf, int32_t* __restrict_
       v[q] = first + q < M ? buf[first + q] : 0;
       own += v[q];
     }
-    int32_t incl = own;  // inclusive scan of `own` over the warp
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-      const int32_t o = __shfl_up_sync(kFullMask, incl, off);
-      if (lane >= off) incl += o;
-    }
-    if (lane == 31) warp_prefix[warp] = incl;  // the warp's total, for now
+    const int32_t incl = warp_inclusive_sum(own, lane);  // inclusive scan of `own` over the warp
+    if (lane == 31) warp_prefix[warp] = incl;            // the warp's total, for now
     __syncthreads();
     if (warp == 0) {
       const int32_t w = warp_prefix[lane];  // kScanThreads / 32 == 32 warps
-      int32_t wincl = w;
-#pragma unroll
-      for (int off = 1; off < 32; off <<= 1) {
-        const int32_t o = __shfl_up_sync(kFullMask, wincl, off);
-        if (lane >= off) wincl += o;
-      }
+      const int32_t wincl = warp_inclusive_sum(w, lane);
       warp_prefix[lane] = wincl - w;  // exclusive over warps
       if (lane == 31) tile_total = wincl;
     }
@@ -155,21 +145,21 @@ Scratch g_plan_counts("dispatch_plan per-(expert, chunk) counts");
 
 // ---------------------------------------------------------------------------------------------------
 // Row moves. bf16 rows of d values; one warp per destination row, lanes over 16-byte vectors of 8
-// values when d % 8 == 0 and both base pointers are 16-byte aligned (kVec), else over values.
+// values when d % 8 == 0 and both base pointers are 16-byte aligned (kAligned), else over values.
 union Pack8 {  // 8 bf16 = 16 bytes
   uint4 u;
   __nv_bfloat162 h[4];
 };
 
 // gather_rows: dst[r,:] = src[row_slot[r]/k, :]   src [N,d], dst [N·k,d] (a copy: exact)
-template <bool kVec>
+template <bool kAligned>
 __global__ void gather_rows_kernel(bf16* __restrict__ dst, const bf16* __restrict__ src,
                                    const int32_t* __restrict__ row_slot, int n, int k, int d) {
   const int r = blockIdx.x * kRowWarps + int(threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (r >= n) return;
   const int64_t t = row_slot[r] / k;
-  if (kVec) {
+  if (kAligned) {
     const uint4* s = reinterpret_cast<const uint4*>(src + t * d);
     uint4* o = reinterpret_cast<uint4*>(dst + int64_t(r) * d);
     for (int i = lane; i < d / 8; i += 32) o[i] = s[i];
@@ -183,7 +173,7 @@ __global__ void gather_rows_kernel(bf16* __restrict__ dst, const bf16* __restric
 // sum_slot_rows: dst[t,:] (+)= Σ_{j<k} src[slot_row[t·k+j], :]   src [N·k,d], dst [N,d].
 // fp32 sum in slot order, one rounding to bf16: accumulate → ((dst + s_0) + s_1) + …, overwrite →
 // (s_0 + s_1) + … (exactly the CPU op's float arithmetic, then rounded).
-template <bool kVec>
+template <bool kAligned>
 __global__ void sum_slot_rows_kernel(bf16* __restrict__ dst, const bf16* __restrict__ src,
                                      const int32_t* __restrict__ slot_row, int N, int k, int d,
                                      bool accumulate) {
@@ -192,7 +182,7 @@ __global__ void sum_slot_rows_kernel(bf16* __restrict__ dst, const bf16* __restr
   if (t >= N) return;
   const int32_t* sr = slot_row + int64_t(t) * k;
   bf16* o = dst + int64_t(t) * d;
-  if (kVec) {
+  if (kAligned) {
     uint4* o4 = reinterpret_cast<uint4*>(o);
     for (int i = lane; i < d / 8; i += 32) {
       float acc[8];
@@ -265,16 +255,6 @@ int slot_count(const char* op, int N, int k) {
   return int(n);
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-unsigned row_blocks(int rows) {
-  return unsigned((rows + kRowWarps - 1) / kRowWarps);
-}
-unsigned flat_blocks(int n) {
-  return unsigned((n + kThreads - 1) / kThreads);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
@@ -291,7 +271,7 @@ void dispatch_plan(int32_t* offsets, int32_t* row_slot, int32_t* slot_row, const
     memset_zero(offsets, sizeof(int32_t) * (size_t(E) + 1));
     return;
   }
-  const int nchunks = (n + kChunk - 1) / kChunk;
+  const int nchunks = int(ceil_div(n, kChunk));
   const int64_t M = int64_t(E) * nchunks;
   int32_t* cnt = g_plan_counts.get_as<int32_t>(size_t(M));
   const size_t shared = sizeof(int32_t) * size_t(E);
@@ -307,12 +287,9 @@ void dispatch_plan(int32_t* offsets, int32_t* row_slot, int32_t* slot_row, const
 void gather_rows(bf16* dst, const bf16* src, const int32_t* row_slot, int N, int k, int d) {
   const int n = slot_count("gather_rows", N, k);
   if (n == 0 || d <= 0) return;
-  if (d % 8 == 0 && aligned16(dst) && aligned16(src)) {
-    gather_rows_kernel<true><<<row_blocks(n), kThreads, 0, stream()>>>(dst, src, row_slot, n, k, d);
-  } else {
-    gather_rows_kernel<false>
-        <<<row_blocks(n), kThreads, 0, stream()>>>(dst, src, row_slot, n, k, d);
-  }
+  const bool aligned = d % 8 == 0 && aligned16(dst) && aligned16(src);
+  const auto kernel = aligned ? gather_rows_kernel<true> : gather_rows_kernel<false>;
+  kernel<<<blocks_for(n, kRowWarps), kThreads, 0, stream()>>>(dst, src, row_slot, n, k, d);
   CUDA_CHECK_LAUNCH("gather_rows_kernel");
 }
 
@@ -320,27 +297,24 @@ void sum_slot_rows(bf16* dst, const bf16* src, const int32_t* slot_row, int N, i
                    bool accumulate) {
   slot_count("sum_slot_rows", N, k);
   if (N == 0 || d <= 0) return;
-  if (d % 8 == 0 && aligned16(dst) && aligned16(src)) {
-    sum_slot_rows_kernel<true>
-        <<<row_blocks(N), kThreads, 0, stream()>>>(dst, src, slot_row, N, k, d, accumulate);
-  } else {
-    sum_slot_rows_kernel<false>
-        <<<row_blocks(N), kThreads, 0, stream()>>>(dst, src, slot_row, N, k, d, accumulate);
-  }
+  const bool aligned = d % 8 == 0 && aligned16(dst) && aligned16(src);
+  const auto kernel = aligned ? sum_slot_rows_kernel<true> : sum_slot_rows_kernel<false>;
+  kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(dst, src, slot_row, N, k, d,
+                                                              accumulate);
   CUDA_CHECK_LAUNCH("sum_slot_rows_kernel");
 }
 
 void slot_to_row_values(float* row_vals, const float* slot_vals, const int32_t* row_slot, int n) {
   if (n <= 0) return;
-  slot_to_row_values_kernel<<<flat_blocks(n), kThreads, 0, stream()>>>(row_vals, slot_vals,
-                                                                       row_slot, n);
+  slot_to_row_values_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(row_vals, slot_vals,
+                                                                                row_slot, n);
   CUDA_CHECK_LAUNCH("slot_to_row_values_kernel");
 }
 
 void row_to_slot_values(float* slot_vals, const float* row_vals, const int32_t* row_slot, int n) {
   if (n <= 0) return;
-  row_to_slot_values_kernel<<<flat_blocks(n), kThreads, 0, stream()>>>(slot_vals, row_vals,
-                                                                       row_slot, n);
+  row_to_slot_values_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(slot_vals, row_vals,
+                                                                                row_slot, n);
   CUDA_CHECK_LAUNCH("row_to_slot_values_kernel");
 }
 

@@ -13,10 +13,10 @@
 // or by fixed row chunks with partials in Scratch, added in a fixed order (rmsnorm dw).
 #include <cub/device/device_radix_sort.cuh>
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace unipool::cuda {
@@ -25,71 +25,16 @@ namespace {
 
 constexpr int kThreads = 256;      // threads per block of the flat (grid-stride) kernels
 constexpr int kWarpsPerBlock = 8;  // rows per block of the warp-per-row kernels
-constexpr int kVec = 8;            // bf16 per 16-byte vector: the chunk width
 constexpr int kDwRowChunk = 128;   // rmsnorm_backward dw: rows per partial
 constexpr int kDwSlots = 8;        // rmsnorm_backward dw: row slots per block (blockDim.y)
 constexpr int kDwCols = 32;        // rmsnorm_backward dw: columns per block (blockDim.x)
-constexpr unsigned kFullMask = 0xffffffffu;
 
 // Scratch: rmsnorm_backward's dw partials, embedding_backward's sorted tokens and sort space.
 Scratch g_dw_partials("rmsnorm_backward dw partials");
 Scratch g_embed_sort("embedding_backward token sort");
 
-// Eight bf16 = one 16-byte vector.
-struct alignas(16) Bf16x8 {
-  bf16 v[kVec];
-};
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
-// Blocks for a grid-stride loop over n items.
-unsigned flat_blocks(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return unsigned(std::max<int64_t>(1, std::min<int64_t>(b, int64_t(1) << 20)));
-}
-unsigned row_blocks(int rows) {
-  return unsigned((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-}
-
-// Number of valid columns in the chunk starting at column col of a row of width w (8 when
-// kAligned: the width is then a multiple of 8).
-template <bool kAligned>
-__device__ __forceinline__ int chunk_len(int col, int w) {
-  return kAligned ? kVec : min(kVec, w - col);
-}
-
-// f[j] = p[j] for j < n (bf16 → fp32); the other entries are 0.
-template <bool kAligned>
-__device__ __forceinline__ void load_bf16(const bf16* p, int n, float (&f)[kVec]) {
-  if constexpr (kAligned) {
-    const Bf16x8 pack = *reinterpret_cast<const Bf16x8*>(p);
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) f[j] = __bfloat162float(pack.v[j]);
-  } else {
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) f[j] = j < n ? __bfloat162float(p[j]) : 0.f;
-  }
-}
-
-// p[j] = bf16(f[j]) for j < n (round to nearest even).
-template <bool kAligned>
-__device__ __forceinline__ void store_bf16(bf16* p, int n, const float (&f)[kVec]) {
-  if constexpr (kAligned) {
-    Bf16x8 pack;
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) pack.v[j] = __float2bfloat16_rn(f[j]);
-    *reinterpret_cast<Bf16x8*>(p) = pack;
-  } else {
-#pragma unroll
-    for (int j = 0; j < kVec; ++j) {
-      if (j < n) p[j] = __float2bfloat16_rn(f[j]);
-    }
-  }
-}
-
-// f[j] = p[j] for j < n (fp32); the other entries are 0.
+// Chunks of fp32 values (E, w, dE), as load_bf16 / store_bf16 of kernels/cuda/common.cuh:
+// f[j] = p[j] for j < n; the other entries are 0.
 template <bool kAligned>
 __device__ __forceinline__ void load_f32(const float* p, int n, float (&f)[kVec]) {
   if constexpr (kAligned) {
@@ -103,6 +48,7 @@ __device__ __forceinline__ void load_f32(const float* p, int n, float (&f)[kVec]
   }
 }
 
+// p[j] = f[j] for j < n.
 template <bool kAligned>
 __device__ __forceinline__ void store_f32(float* p, int n, const float (&f)[kVec]) {
   if constexpr (kAligned) {
@@ -114,13 +60,6 @@ __device__ __forceinline__ void store_f32(float* p, int n, const float (&f)[kVec
       if (j < n) p[j] = f[j];
     }
   }
-}
-
-// Σ over the 32 lanes of a warp by a fixed xor tree (every lane gets the same bits).
-__device__ __forceinline__ float warp_sum(float s) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(kFullMask, s, off);
-  return s;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -436,13 +375,9 @@ size_t round_up_256(size_t bytes) {
 void embedding_forward(bf16* out, const int32_t* tokens, const float* E, int N, int d) {
   if (N <= 0 || d <= 0) return;
   const int64_t items = int64_t(N) * ((d + kVec - 1) / kVec);
-  if (d % kVec == 0 && aligned16(out) && aligned16(E)) {
-    embedding_forward_kernel<true>
-        <<<flat_blocks(items), kThreads, 0, stream()>>>(out, tokens, E, N, d);
-  } else {
-    embedding_forward_kernel<false>
-        <<<flat_blocks(items), kThreads, 0, stream()>>>(out, tokens, E, N, d);
-  }
+  const bool aligned = d % kVec == 0 && aligned16(out) && aligned16(E);
+  const auto kernel = aligned ? embedding_forward_kernel<true> : embedding_forward_kernel<false>;
+  kernel<<<grid_stride_blocks(items, kThreads), kThreads, 0, stream()>>>(out, tokens, E, N, d);
   CUDA_CHECK_LAUNCH("embedding_forward_kernel");
 }
 
@@ -460,7 +395,7 @@ void embedding_backward(float* dE, const bf16* dout, const int32_t* tokens, int 
   int32_t* sorted_pos = reinterpret_cast<int32_t*>(base + 2 * ints);
   void* sort_space = base + 3 * ints;
 
-  iota_kernel<<<unsigned((N + kThreads - 1) / kThreads), kThreads, 0, stream()>>>(positions, N);
+  iota_kernel<<<blocks_for(N, kThreads), kThreads, 0, stream()>>>(positions, N);
   CUDA_CHECK_LAUNCH("iota_kernel");
   // Stable: equal tokens keep their position order.
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_space, sort_bytes, tokens, sorted_tokens,
@@ -471,40 +406,32 @@ void embedding_backward(float* dE, const bf16* dout, const int32_t* tokens, int 
   const int chunks = (d + kVec - 1) / kVec;
   const unsigned slabs = unsigned((chunks + 31) / 32);
   check(slabs <= 65535u, "cuda::embedding_backward: d = " + std::to_string(d) + " is too wide");
-  const dim3 grid(row_blocks(N), slabs);
-  if (d % kVec == 0 && aligned16(dE) && aligned16(dout)) {
-    embedding_backward_kernel<true>
-        <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(dE, dout, sorted_tokens, sorted_pos, N, d);
-  } else {
-    embedding_backward_kernel<false>
-        <<<grid, kWarpsPerBlock * 32, 0, stream()>>>(dE, dout, sorted_tokens, sorted_pos, N, d);
-  }
+  const dim3 grid(blocks_for(N, kWarpsPerBlock), slabs);
+  const bool aligned = d % kVec == 0 && aligned16(dE) && aligned16(dout);
+  const auto kernel = aligned ? embedding_backward_kernel<true> : embedding_backward_kernel<false>;
+  kernel<<<grid, kWarpsPerBlock * 32, 0, stream()>>>(dE, dout, sorted_tokens, sorted_pos, N, d);
   CUDA_CHECK_LAUNCH("embedding_backward_kernel");
 }
 
 void rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const float* w, int N, int d,
                      double eps) {
   if (N <= 0 || d <= 0) return;
-  if (d % kVec == 0 && aligned16(out) && aligned16(x) && aligned16(w)) {
-    rmsnorm_forward_kernel<true>
-        <<<row_blocks(N), kWarpsPerBlock * 32, 0, stream()>>>(out, rstd, x, w, N, d, float(eps));
-  } else {
-    rmsnorm_forward_kernel<false>
-        <<<row_blocks(N), kWarpsPerBlock * 32, 0, stream()>>>(out, rstd, x, w, N, d, float(eps));
-  }
+  const bool aligned = d % kVec == 0 && aligned16(out) && aligned16(x) && aligned16(w);
+  const auto kernel = aligned ? rmsnorm_forward_kernel<true> : rmsnorm_forward_kernel<false>;
+  kernel<<<blocks_for(N, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream()>>>(out, rstd, x, w, N, d,
+                                                                              float(eps));
   CUDA_CHECK_LAUNCH("rmsnorm_forward_kernel");
 }
 
 void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, const float* w,
                       const float* rstd, int N, int d) {
   if (N <= 0 || d <= 0) return;
-  if (d % kVec == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w)) {
-    rmsnorm_backward_dx_kernel<true>
-        <<<row_blocks(N), kWarpsPerBlock * 32, 0, stream()>>>(dx, dout, x, w, rstd, N, d);
-  } else {
-    rmsnorm_backward_dx_kernel<false>
-        <<<row_blocks(N), kWarpsPerBlock * 32, 0, stream()>>>(dx, dout, x, w, rstd, N, d);
-  }
+  const bool aligned =
+      d % kVec == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w);
+  const auto kernel =
+      aligned ? rmsnorm_backward_dx_kernel<true> : rmsnorm_backward_dx_kernel<false>;
+  kernel<<<blocks_for(N, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream()>>>(dx, dout, x, w, rstd,
+                                                                              N, d);
   CUDA_CHECK_LAUNCH("rmsnorm_backward_dx_kernel");
 
   const int nchunks = (N + kDwRowChunk - 1) / kDwRowChunk;
@@ -522,37 +449,28 @@ void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, cons
 void swiglu_forward(bf16* a, const bf16* h13, int N, int F) {
   if (N <= 0 || F <= 0) return;
   const int64_t items = int64_t(N) * ((F + kVec - 1) / kVec);
-  if (F % kVec == 0 && aligned16(a) && aligned16(h13)) {
-    swiglu_forward_kernel<true><<<flat_blocks(items), kThreads, 0, stream()>>>(a, h13, N, F);
-  } else {
-    swiglu_forward_kernel<false><<<flat_blocks(items), kThreads, 0, stream()>>>(a, h13, N, F);
-  }
+  const bool aligned = F % kVec == 0 && aligned16(a) && aligned16(h13);
+  const auto kernel = aligned ? swiglu_forward_kernel<true> : swiglu_forward_kernel<false>;
+  kernel<<<grid_stride_blocks(items, kThreads), kThreads, 0, stream()>>>(a, h13, N, F);
   CUDA_CHECK_LAUNCH("swiglu_forward_kernel");
 }
 
 void swiglu_backward(bf16* dh13, const bf16* da, const bf16* h13, int N, int F) {
   if (N <= 0 || F <= 0) return;
   const int64_t items = int64_t(N) * ((F + kVec - 1) / kVec);
-  if (F % kVec == 0 && aligned16(dh13) && aligned16(da) && aligned16(h13)) {
-    swiglu_backward_kernel<true>
-        <<<flat_blocks(items), kThreads, 0, stream()>>>(dh13, da, h13, N, F);
-  } else {
-    swiglu_backward_kernel<false>
-        <<<flat_blocks(items), kThreads, 0, stream()>>>(dh13, da, h13, N, F);
-  }
+  const bool aligned = F % kVec == 0 && aligned16(dh13) && aligned16(da) && aligned16(h13);
+  const auto kernel = aligned ? swiglu_backward_kernel<true> : swiglu_backward_kernel<false>;
+  kernel<<<grid_stride_blocks(items, kThreads), kThreads, 0, stream()>>>(dh13, da, h13, N, F);
   CUDA_CHECK_LAUNCH("swiglu_backward_kernel");
 }
 
 void scale_rows(bf16* out, const bf16* in, const float* scale, int rows, int cols) {
   if (rows <= 0 || cols <= 0) return;
   const int64_t items = int64_t(rows) * ((cols + kVec - 1) / kVec);
-  if (cols % kVec == 0 && aligned16(out) && aligned16(in)) {
-    scale_rows_kernel<true>
-        <<<flat_blocks(items), kThreads, 0, stream()>>>(out, in, scale, rows, cols);
-  } else {
-    scale_rows_kernel<false>
-        <<<flat_blocks(items), kThreads, 0, stream()>>>(out, in, scale, rows, cols);
-  }
+  const bool aligned = cols % kVec == 0 && aligned16(out) && aligned16(in);
+  const auto kernel = aligned ? scale_rows_kernel<true> : scale_rows_kernel<false>;
+  kernel<<<grid_stride_blocks(items, kThreads), kThreads, 0, stream()>>>(out, in, scale, rows,
+                                                                         cols);
   CUDA_CHECK_LAUNCH("scale_rows_kernel");
 }
 
@@ -562,13 +480,10 @@ void row_dot(float* out, const bf16* a, const bf16* b, int rows, int cols) {
     memset_zero(out, sizeof(float) * size_t(rows));
     return;
   }
-  if (cols % kVec == 0 && aligned16(a) && aligned16(b)) {
-    row_dot_kernel<true>
-        <<<row_blocks(rows), kWarpsPerBlock * 32, 0, stream()>>>(out, a, b, rows, cols);
-  } else {
-    row_dot_kernel<false>
-        <<<row_blocks(rows), kWarpsPerBlock * 32, 0, stream()>>>(out, a, b, rows, cols);
-  }
+  const bool aligned = cols % kVec == 0 && aligned16(a) && aligned16(b);
+  const auto kernel = aligned ? row_dot_kernel<true> : row_dot_kernel<false>;
+  kernel<<<blocks_for(rows, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream()>>>(out, a, b, rows,
+                                                                                 cols);
   CUDA_CHECK_LAUNCH("row_dot_kernel");
 }
 

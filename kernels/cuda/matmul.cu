@@ -21,6 +21,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 
@@ -53,14 +54,6 @@ void check_non_negative(const char* op, const char* names, std::initializer_list
     if (v < 0)
       throw Error(std::string(op) + ": negative size (" + shape_string(names, values) + ")");
   }
-}
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
 }
 
 // =================================================================================================
@@ -467,12 +460,7 @@ __device__ bool find_row_tile(const int32_t* __restrict__ offsets, int rows, int
     expert_rows(offsets, rows, e, &r0, &r1);
     count += (r1 - r0 + kGBM - 1) / kGBM;
   }
-  int inclusive = count;  // inclusive scan inside the warp ...
-#pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, inclusive, off);
-    if (lane >= off) inclusive += y;
-  }
+  int inclusive = warp_inclusive_sum(count, lane);  // inclusive scan inside the warp ...
   if (lane == 31) warp_totals[warp] = inclusive;
   __syncthreads();  // also orders found.expert = -1 before the write below
   for (int w = 0; w < warp; ++w) inclusive += warp_totals[w];  // ... then across warps

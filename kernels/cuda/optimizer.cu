@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops.h"
 #include "model/layout.h"
 
@@ -28,7 +29,6 @@ constexpr int64_t kChunk = int64_t(1) << 15;  // elements per chunk (one block)
 constexpr int kThreads = 256;                 // threads per chunk block
 constexpr int kWarps = kThreads / 32;
 constexpr int kFinalThreads = 1024;  // the norm's single block over the chunk partials
-constexpr unsigned kFullMask = 0xffffffffu;
 
 // One chunk of one tensor: elements [offset, offset + len) of the arena.
 struct Chunk {
@@ -65,25 +65,6 @@ const Chunk* chunk_table(const Layout& layout, int* count, bool* all_aligned) {
     g_chunk_table_host = std::move(table);
   }
   return static_cast<const Chunk*>(g_chunk_table.get(g_chunk_table_host.size() * sizeof(Chunk)));
-}
-
-bool aligned_to(const void* p, uintptr_t bytes) {
-  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
-}
-
-// Σ over a block of kThreads threads in double by a fixed tree (warp xor trees, then the warp
-// results in warp order by the same tree); every thread returns the same bits. red: kWarps doubles.
-template <int kBlockWarps>
-__device__ __forceinline__ double block_sum(double v, double* red) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFullMask, v, off);
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = v;
-  __syncthreads();
-  double t = int(threadIdx.x % 32) < kBlockWarps ? red[threadIdx.x % 32] : 0.0;
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) t += __shfl_xor_sync(kFullMask, t, off);
-  return t;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -245,9 +226,9 @@ __global__ void bf16_to_float_kernel(float* __restrict__ dst, const bf16* __rest
   }
 }
 
+// Blocks for the conversions' grid-stride loop over the ⌈n/4⌉ groups (n > 0).
 unsigned conversion_blocks(int64_t n) {
-  const int64_t groups = (n + 3) / 4;
-  return unsigned(std::min<int64_t>((groups + kThreads - 1) / kThreads, int64_t(1) << 20));
+  return grid_stride_blocks(ceil_div(n, 4), kThreads);
 }
 
 }  // namespace
@@ -259,13 +240,9 @@ double global_grad_norm(const Layout& layout, const float* grads) {
   if (nchunks == 0) return 0.0;
   double* partial = g_norm_partials.get_as<double>(size_t(nchunks) + 1);
   double* total = partial + nchunks;
-  if (offsets_aligned && aligned_to(grads, 16)) {
-    grad_norm_partial_kernel<true>
-        <<<unsigned(nchunks), kThreads, 0, stream()>>>(partial, grads, chunks);
-  } else {
-    grad_norm_partial_kernel<false>
-        <<<unsigned(nchunks), kThreads, 0, stream()>>>(partial, grads, chunks);
-  }
+  const bool aligned = offsets_aligned && aligned_to(grads, 16);
+  const auto kernel = aligned ? grad_norm_partial_kernel<true> : grad_norm_partial_kernel<false>;
+  kernel<<<unsigned(nchunks), kThreads, 0, stream()>>>(partial, grads, chunks);
   CUDA_CHECK_LAUNCH("grad_norm_partial_kernel");
   grad_norm_final_kernel<<<1, kFinalThreads, 0, stream()>>>(total, partial, nchunks);
   CUDA_CHECK_LAUNCH("grad_norm_final_kernel");
@@ -295,33 +272,24 @@ void adamw_step(const Layout& layout, float* params, const float* grads, float* 
   const bool aligned = offsets_aligned && aligned_to(params, 16) && aligned_to(grads, 16) &&
                        aligned_to(m, 16) && aligned_to(v, 16) &&
                        (copy == nullptr || aligned_to(copy, 8));
-  if (aligned) {
-    adamw_kernel<true>
-        <<<unsigned(nchunks), kThreads, 0, stream()>>>(params, grads, m, v, copy, chunks, h);
-  } else {
-    adamw_kernel<false>
-        <<<unsigned(nchunks), kThreads, 0, stream()>>>(params, grads, m, v, copy, chunks, h);
-  }
+  const auto kernel = aligned ? adamw_kernel<true> : adamw_kernel<false>;
+  kernel<<<unsigned(nchunks), kThreads, 0, stream()>>>(params, grads, m, v, copy, chunks, h);
   CUDA_CHECK_LAUNCH("adamw_kernel");
 }
 
 void float_to_bf16_copy(bf16* dst, const float* src, int64_t n) {
   if (n <= 0) return;
-  if (aligned_to(src, 16) && aligned_to(dst, 8)) {
-    float_to_bf16_kernel<true><<<conversion_blocks(n), kThreads, 0, stream()>>>(dst, src, n);
-  } else {
-    float_to_bf16_kernel<false><<<conversion_blocks(n), kThreads, 0, stream()>>>(dst, src, n);
-  }
+  const bool aligned = aligned_to(src, 16) && aligned_to(dst, 8);
+  const auto kernel = aligned ? float_to_bf16_kernel<true> : float_to_bf16_kernel<false>;
+  kernel<<<conversion_blocks(n), kThreads, 0, stream()>>>(dst, src, n);
   CUDA_CHECK_LAUNCH("float_to_bf16_kernel");
 }
 
 void bf16_to_float_copy(float* dst, const bf16* src, int64_t n) {
   if (n <= 0) return;
-  if (aligned_to(dst, 16) && aligned_to(src, 8)) {
-    bf16_to_float_kernel<true><<<conversion_blocks(n), kThreads, 0, stream()>>>(dst, src, n);
-  } else {
-    bf16_to_float_kernel<false><<<conversion_blocks(n), kThreads, 0, stream()>>>(dst, src, n);
-  }
+  const bool aligned = aligned_to(dst, 16) && aligned_to(src, 8);
+  const auto kernel = aligned ? bf16_to_float_kernel<true> : bf16_to_float_kernel<false>;
+  kernel<<<conversion_blocks(n), kThreads, 0, stream()>>>(dst, src, n);
   CUDA_CHECK_LAUNCH("bf16_to_float_kernel");
 }
 

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <string>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace unipool::cuda {
@@ -29,35 +30,12 @@ constexpr int kThreads = 256;             // threads per block (all kernels here
 constexpr int kRowWarps = kThreads / 32;  // token rows per block of the warp-per-row kernels
 constexpr int kChunkRows = 64;            // rows per partial of the scalar sums
 constexpr int kMaxCountExperts = 4096;    // expert_counts: E ints of shared memory
-constexpr unsigned kFullMask = 0xffffffffu;
-
-unsigned row_blocks(int rows) {
-  return unsigned((rows + kRowWarps - 1) / kRowWarps);
-}
-unsigned chunk_blocks(int rows) {
-  return unsigned((rows + kChunkRows - 1) / kChunkRows);
-}
-unsigned flat_blocks(int n) {
-  return unsigned((n + kThreads - 1) / kThreads);
-}
 
 void check_rows(const char* op, int N, int E) {
   if (N < 0 || E < 1) {
     throw Error(std::string("cuda::") + op + ": need N >= 0 and E >= 1, got N = " +
                 std::to_string(N) + ", E = " + std::to_string(E));
   }
-}
-
-// Σ / max over the 32 lanes of a warp by a fixed xor tree (every lane gets the same bits).
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFullMask, v, off);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, off));
-  return v;
 }
 
 // The chunk partial of a scalar sum: each warp passes the sum of its rows (any lane's copy; lane 0
@@ -436,14 +414,14 @@ __global__ void pool_counts_update_kernel(float* __restrict__ running, float* __
 void softmax_forward(float* s, const float* z, int N, int E) {
   check_rows("softmax_forward", N, E);
   if (N == 0) return;
-  softmax_forward_kernel<<<row_blocks(N), kThreads, 0, stream()>>>(s, z, N, E);
+  softmax_forward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(s, z, N, E);
   CUDA_CHECK_LAUNCH("softmax_forward_kernel");
 }
 
 void softmax_backward(float* dz, const float* ds, const float* s, int N, int E) {
   check_rows("softmax_backward", N, E);
   if (N == 0) return;
-  softmax_backward_kernel<<<row_blocks(N), kThreads, 0, stream()>>>(dz, ds, s, N, E);
+  softmax_backward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(dz, ds, s, N, E);
   CUDA_CHECK_LAUNCH("softmax_backward_kernel");
 }
 
@@ -451,14 +429,15 @@ void norm_router_forward(float* s, float* norm, const float* z, const float* sig
                          int E) {
   check_rows("norm_router_forward", N, E);
   if (N == 0) return;
-  norm_router_forward_kernel<<<row_blocks(N), kThreads, 0, stream()>>>(s, norm, z, sigma, c, N, E);
+  norm_router_forward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(s, norm, z, sigma,
+                                                                                  c, N, E);
   CUDA_CHECK_LAUNCH("norm_router_forward_kernel");
 }
 
 void norm_router_backward(float* dz, float* dsigma, const float* ds, const float* z,
                           const float* norm, const float* sigma, double c, int N, int E) {
   check_rows("norm_router_backward", N, E);
-  const int nparts = int(chunk_blocks(N));
+  const int nparts = int(blocks_for(N, kChunkRows));
   double* partial = g_norm_router_partials.get_as<double>(size_t(std::max(nparts, 1)));
   if (nparts > 0) {
     norm_router_backward_kernel<<<unsigned(nparts), kThreads, 0, stream()>>>(dz, partial, ds, z,
@@ -477,7 +456,8 @@ void topk_forward(int32_t* ids, float* gates, const float* s, int N, int E, int 
                 ", E = " + std::to_string(E));
   }
   if (N == 0) return;
-  topk_forward_kernel<<<row_blocks(N), kThreads, 0, stream()>>>(ids, gates, s, N, E, k, renorm);
+  topk_forward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(ids, gates, s, N, E, k,
+                                                                           renorm);
   CUDA_CHECK_LAUNCH("topk_forward_kernel");
 }
 
@@ -489,8 +469,8 @@ void topk_backward(float* ds, const float* dgates, const int32_t* ids, const flo
                 ", E = " + std::to_string(E));
   }
   if (N == 0) return;
-  topk_backward_kernel<<<flat_blocks(N), kThreads, 0, stream()>>>(ds, dgates, ids, gates, s, N, E,
-                                                                  k, renorm);
+  topk_backward_kernel<<<blocks_for(N, kThreads), kThreads, 0, stream()>>>(ds, dgates, ids, gates,
+                                                                           s, N, E, k, renorm);
   CUDA_CHECK_LAUNCH("topk_backward_kernel");
 }
 
@@ -504,7 +484,7 @@ void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int E) {
   const int64_t n = int64_t(N) * k;
   if (n == 0) return;
   const int64_t per_block = int64_t(kThreads) * 16;  // ≈16 slots per thread
-  const unsigned blocks = unsigned(std::min<int64_t>((n + per_block - 1) / per_block, 1024));
+  const unsigned blocks = unsigned(std::min<int64_t>(ceil_div(n, per_block), 1024));
   expert_counts_kernel<<<blocks, kThreads, sizeof(int32_t) * size_t(E), stream()>>>(counts, ids, n,
                                                                                     E);
   CUDA_CHECK_LAUNCH("expert_counts_kernel");
@@ -513,7 +493,7 @@ void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int E) {
 void balance_loss_forward(float* loss, const float* s, const float* weight, double coeff, int N,
                           int E) {
   check_rows("balance_loss_forward", N, E);
-  const int nparts = int(chunk_blocks(N));
+  const int nparts = int(blocks_for(N, kChunkRows));
   double* partial = g_balance_partials.get_as<double>(size_t(std::max(nparts, 1)));
   if (nparts > 0) {
     balance_loss_forward_kernel<<<unsigned(nparts), kThreads, 0, stream()>>>(partial, s, weight, N,
@@ -528,7 +508,8 @@ void balance_loss_forward(float* loss, const float* s, const float* weight, doub
 void balance_loss_backward(float* ds, const float* weight, double coeff, int N, int E) {
   check_rows("balance_loss_backward", N, E);
   if (N == 0) return;
-  balance_loss_backward_kernel<<<row_blocks(N), kThreads, 0, stream()>>>(ds, weight, coeff, N, E);
+  balance_loss_backward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(ds, weight,
+                                                                                    coeff, N, E);
   CUDA_CHECK_LAUNCH("balance_loss_backward_kernel");
 }
 
@@ -538,7 +519,7 @@ void z_loss_forward(float* loss, const float* z, double coeff, int N, int E) {
     memset_zero(loss, sizeof(float));
     return;
   }
-  const int nparts = int(chunk_blocks(N));
+  const int nparts = int(blocks_for(N, kChunkRows));
   double* partial = g_z_loss_partials.get_as<double>(size_t(nparts));
   z_loss_forward_kernel<<<unsigned(nparts), kThreads, 0, stream()>>>(partial, z, N, E);
   CUDA_CHECK_LAUNCH("z_loss_forward_kernel");
@@ -550,19 +531,19 @@ void z_loss_forward(float* loss, const float* z, double coeff, int N, int E) {
 void z_loss_backward(float* dz, const float* z, double coeff, int N, int E) {
   check_rows("z_loss_backward", N, E);
   if (N == 0) return;
-  z_loss_backward_kernel<<<row_blocks(N), kThreads, 0, stream()>>>(dz, z, coeff, N, E);
+  z_loss_backward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(dz, z, coeff, N, E);
   CUDA_CHECK_LAUNCH("z_loss_backward_kernel");
 }
 
 void counts_to_float(float* out, const int32_t* counts, int E) {
   if (E <= 0) return;
-  counts_to_float_kernel<<<flat_blocks(E), kThreads, 0, stream()>>>(out, counts, E);
+  counts_to_float_kernel<<<blocks_for(E, kThreads), kThreads, 0, stream()>>>(out, counts, E);
   CUDA_CHECK_LAUNCH("counts_to_float_kernel");
 }
 
 void axpy(float* y, const float* x, double a, int n) {
   if (n <= 0) return;
-  axpy_kernel<<<flat_blocks(n), kThreads, 0, stream()>>>(y, x, a, n);
+  axpy_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(y, x, a, n);
   CUDA_CHECK_LAUNCH("axpy_kernel");
 }
 
@@ -572,8 +553,8 @@ void pool_counts_update(float* running, float* ghat, const int32_t* counts, bool
     throw Error("cuda::pool_counts_update: need layers >= 1, got " + std::to_string(layers));
   }
   if (E <= 0) return;
-  pool_counts_update_kernel<<<flat_blocks(E), kThreads, 0, stream()>>>(running, ghat, counts,
-                                                                       finish, layers, E);
+  pool_counts_update_kernel<<<blocks_for(E, kThreads), kThreads, 0, stream()>>>(
+      running, ghat, counts, finish, layers, E);
   CUDA_CHECK_LAUNCH("pool_counts_update_kernel");
 }
 
