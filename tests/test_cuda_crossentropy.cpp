@@ -108,7 +108,9 @@ void check_against_cpu(int rows, int V, double dloss, uint32_t seed) {
       s += grad[size_t(r) * V + i];
       sabs += std::fabs(grad[size_t(r) * V + i]);
     }
-    CHECK(std::fabs(s) <= 4e-3 * sabs + 1e-12);
+    // + 2.4e-7·|dloss|: the target entry dloss·(p_t − 1) is formed in fp32, where p_t rounds to 1
+    // when the row is peaked (then the other entries' mass, ~ε·dloss, is the whole row sum).
+    CHECK(std::fabs(s) <= 4e-3 * sabs + 2.4e-7 * std::fabs(dloss) + 1e-12);
   }
 }
 
