@@ -18,6 +18,7 @@
 #include "engine/config.h"
 #include "engine/error.h"
 #include "engine/fsutil.h"
+#include "engine/train.h"
 #include "model/generator.h"
 #include "model/layout.h"
 #include "model/model.h"
@@ -154,6 +155,25 @@ TextCodec make_codec(const std::string& name, const ModelConfig& m) {
   throw Error("--tokenizer: '" + name + "' is not one of auto, bytes, gpt2");
 }
 
+// Σ over `batches` micro-batches of the mean LM loss (like TrainerOn::evaluate: the caller divides
+// by batches), with the checkpoint's weights on backend B.
+template <class B>
+double evaluation_sum(const Layout& layout, const Config& c, const std::string& dir,
+                      data::Loader& loader, int batches) {
+  const int Bsz = c.train.micro_batch, T = c.model.seq_len;
+  Model<B> model(layout, c.loss, Bsz, T);
+  std::vector<float> weights(layout.arena_size);
+  load_weights(dir + "/model.safetensors", layout, weights.data());
+  model.params_from_host(weights.data());
+  std::vector<int32_t> inputs(static_cast<size_t>(Bsz) * T), targets(inputs.size());
+  double sum = 0;
+  for (int b = 0; b < batches; ++b) {
+    loader.next_batch(Bsz, inputs.data(), targets.data());
+    sum += model.forward(inputs.data(), targets.data(), /*train=*/false).lm;
+  }
+  return sum;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -180,23 +200,25 @@ EvalResult run_eval(const EvalOptions& o) {
 
   const Layout layout = make_layout(c.model);
   const int B = c.train.micro_batch, T = c.model.seq_len;
-  CpuModel<float> model(layout, c.loss, B, T);
-  load_weights(ck.dir + "/model.safetensors", layout, model.params());
-
+  const std::string backend = select_backend(c);  // train.backend: the GPU when there is one
   std::printf(
       "unipool eval | %s (step %d) | %s, %d layers, d %d | %s split, %d batches of %d x %d "
-      "tokens | %d threads\n",
+      "tokens | %s\n",
       ck.dir.c_str(), ck.step, c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
-      data::split_name(split), batches, B, T, omp_get_max_threads());
+      data::split_name(split), batches, B, T, backend_banner(backend).c_str());
   std::fflush(stdout);
 
   const auto t0 = Clock::now();
-  std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
-  double sum = 0;  // like Trainer::evaluate: the mean of the micro-batch means
-  for (int b = 0; b < batches; ++b) {
-    loader.next_batch(B, inputs.data(), targets.data());
-    sum += model.forward(inputs.data(), targets.data(), /*train=*/false).lm;
+  double sum = 0;
+#ifdef UNIPOOL_HAVE_CUDA
+  if (backend == "cuda") {
+    sum = evaluation_sum<CudaBackend>(layout, c, ck.dir, loader, batches);
+  } else {
+    sum = evaluation_sum<CpuBackend<float>>(layout, c, ck.dir, loader, batches);
   }
+#else
+  sum = evaluation_sum<CpuBackend<float>>(layout, c, ck.dir, loader, batches);
+#endif
   EvalResult r;
   r.checkpoint = ck.dir;
   r.loss = sum / batches;

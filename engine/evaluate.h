@@ -27,6 +27,7 @@ struct EvalResult {
 // model.safetensors and computes the mean LM loss over the first `batches` micro-batches of the
 // split, exactly as the training loop's evaluation does (the loader starts at the split's first
 // sample, so the number equals the val_loss logged at that step with the same eval_batches).
+// Runs on the backend train.backend selects (the GPU when present, as the training loop does).
 // Prints "val loss X | ppl Y | N tokens" ("test loss" / "train loss" for the other splits).
 // Error for a missing or invalid checkpoint, a bad override or missing data.
 EvalResult run_eval(const EvalOptions& options);
