@@ -280,13 +280,14 @@ Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool tra
 
   // The losses, summed on the host in a fixed order (this waits for the forward on the GPU).
   const auto phase = profile.scope("loss readback");
-  std::vector<Float> token_loss(size_t(N_), 0), aux(aux_terms_.size(), 0);
-  B::download(token_loss.data(), losses_.data(), token_loss.size());
-  B::download(aux.data(), aux_terms_.data(), aux.size());
+  host_losses_.resize(losses_.size());
+  host_aux_terms_.resize(aux_terms_.size());
+  B::download(host_losses_.data(), losses_.data(), host_losses_.size());
+  B::download(host_aux_terms_.data(), aux_terms_.data(), host_aux_terms_.size());
   Losses losses;
-  for (Float x : token_loss) losses.lm += static_cast<double>(x);
+  for (Float x : host_losses_) losses.lm += static_cast<double>(x);
   losses.lm /= N_;
-  for (Float x : aux) losses.aux += static_cast<double>(x);
+  for (Float x : host_aux_terms_) losses.aux += static_cast<double>(x);
   return losses;
 }
 

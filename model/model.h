@@ -157,6 +157,7 @@ class Model {
   Array<Float> losses_;     // [N] per-token cross-entropy
   Array<Act> logits_;       // [chunk, Vp] LM-head scratch (becomes dlogits in place)
   Array<Float> aux_terms_;  // [L, 3] per layer: Switch term, pool term, z-loss (each written once)
+  std::vector<Float> host_losses_, host_aux_terms_;  // their host copies, summed after forward()
   // pool-loss state per pool group: ĝ of the previous micro-batch and the running layer sum
   Array<Float> pool_ghat_, pool_running_;  // [groups, M]
   bool pool_valid_ = false;
