@@ -152,8 +152,7 @@ struct Fiber {
 #endif
   char* stack = nullptr;  // usable stack (above a guard page)
   size_t stack_size = 0;
-  uint3 tid{0, 0, 0};
-  int linear = 0;
+  ThreadRegs regs{{0, 0, 0}, 0};  // threadIdx and the linear index
   bool done = false;
   const Barrier* waiting = nullptr;  // blocked until waiting->gen != wait_gen
   unsigned wait_gen = 0;
@@ -172,7 +171,6 @@ ucontext_t g_sched_ctx;
 #endif
 void (*g_run)(const void*) = nullptr;
 const void* g_run_ctx = nullptr;
-uint3 g_bid{0, 0, 0};
 int g_nthreads = 0;
 Barrier g_block_bar;
 Barrier g_warp_bar[32];
@@ -185,9 +183,10 @@ size_t g_main_stack_size = 0;
 }  // namespace
 }  // namespace emu
 
-// The context switch (x86-64 System V): saves the callee-saved registers, the SSE control word
-// and the x87 control word on the current stack, stores the stack pointer to *save and continues
-// on the stack `next` (which was saved the same way, or prepared by prepare_stack).
+// The context switch (x86-64 System V): saves the callee-saved registers on the current stack,
+// stores the stack pointer to *save and continues on the stack `next` (saved the same way, or
+// prepared by prepare_stack). The SSE and x87 control words are not switched: no code here
+// changes the rounding mode, so every fiber shares the process's.
 #if defined(__x86_64__)
 extern "C" void emu_switch_stack(void** save, void* next);
 extern "C" void emu_fiber_trampoline();
@@ -202,14 +201,8 @@ emu_switch_stack:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -249,7 +242,6 @@ void prepare_stack(Fiber& f) {
   *--s = reinterpret_cast<uint64_t>(&fiber_main);             // r13
   *--s = 0;                                                   // r14
   *--s = 0;                                                   // r15
-  *--s = uint64_t(0x1F80) | (uint64_t(0x037F) << 32);         // mxcsr, x87 control word
   f.sp = s;
 #else
   getcontext(&f.ctx);
@@ -267,6 +259,7 @@ void prepare_stack(Fiber& f) {
 // scheduler → fiber f; returns when f yields or exits.
 void resume(Fiber& f) {
   g_cur = &f;
+  g_thread = &f.regs;
 #if EMU_ASAN
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f.stack, f.stack_size);
@@ -280,6 +273,7 @@ void resume(Fiber& f) {
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
   g_cur = nullptr;
+  g_thread = nullptr;
 }
 
 // fiber → scheduler (the fiber continues here when resumed).
@@ -297,6 +291,7 @@ void yield_to_scheduler() {
   __sanitizer_finish_switch_fiber(me->fake_stack, &g_main_stack_bottom, &g_main_stack_size);
 #endif
   g_cur = me;
+  g_thread = &me->regs;
 }
 
 void release_if_complete(Barrier& b) {
@@ -312,21 +307,22 @@ void release_if_complete(Barrier& b) {
   __sanitizer_finish_switch_fiber(nullptr, &g_main_stack_bottom, &g_main_stack_size);
 #endif
   g_cur = f;
+  g_thread = &f->regs;
   g_run(g_run_ctx);
   f = g_cur;
   if (!f->groups.empty() || !f->open_group.empty())
     fail("%s: thread %d of block (%u,%u,%u) exits with cp.async copies it never waited for",
-         g_kernel, f->linear, g_bid.x, g_bid.y, g_bid.z);
+         g_kernel, f->regs.linear, g_block_idx.x, g_block_idx.y, g_block_idx.z);
   f->done = true;
-  if (g_warp_bar[f->linear / 32].arrived > 0)
+  if (g_warp_bar[f->regs.linear / 32].arrived > 0)
     fail("%s: block (%u,%u,%u): thread %d exits while other lanes of its warp wait in %s "
          "(undefined on the GPU)",
-         g_kernel, g_bid.x, g_bid.y, g_bid.z, f->linear,
-         static_cast<const char*>(g_warp_bar[f->linear / 32].site));
+         g_kernel, g_block_idx.x, g_block_idx.y, g_block_idx.z, f->regs.linear,
+         static_cast<const char*>(g_warp_bar[f->regs.linear / 32].site));
   // The thread exits: barriers expect one thread fewer (and one that waited only for it opens).
   g_block_bar.expected--;
   g_block_bar.exited++;
-  Barrier& wb = g_warp_bar[f->linear / 32];
+  Barrier& wb = g_warp_bar[f->regs.linear / 32];
   wb.expected--;
   wb.exited++;
   release_if_complete(g_block_bar);
@@ -459,8 +455,8 @@ void run_block(int nthreads, const std::vector<int>& order) {
 #endif
     f.done = false;
     f.waiting = nullptr;
-    f.linear = t;
-    f.tid = uint3{unsigned(t) % bx, (unsigned(t) / bx) % by, unsigned(t) / (bx * by)};
+    f.regs.linear = t;
+    f.regs.tid = uint3{unsigned(t) % bx, (unsigned(t) / bx) % by, unsigned(t) / (bx * by)};
     f.groups.clear();
     f.open_group.clear();
     prepare_stack(f);
@@ -498,7 +494,7 @@ void run_block(int nthreads, const std::vector<int>& order) {
       }
       fail("%s: deadlock in block (%u,%u,%u): %d threads wait at __syncthreads (%d of %d "
            "arrived) and %d at warp collectives that can never complete (%d threads exited)%s",
-           g_kernel, g_bid.x, g_bid.y, g_bid.z, at_block, g_block_bar.arrived,
+           g_kernel, g_block_idx.x, g_block_idx.y, g_block_idx.z, at_block, g_block_bar.arrived,
            g_block_bar.expected, at_warp, g_block_bar.exited, warps.c_str());
     }
   }
@@ -510,22 +506,9 @@ bool g_launched = false;
 }  // namespace
 
 // ---- built-ins --------------------------------------------------------------------------------------
+ThreadRegs* g_thread = nullptr;
+uint3 g_block_idx{0, 0, 0};
 dim3 g_block_dim, g_grid_dim;
-
-uint3& cur_tid() {
-  if (g_cur == nullptr) fail("threadIdx read outside a kernel");
-  return g_cur->tid;
-}
-const uint3& cur_bid() {
-  if (g_cur == nullptr) fail("blockIdx read outside a kernel");
-  return g_bid;
-}
-int lane() {
-  return g_cur->linear % 32;
-}
-int warp() {
-  return g_cur->linear / 32;
-}
 
 unsigned char* dyn_smem() {
   if (g_cur == nullptr) fail("extern __shared__ memory used outside a kernel");
@@ -561,7 +544,7 @@ void syncthreads(const void* call_site) {
   } else if (g_block_bar.site != call_site) {
     fail("%s: block (%u,%u,%u): threads wait at different __syncthreads() calls (divergent "
          "barrier: undefined behaviour on the GPU); thread %d is at %p, an earlier one at %p",
-         g_kernel, g_bid.x, g_bid.y, g_bid.z, g_cur->linear, call_site, g_block_bar.site);
+         g_kernel, g_block_idx.x, g_block_idx.y, g_block_idx.z, g_cur->regs.linear, call_site, g_block_bar.site);
   }
   barrier_wait(g_block_bar);
 }
@@ -592,7 +575,7 @@ int warp_arrive(int w, const char* what) {
   } else if (b.site != what && std::strcmp(static_cast<const char*>(b.site), what) != 0) {
     fail("%s: block (%u,%u,%u) warp %d: lane %d is in %s while an earlier lane is in %s (the "
          "lanes of a warp must meet in the same collective)",
-         g_kernel, g_bid.x, g_bid.y, g_bid.z, w, lane(), what, static_cast<const char*>(b.site));
+         g_kernel, g_block_idx.x, g_block_idx.y, g_block_idx.z, w, lane(), what, static_cast<const char*>(b.site));
   }
   return int(b.gen & 1);
 }
@@ -695,7 +678,7 @@ void launch(const char* name, const void* fn, dim3 grid, dim3 block, size_t smem
   for (uint64_t i = 0; i < nblocks; ++i) {
     uint64_t b = permute ? uint64_t(block_order[i])
                          : (settings().order == Order::kReverse ? nblocks - 1 - i : i);
-    g_bid = uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y),
+    g_block_idx = uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y),
                   unsigned(b / (uint64_t(grid.x) * grid.y))};
     g_dyn_bytes = smem;
     g_dyn_smem = static_cast<unsigned char*>(alloc_poisoned(smem, 128));
@@ -775,6 +758,7 @@ struct MmaIn {
   float c[4];
 };
 MmaIn g_mma[2][32][32];
+float g_mma_out[2][32][32][4];
 
 float bf16_half(uint32_t v, int hi) {
   const uint32_t u = (hi ? (v >> 16) : (v & 0xffffu)) << 16;
@@ -820,26 +804,33 @@ void mma_m16n8k16_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1
   for (int i = 0; i < 4; ++i) in.a[i] = a[i], in.c[i] = c[i];
   in.b[0] = b0;
   in.b[1] = b1;
-  barrier_wait(g_warp_bar[w]);
-  // This lane's outputs c0..c3: rows gid (c0, c1) and gid + 8 (c2, c3), columns 2·tig + {0, 1}.
-  // A (row-major fragments): rows gid and gid + 8 are held by the four lanes of group gid; element
-  // (row gid + 8h, k) is in lane 4·gid + (k % 8) / 2, register h + 2·(k / 8), half k % 2.
-  // B (column fragments): column n is held by the lanes of group n; element (k, n) is in lane
-  // 4·n + (k % 8) / 2, register k / 8, half k % 2.
-  const int gid = l / 4, tig = l % 4;
-  float A[2][16], B[2][16];  // rows gid, gid + 8 of A; columns 2·tig, 2·tig + 1 of B
-  for (int h = 0; h < 2; ++h) {
-    for (int k = 0; k < 16; ++k) {
-      A[h][k] = bf16_half(g_mma[par][w][4 * gid + (k % 8) / 2].a[h + 2 * (k / 8)], k % 2);
-      B[h][k] = bf16_half(g_mma[par][w][4 * (2 * tig + h) + (k % 8) / 2].b[k / 8], k % 2);
+  // The lane that completes the meeting computes the whole 16×8 tile once (before opening the
+  // barrier), every lane then takes its four outputs: c0, c1 at row gid, columns 2·tig + {0, 1};
+  // c2, c3 at row gid + 8.
+  if (g_warp_bar[w].arrived + 1 == g_warp_bar[w].expected) {
+    // A (row fragments): element (row, k) is in lane 4·(row % 8) + (k % 8) / 2, register
+    // row / 8 + 2·(k / 8), half k % 2. B (column fragments): element (k, n) is in lane
+    // 4·n + (k % 8) / 2, register k / 8, half k % 2.
+    float A[16][16], B[8][16];  // B transposed: [n][k]
+    for (int row = 0; row < 16; ++row)
+      for (int k = 0; k < 16; ++k)
+        A[row][k] = bf16_half(g_mma[par][w][4 * (row % 8) + (k % 8) / 2].a[row / 8 + 2 * (k / 8)],
+                              k % 2);
+    for (int n = 0; n < 8; ++n)
+      for (int k = 0; k < 16; ++k)
+        B[n][k] = bf16_half(g_mma[par][w][4 * n + (k % 8) / 2].b[k / 8], k % 2);
+    for (int t = 0; t < 32; ++t) {
+      const int gid = t / 4, tig = t % 4;
+      for (int i = 0; i < 4; ++i) {
+        const int row = gid + 8 * (i / 2), col = 2 * tig + (i % 2);
+        float s = g_mma[par][w][t].c[i];
+        for (int k = 0; k < 16; ++k) s += A[row][k] * B[col][k];  // exact products: = fma
+        g_mma_out[par][w][t][i] = s;
+      }
     }
   }
-  for (int i = 0; i < 4; ++i) {
-    const int h = i / 2, n = i % 2;
-    float s = c[i];
-    for (int k = 0; k < 16; ++k) s += A[h][k] * B[n][k];  // exact products: = fma
-    c[i] = s;
-  }
+  barrier_wait(g_warp_bar[w]);
+  for (int i = 0; i < 4; ++i) c[i] = g_mma_out[par][w][l][i];
 }
 
 }  // namespace emu

@@ -53,8 +53,8 @@
 #define __noinline__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-// __shared__ and __constant__ are rewritten by gen.py (EMU_SHARED below); one left over is an
-// error at compile time.
+// __shared__ is rewritten by gen.py (shared_var below) and __constant__ is not emulated: one left
+// over is an error at compile time.
 #define __shared__ EMU_ERROR_shared_declaration_not_rewritten_by_gen_py
 #define __constant__ EMU_ERROR_constant_memory_is_not_emulated
 
@@ -64,11 +64,16 @@ namespace emu {
 [[noreturn]] void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void warn_once(const char* key, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
+// The running CUDA thread (set by the scheduler at every switch; null outside a kernel).
+struct ThreadRegs {
+  uint3 tid;   // threadIdx
+  int linear;  // x + y·blockDim.x + z·blockDim.x·blockDim.y
+};
+extern ThreadRegs* g_thread;
+extern uint3 g_block_idx;
 extern dim3 g_block_dim, g_grid_dim;
-uint3& cur_tid();      // threadIdx of the running CUDA thread
-const uint3& cur_bid();  // blockIdx of the running block
-int lane();              // linear thread index % 32
-int warp();              // linear thread index / 32
+inline int lane() { return g_thread->linear % 32; }
+inline int warp() { return g_thread->linear / 32; }
 const char* kernel_name();
 
 // Shared memory of the running block: the dynamic buffer, and one poisoned buffer per static
@@ -150,17 +155,19 @@ inline T from_u64(uint64_t u) {
 }  // namespace emu
 
 // A static __shared__ declaration `__shared__ [__align__(A)] T name[dims];` becomes
-// EMU_SHARED(A, T, name, [dims]): a reference to this block's poisoned buffer for it.
-#define EMU_SHARED(align, T, name, dims)                                                        \
-  static const char name##_emu_tag = 0;                                                         \
-  using name##_emu_type = T dims;                                                               \
-  name##_emu_type& name = *static_cast<name##_emu_type*>(::emu::static_smem(                    \
-      &name##_emu_tag, sizeof(name##_emu_type),                                                 \
-      (align) > alignof(name##_emu_type) ? size_t(align) : alignof(name##_emu_type), #name))
+// `static char name_emu_tag; auto& name = ::emu::shared_var<T[dims]>(&name_emu_tag, A, "name");`
+// (gen.py): a reference to this block's poisoned buffer for the declaration (the tag's address
+// identifies the declaration).
+namespace emu {
+template <class T>
+T& shared_var(const void* tag, size_t align, const char* name) {
+  return *static_cast<T*>(static_smem(tag, sizeof(T), std::max(align, alignof(T)), name));
+}
+}  // namespace emu
 
 // ---- built-in variables ---------------------------------------------------------------------------
-#define threadIdx (::emu::cur_tid())
-#define blockIdx (::emu::cur_bid())
+#define threadIdx (::emu::g_thread->tid)
+#define blockIdx (static_cast<const uint3&>(::emu::g_block_idx))
 #define blockDim (::emu::g_block_dim)
 #define gridDim (::emu::g_grid_dim)
 constexpr int warpSize = 32;

@@ -15,7 +15,7 @@ The transformation (emu_cuda.h is force-included by the compiler):
          ("name" is the string of the CUDA_CHECK_LAUNCH that follows the launch, else the
          kernel's name; a launch not followed by a check of cudaGetLastError is reported as a
          warning)
-  __shared__ [__align__(A)] T name[dims];  -> EMU_SHARED(A, T, name, [dims]);
+  __shared__ [__align__(A)] T name[dims];  -> auto& name = ::emu::shared_var<T[dims]>(tag, A, "name");
   extern __shared__ [__align__(A)] T name[]; -> T* name = reinterpret_cast<T*>(::emu::dyn_smem());
   __global__ ... __launch_bounds__(N[, ...]) kernel(...) {  -> the body starts with
       ::emu::check_launch_bounds(N);
@@ -211,6 +211,10 @@ def kernel_expr_before(code, pos, path, text):
 def rewrite_launches(text, code, path, warnings):
     spans = []
     for m in re.finditer(r'<<<', code):
+        line_start = code.rfind('\n', 0, m.start()) + 1
+        if code[max(0, line_start - 2):line_start] == '\\\n' or code[line_start:m.start()].lstrip().startswith('#'):
+            raise GenError('%s:%d: a launch inside a macro is not supported by gen.py'
+                           % (path, line_of(text, m.start())))
         start, expr = kernel_expr_before(code, m.start(), path, text)
         cfg_end = code.index('>>>', m.end())
         cfg = split_top(text[m.end():cfg_end])
@@ -268,7 +272,8 @@ def rewrite_shared(text, code, path):
             if align:
                 rep += ' static_assert(%s <= 128, "dynamic shared memory is 128-byte aligned");' % align
         else:
-            rep = 'EMU_SHARED(%s, %s, %s, %s);' % (align or '1', typ, name, dims)
+            rep = ('static char %s_emu_tag; auto& %s = ::emu::shared_var<%s%s>(&%s_emu_tag, '
+                   '%s, "%s");' % (name, name, typ, dims, name, align or '1', name))
         spans.append((m.start(), m.end(), rep, path))
     return spans
 
