@@ -532,7 +532,7 @@ void* static_smem(const void* tag, size_t bytes, size_t align, const char* name)
 }
 
 // ---- barriers and collectives -------------------------------------------------------------------
-void syncthreads(const void* call_site) {
+void syncthreads(const char* call_site) {
   if (g_cur == nullptr) fail("__syncthreads outside a kernel");
   if (g_block_bar.exited > 0)
     warn_once(g_kernel,
@@ -541,10 +541,12 @@ void syncthreads(const void* call_site) {
               g_kernel, g_block_bar.exited);
   if (g_block_bar.arrived == 0) {
     g_block_bar.site = call_site;
-  } else if (g_block_bar.site != call_site) {
-    fail("%s: block (%u,%u,%u): threads wait at different __syncthreads() calls (divergent "
-         "barrier: undefined behaviour on the GPU); thread %d is at %p, an earlier one at %p",
-         g_kernel, g_block_idx.x, g_block_idx.y, g_block_idx.z, g_cur->regs.linear, call_site, g_block_bar.site);
+  } else if (g_block_bar.site != call_site &&
+             std::strcmp(static_cast<const char*>(g_block_bar.site), call_site) != 0) {
+    fail("%s: block (%u,%u,%u): threads wait at different __syncthreads() (divergent barrier: "
+         "undefined behaviour on the GPU): thread %d at %s, an earlier one at %s",
+         g_kernel, g_block_idx.x, g_block_idx.y, g_block_idx.z, g_cur->regs.linear, call_site,
+         static_cast<const char*>(g_block_bar.site));
   }
   barrier_wait(g_block_bar);
 }

@@ -13,11 +13,13 @@
 //
 // What it does NOT emulate: the GPU's scheduling (threads switch only at barriers and warp
 // collectives, so a missing barrier shows only when the emulated order happens to expose it: run
-// once more with EMU_REVERSE=1); inter-block concurrency (blocks run one after another, so races
-// between blocks are invisible); registers, occupancy, bank conflicts, timing; the floating point
-// of the device (expf, sqrtf, rsqrtf, exp2f, ... are glibc's, correctly rounded or close to it,
-// while the GPU's differ by an ulp or two; fast-math intrinsics such as __expf are exact here).
-// cuBLASLt (emu_cublaslt.cpp) and CUB (cub_emu.h) are replaced by host reference code.
+// once more with EMU_ORDER=reverse and EMU_ORDER=random); inter-block concurrency (blocks run one
+// after another, so races between blocks are invisible); registers, occupancy, bank conflicts,
+// timing; the floating point of the device (expf, sqrtf, rsqrtf, exp2f, ... are glibc's,
+// correctly rounded or close to it, where the GPU's differ by an ulp or two; the fast intrinsics
+// such as __expf are glibc's full-precision functions here, approximations on the GPU); device
+// memory is plain host memory (emu_runtime.cpp). cuBLASLt (emu_cublaslt.cpp) and CUB (cub_emu.h)
+// are replaced by host reference code.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -81,7 +83,7 @@ const char* kernel_name();
 unsigned char* dyn_smem();
 void* static_smem(const void* tag, size_t bytes, size_t align, const char* name);
 
-void syncthreads(const void* call_site);
+void syncthreads(const char* call_site);
 void syncwarp(unsigned mask);
 // Warp exchange: every lane publishes v, waits for the warp, and reads lane src's value.
 uint64_t warp_exchange(uint64_t v, int src_lane, unsigned mask, const char* what);
@@ -173,9 +175,13 @@ T& shared_var(const void* tag, size_t align, const char* name) {
 constexpr int warpSize = 32;
 
 // ---- barriers and warp collectives ------------------------------------------------------------------
-inline void __syncthreads() {
-  ::emu::syncthreads(__builtin_return_address(0));
-}
+// The call site (file:line of the .cu, thanks to gen.py's #line, and a counter for two calls on one
+// line) identifies the barrier, so threads of one block waiting at different __syncthreads() are
+// reported.
+#define EMU_STR2(x) #x
+#define EMU_STR(x) EMU_STR2(x)
+#define __syncthreads() \
+  ::emu::syncthreads(__FILE__ ":" EMU_STR(__LINE__) " (call #" EMU_STR(__COUNTER__) ")")
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   ::emu::syncwarp(mask);
 }

@@ -24,6 +24,11 @@ The transformation (emu_cuda.h is force-included by the compiler):
   a function whose body contains inline PTX (asm) -> its emulation from ptx_emu.inc (by name)
 <cublasLt.h> stays: emu_cublaslt.cpp implements the calls. Anything the transformation does not
 understand stops it with the file and line (extend this script, the emulator and README.md).
+
+What it does NOT handle: launches inside macros, __constant__ or __managed__ memory, raw string
+literals and digit separators (1'000) in the kernel files, PTX outside a __device__ wrapper
+function. It is a textual rewrite (comments and strings are skipped, the preprocessor is not
+run), so code that nvcc rejects may well pass here: compile with nvcc too.
 """
 import os
 import re
