@@ -101,7 +101,4 @@ class Gpt2Tokenizer {
   uint64_t instance_ = 0;  // tags the per-thread word cache
 };
 
-// SHA-256 of a byte string as 64 lowercase hex digits (used to pin the tokenizer files).
-std::string sha256_hex(const void* data, size_t n);
-
 }  // namespace unipool::data

@@ -12,7 +12,7 @@
 
 #include "data/shards.h"
 #include "data/tokenize.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 #if __has_include("data/gpt2_tokenizer.h")
 #include "data/gpt2_tokenizer.h"

@@ -16,60 +16,29 @@
 #include <system_error>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/random.h"
 
 namespace unipool::data {
 
 namespace {
 
-// splitmix64 (Steele, Lea, Flood 2014): the finaliser as a 64-bit mixer, and the generator.
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
-
-struct SplitMix64 {
-  uint64_t state;
-  uint64_t next() { return mix64(state += kGolden); }
-  // uniform in [0, n), n >= 1, unbiased: reject the lowest (2^64 mod n) values
-  uint64_t below(uint64_t n) {
-    const uint64_t threshold = (0 - n) % n;
-    for (;;) {
-      const uint64_t r = next();
-      if (r >= threshold) return r % n;
-    }
-  }
-};
-
 // The permutation seed of (seed, dataset, split, epoch): each value is folded in through the mixer.
 uint64_t permutation_seed(uint64_t seed, uint64_t dataset, uint64_t split, uint64_t epoch) {
   uint64_t h = mix64(seed ^ 0x756e69706f6f6c31ull);  // "unipool1"
-  for (uint64_t v : {dataset, split, epoch}) h = mix64(h ^ mix64(v + kGolden));
+  for (uint64_t v : {dataset, split, epoch}) h = mix64(h ^ mix64(v + kSplitMixGamma));
   return h;
 }
 
-// FNV-1a over 64-bit words, for the files' fingerprints.
-struct Fnv1a {
-  uint64_t h = 0xcbf29ce484222325ull;
-  void add(uint64_t v) {
-    for (int i = 0; i < 8; ++i) {
-      h ^= (v >> (8 * i)) & 0xff;
-      h *= 0x100000001b3ull;
-    }
-  }
-};
-
 std::string fingerprint(const TokenFile& f) {
   Fnv1a h;
-  h.add(static_cast<uint64_t>(f.num_tokens()));
-  h.add(static_cast<uint64_t>(f.num_documents()));
-  h.add(static_cast<uint64_t>(f.itemsize()));
+  h.add_u64(static_cast<uint64_t>(f.num_tokens()));
+  h.add_u64(static_cast<uint64_t>(f.num_documents()));
+  h.add_u64(static_cast<uint64_t>(f.itemsize()));
   const int64_t n = f.num_tokens();  // >= 1: empty files are rejected on open
-  for (int64_t k = 0; k <= 256; ++k) h.add(static_cast<uint32_t>(f.token(k * (n - 1) / 256)));
+  for (int64_t k = 0; k <= 256; ++k) h.add_u64(static_cast<uint32_t>(f.token(k * (n - 1) / 256)));
   for (int64_t k = 0; k <= 64 && f.num_documents() > 0; ++k) {
-    h.add(static_cast<uint64_t>(f.document_begin(k * (f.num_documents() - 1) / 64)));
+    h.add_u64(static_cast<uint64_t>(f.document_begin(k * (f.num_documents() - 1) / 64)));
   }
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h.h));
@@ -346,10 +315,7 @@ const std::vector<uint32_t>& Loader::Impl::permutation(size_t d, uint64_t epoch)
   p.order.resize(n);
   std::iota(p.order.begin(), p.order.end(), 0u);
   SplitMix64 rng{permutation_seed(spec.seed, d, static_cast<uint64_t>(split), epoch)};
-  for (size_t i = n; i > 1; --i) {  // Fisher–Yates: swap slot i-1 with a uniform slot in [0, i)
-    const size_t j = static_cast<size_t>(rng.below(i));
-    std::swap(p.order[i - 1], p.order[j]);
-  }
+  shuffle(p.order.data(), n, rng);
   p.epoch = static_cast<int64_t>(epoch);
   return p.order;
 }

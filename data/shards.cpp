@@ -13,8 +13,8 @@
 #include <cstring>
 #include <limits>
 
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fsutil.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "unipool's shard readers assume a little-endian host"

@@ -105,7 +105,7 @@ class TokenFile {
 };
 
 // Streaming writers (the one place that knows the on-disk layouts); both files of a shard are
-// written to temporary names, fsynced and renamed into place by finish() (engine/fsutil.h
+// written to temporary names, fsynced and renamed into place by finish() (base/fsutil.h
 // AtomicFile), so a failed write never leaves a half shard. `unipool tokenize` streams corpora
 // through them.
 class MegatronWriter {

@@ -22,9 +22,9 @@
 
 #include "data/loader.h"
 #include "data/shards.h"
-#include "engine/error.h"
-#include "engine/fsutil.h"
-#include "model/init.h"
+#include "base/error.h"
+#include "base/fsutil.h"
+#include "base/random.h"
 
 #if __has_include("data/gpt2_tokenizer.h")
 #include "data/gpt2_tokenizer.h"
@@ -415,14 +415,12 @@ TokenizeStats run_tokenize(const TokenizeOptions& o) {
   const int64_t num_docs = corpus.num_documents();
   check(num_docs > 0, "tokenize: the inputs hold no documents");
 
-  // a seeded Fisher–Yates shuffle of the documents
+  // a seeded Fisher–Yates shuffle of the documents (base/random.h, unbiased)
   std::vector<int64_t> order(static_cast<size_t>(num_docs));
   for (int64_t i = 0; i < num_docs; ++i) order[static_cast<size_t>(i)] = i;
   if (o.shuffle) {
-    for (size_t i = order.size() - 1; i > 0; --i) {
-      const size_t j = splitmix64(o.shuffle_seed ^ splitmix64(i)) % (i + 1);
-      std::swap(order[i], order[j]);
-    }
+    SplitMix64 rng{o.shuffle_seed};
+    shuffle(order.data(), order.size(), rng);
   }
   const std::array<int64_t, 4> bounds = split_indices(split_weights, num_docs);
 

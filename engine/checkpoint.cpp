@@ -5,8 +5,8 @@
 #include <unistd.h>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fsutil.h"
 #include "engine/safetensors.h"
 
 namespace unipool {

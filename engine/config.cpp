@@ -1,12 +1,16 @@
-// Config loading: defaults ← file ← --set overrides, then typed conversion and validation.
+// Config loading: defaults ← file ← --set overrides, then typed conversion and validation, all
+// driven by one key table (kKeys below): a key is declared once, with its name, its JSON type and
+// its rule; its default is the initialiser of its struct member (engine/config.h, model/config.h).
 #include "engine/config.h"
 
 #include <cmath>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <sstream>
 #include <sys/stat.h>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace unipool {
 
@@ -19,55 +23,262 @@ bool file_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// The json value at a dotted key, for messages.
+// A JSON value for messages, cut to a readable length.
 std::string describe(const json& v) {
   std::string s = v.dump();
   return s.size() > 60 ? s.substr(0, 57) + "..." : s;
 }
 
-int get_int(const json& section, const std::string& section_name, const char* key) {
-  const json& v = section.at(key);
-  const std::string name = section_name + "." + key;
+// ---- typed conversion from JSON: each throws an Error naming the key ---------------------------
+void from_json_value(const json& v, const std::string& name, int* out) {
   if (v.is_number_integer() || v.is_number_unsigned()) {
-    const long long x = v.get<long long>();
+    const long long x = v.is_number_unsigned() ? static_cast<long long>(std::min<uint64_t>(
+                                                     v.get<uint64_t>(), uint64_t(1) << 62))
+                                               : v.get<long long>();
     check(x >= -2147483647LL && x <= 2147483647LL, name + ": " + describe(v) + " is out of range");
-    return static_cast<int>(x);
+    *out = static_cast<int>(x);
+    return;
   }
   if (v.is_number_float()) {
     const double x = v.get<double>();
     check(std::floor(x) == x && std::fabs(x) < 2147483647.0,
           name + ": expected an integer, got " + describe(v));
-    return static_cast<int>(x);
+    *out = static_cast<int>(x);
+    return;
   }
   throw Error(name + ": expected an integer, got " + describe(v));
 }
-
-uint64_t get_u64(const json& section, const std::string& section_name, const char* key) {
-  const json& v = section.at(key);
-  const std::string name = section_name + "." + key;
+void from_json_value(const json& v, const std::string& name, uint64_t* out) {
   check(v.is_number_unsigned() || (v.is_number_integer() && v.get<long long>() >= 0),
         name + ": expected a non-negative integer, got " + describe(v));
-  return v.get<uint64_t>();
+  *out = v.get<uint64_t>();
+}
+void from_json_value(const json& v, const std::string& name, double* out) {
+  check(v.is_number(), name + ": expected a number, got " + describe(v));
+  *out = v.get<double>();
+  check(std::isfinite(*out), name + ": must be finite");
+}
+void from_json_value(const json& v, const std::string& name, bool* out) {
+  check(v.is_boolean(), name + ": expected true or false, got " + describe(v));
+  *out = v.get<bool>();
+}
+void from_json_value(const json& v, const std::string& name, std::string* out) {
+  check(v.is_string(), name + ": expected a string, got " + describe(v));
+  *out = v.get<std::string>();
+}
+// The enums (FfnKind, RouterKind, BackendKind): a string naming one of their values.
+template <class Kind, class = decltype(name_of(Kind{}))>
+void from_json_value(const json& v, const std::string& name, Kind* out) {
+  check(v.is_string(), name + ": expected a string, got " + describe(v));
+  check(parse_kind(v.get<std::string>(), out),
+        name + ": unknown value '" + v.get<std::string>() + "'");
+}
+void from_json_value(const json& v, const std::string& name,
+                     std::vector<std::pair<double, std::string>>* out) {
+  check(v.is_array(), name + ": expected a list of [weight, prefix] pairs, got " + describe(v));
+  out->clear();
+  for (const json& entry : v) {
+    check(entry.is_array() && entry.size() == 2 && entry[0].is_number() && entry[1].is_string(),
+          name + ": each entry must be [weight, \"prefix\"], got " + describe(entry));
+    out->emplace_back(entry[0].get<double>(), entry[1].get<std::string>());
+  }
 }
 
-double get_double(const json& section, const std::string& section_name, const char* key) {
-  const json& v = section.at(key);
-  check(v.is_number(), section_name + "." + key + ": expected a number, got " + describe(v));
-  const double x = v.get<double>();
-  check(std::isfinite(x), section_name + "." + key + ": must be finite");
-  return x;
+template <class T>
+json to_json_value(const T& x) {
+  if constexpr (std::is_enum_v<T>) {
+    return name_of(x);
+  } else if constexpr (std::is_same_v<T, std::vector<std::pair<double, std::string>>>) {
+    json blend = json::array();
+    for (const auto& [w, p] : x) blend.push_back(json::array({w, p}));
+    return blend;
+  } else {
+    return x;
+  }
 }
 
-bool get_bool(const json& section, const std::string& section_name, const char* key) {
-  const json& v = section.at(key);
-  check(v.is_boolean(), section_name + "." + key + ": expected true or false, got " + describe(v));
-  return v.get<bool>();
+// ---- per-key rules: "" when the value is fine, else what is wrong ----------------------------------
+template <class T>
+using Rule = std::function<std::string(const T&, const Config&)>;
+
+Rule<int> at_least(int lo, const char* note = "") {
+  return [lo, note](const int& v, const Config&) {
+    return v >= lo ? std::string()
+                   : "must be >= " + std::to_string(lo) + note + ", got " + std::to_string(v);
+  };
+}
+Rule<double> non_negative(const char* note = "") {
+  return [note](const double& v, const Config&) {
+    return v >= 0 ? std::string() : "must be >= 0" + std::string(note) + ", got " + std::to_string(v);
+  };
+}
+Rule<double> positive() {
+  return [](const double& v, const Config&) {
+    return v > 0 ? std::string() : "must be > 0, got " + std::to_string(v);
+  };
+}
+Rule<double> unit_interval() {  // [0, 1)
+  return [](const double& v, const Config&) {
+    return v >= 0 && v < 1 ? std::string() : "must be in [0, 1), got " + std::to_string(v);
+  };
+}
+Rule<std::string> one_of(std::vector<std::string> allowed) {
+  return [allowed](const std::string& v, const Config&) {
+    for (const std::string& a : allowed)
+      if (v == a) return std::string();
+    std::string list;
+    for (size_t i = 0; i < allowed.size(); ++i)
+      list += (i == 0 ? "" : i + 1 == allowed.size() ? " or " : ", ") + allowed[i];
+    return "must be " + list + ", got '" + v + "'";
+  };
+}
+std::string split_rule(const std::string& split, const Config&) {
+  std::stringstream ss(split);
+  std::string part;
+  int parts = 0;
+  double total = 0;
+  bool ok = true;
+  while (std::getline(ss, part, ',')) {
+    char* end = nullptr;
+    const double v = std::strtod(part.c_str(), &end);
+    ok = ok && !part.empty() && end && *end == '\0' && v >= 0 && std::isfinite(v);
+    total += v;
+    ++parts;
+  }
+  ok = ok && parts >= 1 && parts <= 3 && total > 0;
+  return ok ? std::string()
+            : "expected up to three non-negative numbers like \"969,30,1\", got '" + split + "'";
 }
 
-std::string get_string(const json& section, const std::string& section_name, const char* key) {
-  const json& v = section.at(key);
-  check(v.is_string(), section_name + "." + key + ": expected a string, got " + describe(v));
-  return v.get<std::string>();
+// ---- the key table ---------------------------------------------------------------------------------
+// One row per key: its dotted name, the JSON conversions of its member, its rule, and (for the
+// three keys whose default depends on other keys) how that default is derived when the value is
+// null.
+struct Key {
+  std::string name;
+  std::function<json(const Config&)> get;
+  std::function<void(Config&, const json&)> set;  // type conversion (Error names the key)
+  std::function<std::string(const Config&)> rule;  // "" or what is wrong
+  std::function<void(Config&)> derive;             // non-null: the default is derived
+};
+
+template <class T>
+Key key(const char* name, T& (*field)(Config&), Rule<T> rule = {},
+        std::function<void(Config&)> derive = {}) {
+  Key k;
+  k.name = name;
+  k.get = [field](const Config& c) { return to_json_value(field(const_cast<Config&>(c))); };
+  k.set = [field, n = k.name](Config& c, const json& v) { from_json_value(v, n, &field(c)); };
+  if (rule) {
+    k.rule = [field, rule](const Config& c) { return rule(field(const_cast<Config&>(c)), c); };
+  }
+  k.derive = std::move(derive);
+  return k;
+}
+
+// A field accessor, written as a captureless lambda so it converts to T& (*)(Config&).
+#define UNIPOOL_FIELD(type, path) +[](Config& c) -> type& { return c.path; }
+
+const std::vector<Key>& key_table() {
+  static const std::vector<Key> keys = [] {
+    std::vector<Key> t;
+    // model.*: docs/model.md defines each
+    t.push_back(key("model.vocab_size", UNIPOOL_FIELD(int, model.vocab_size), at_least(1)));
+    t.push_back(key("model.vocab_multiple", UNIPOOL_FIELD(int, model.vocab_multiple), at_least(1)));
+    t.push_back(key("model.seq_len", UNIPOOL_FIELD(int, model.seq_len), at_least(1)));
+    t.push_back(key("model.n_layer", UNIPOOL_FIELD(int, model.n_layer), at_least(1)));
+    t.push_back(key("model.d_model", UNIPOOL_FIELD(int, model.d_model), at_least(1)));
+    t.push_back(key("model.n_head", UNIPOOL_FIELD(int, model.n_head), at_least(1)));
+    t.push_back(key("model.n_kv_head", UNIPOOL_FIELD(int, model.n_kv_head), at_least(1)));
+    t.push_back(key("model.ffn_hidden", UNIPOOL_FIELD(int, model.ffn_hidden), at_least(1)));
+    t.push_back(key("model.norm_eps", UNIPOOL_FIELD(double, model.norm_eps), positive()));
+    t.push_back(key("model.rope_base", UNIPOOL_FIELD(double, model.rope_base),
+                    Rule<double>([](const double& v, const Config&) {
+                      return v > 1 ? std::string() : "must be > 1, got " + std::to_string(v);
+                    })));
+    t.push_back(key("model.init_std", UNIPOOL_FIELD(double, model.init_std), positive()));
+    t.push_back(key("model.ffn", UNIPOOL_FIELD(FfnKind, model.ffn)));
+    t.push_back(
+        key("model.experts_per_layer", UNIPOOL_FIELD(int, model.experts_per_layer), at_least(1)));
+    t.push_back(key("model.pool_size", UNIPOOL_FIELD(int, model.pool_size), at_least(1)));
+    t.push_back(key("model.pool_group", UNIPOOL_FIELD(int, model.pool_group),
+                    at_least(0, " (0 = one global pool)")));
+    t.push_back(key("model.top_k", UNIPOOL_FIELD(int, model.top_k), at_least(1)));
+    t.push_back(key("model.router", UNIPOOL_FIELD(RouterKind, model.router)));
+    t.push_back(key("model.router_renorm", UNIPOOL_FIELD(bool, model.router_renorm)));
+    t.push_back(key("model.router_share", UNIPOOL_FIELD(int, model.router_share), at_least(1)));
+    // loss.*
+    t.push_back(key("loss.aux_coeff", UNIPOOL_FIELD(double, loss.aux_coeff), non_negative(),
+                    [](Config& c) { c.loss.aux_coeff = c.model.ffn == FfnKind::moe ? 0.01 : 0.0; }));
+    t.push_back(key("loss.pool_aux_coeff", UNIPOOL_FIELD(double, loss.pool_aux_coeff),
+                    non_negative(), [](Config& c) {
+                      c.loss.pool_aux_coeff = c.model.ffn == FfnKind::unipool ? 0.01 : 0.0;
+                    }));
+    t.push_back(key("loss.z_loss_coeff", UNIPOOL_FIELD(double, loss.z_loss_coeff), non_negative()));
+    // optim.*
+    t.push_back(key("optim.lr", UNIPOOL_FIELD(double, optim.lr), non_negative()));
+    t.push_back(key("optim.min_lr", UNIPOOL_FIELD(double, optim.min_lr),
+                    Rule<double>([](const double& v, const Config& c) {
+                      if (v < 0) return "must be >= 0, got " + std::to_string(v);
+                      return v <= c.optim.lr ? std::string() : "must not exceed optim.lr";
+                    })));
+    t.push_back(key("optim.warmup_steps", UNIPOOL_FIELD(int, optim.warmup_steps), at_least(0),
+                    [](Config& c) { c.optim.warmup_steps = c.train.steps / 100; }));
+    t.push_back(key("optim.weight_decay", UNIPOOL_FIELD(double, optim.weight_decay), non_negative()));
+    t.push_back(key("optim.beta1", UNIPOOL_FIELD(double, optim.beta1), unit_interval()));
+    t.push_back(key("optim.beta2", UNIPOOL_FIELD(double, optim.beta2), unit_interval()));
+    t.push_back(key("optim.eps", UNIPOOL_FIELD(double, optim.eps), positive()));
+    t.push_back(key("optim.grad_clip", UNIPOOL_FIELD(double, optim.grad_clip),
+                    non_negative(" (0 disables clipping)")));
+    // train.*
+    t.push_back(key("train.steps", UNIPOOL_FIELD(int, train.steps), at_least(1)));
+    t.push_back(key("train.micro_batch", UNIPOOL_FIELD(int, train.micro_batch), at_least(1)));
+    t.push_back(key("train.grad_accum", UNIPOOL_FIELD(int, train.grad_accum), at_least(1)));
+    t.push_back(key("train.seed", UNIPOOL_FIELD(uint64_t, train.seed)));
+    t.push_back(key("train.eval_every", UNIPOOL_FIELD(int, train.eval_every),
+                    at_least(0, " (0 disables evaluation)")));
+    t.push_back(key("train.eval_batches", UNIPOOL_FIELD(int, train.eval_batches),
+                    Rule<int>([](const int& v, const Config& c) {
+                      return c.train.eval_every == 0 || v >= 1 ? std::string() : "must be >= 1";
+                    })));
+    t.push_back(key("train.ckpt_every", UNIPOOL_FIELD(int, train.ckpt_every),
+                    at_least(0, " (0 disables checkpoints)")));
+    t.push_back(key("train.ckpt_keep", UNIPOOL_FIELD(int, train.ckpt_keep), at_least(1)));
+    t.push_back(key("train.out_dir", UNIPOOL_FIELD(std::string, train.out_dir),
+                    Rule<std::string>([](const std::string& v, const Config&) {
+                      return v.empty() ? std::string("must not be empty") : std::string();
+                    })));
+    t.push_back(key("train.backend", UNIPOOL_FIELD(BackendKind, train.backend)));
+    t.push_back(key("train.log_every", UNIPOOL_FIELD(int, train.log_every), at_least(1)));
+    t.push_back(key("train.threads", UNIPOOL_FIELD(int, train.threads),
+                    at_least(0, " (0 = all cores)")));
+    // data.*: docs/data.md
+    using Blend = std::vector<std::pair<double, std::string>>;
+    t.push_back(key("data.train", UNIPOOL_FIELD(Blend, data.train)));
+    t.push_back(key("data.format", UNIPOOL_FIELD(std::string, data.format),
+                    one_of({"megatron", "llmc"})));
+    t.push_back(key("data.split", UNIPOOL_FIELD(std::string, data.split),
+                    Rule<std::string>(split_rule)));
+    return t;
+  }();
+  return keys;
+}
+#undef UNIPOOL_FIELD
+
+// The JSON node of a dotted key in a tree (created when absent).
+json& node_at(json& tree, const std::string& dotted) {
+  json* node = &tree;
+  size_t start = 0;
+  for (;;) {
+    const size_t dot = dotted.find('.', start);
+    node = &(*node)[dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start)];
+    if (dot == std::string::npos) return *node;
+    start = dot + 1;
+  }
+}
+
+bool is_comment_key(const std::string& k) {
+  return k == "//" || k.rfind("_comment", 0) == 0;
 }
 
 // Copies `src` over `dst`, key by key; every key of src must exist in dst (the defaults tree).
@@ -76,7 +287,7 @@ void merge_known(json& dst, const json& src, const std::string& prefix) {
                              ": expected a JSON object, got " + describe(src));
   for (auto it = src.begin(); it != src.end(); ++it) {
     const std::string name = prefix.empty() ? it.key() : prefix + "." + it.key();
-    if (it.key() == "//" || it.key().rfind("_comment", 0) == 0) continue;  // comments allowed
+    if (is_comment_key(it.key())) continue;
     check(dst.contains(it.key()), "unknown config key '" + name + "'");
     json& target = dst[it.key()];
     if (target.is_object()) {
@@ -110,58 +321,63 @@ void apply_override(json& tree, const std::string& assignment) {
   *node = value;
 }
 
+// Merges `over` onto `base`: objects key by key, anything else replaced (the "base" mechanism).
+void merge_over(json& base, const json& over) {
+  for (auto it = over.begin(); it != over.end(); ++it) {
+    if (it.value().is_object() && base.contains(it.key()) && base[it.key()].is_object()) {
+      merge_over(base[it.key()], it.value());
+    } else {
+      base[it.key()] = it.value();
+    }
+  }
+}
+
+std::string resolve_config_path(const std::string& path_or_preset) {
+  if (file_exists(path_or_preset)) return path_or_preset;
+  // A preset name: configs/NAME.json next to the source tree or in the current directory.
+  for (const std::string& dir : {std::string("configs/"), std::string(UNIPOOL_CONFIG_DIR "/")})
+    if (file_exists(dir + path_or_preset + ".json")) return dir + path_or_preset + ".json";
+  throw Error("--config: cannot open '" + path_or_preset +
+              "' (not a file, and no preset configs/" + path_or_preset + ".json)");
+}
+
+json read_config_chain(const std::string& path_or_preset, std::set<std::string>& visiting) {
+  const std::string path = resolve_config_path(path_or_preset);
+  check(visiting.insert(path).second, "--config: '" + path + "' is its own base (a cycle of \"base\")");
+  std::ifstream in(path);
+  check(in.good(), "--config: cannot open '" + path + "'");
+  json j = json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  check(!j.is_discarded(), "--config: '" + path + "' is not valid JSON");
+  check(j.is_object(), "--config: '" + path + "' must hold a JSON object");
+  if (!j.contains("base")) return j;
+  check(j["base"].is_string(), path + ": \"base\" must name a preset or a file");
+  json merged = read_config_chain(j["base"].get<std::string>(), visiting);
+  j.erase("base");
+  for (auto it = merged.begin(); it != merged.end();)  // the base's comments are not this file's
+    it = is_comment_key(it.key()) ? merged.erase(it) : std::next(it);
+  merge_over(merged, j);
+  return merged;
+}
+
 }  // namespace
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> names;
+  for (const Key& k : key_table()) names.push_back(k.name);
+  return names;
+}
 
 json config_defaults() {
   const Config c;
   json j = c.to_json();
-  j["loss"]["aux_coeff"] = nullptr;       // 0.01 for moe, 0 otherwise
-  j["loss"]["pool_aux_coeff"] = nullptr;  // 0.01 for unipool, 0 otherwise
-  j["optim"]["warmup_steps"] = nullptr;   // 1% of train.steps
+  for (const Key& k : key_table())
+    if (k.derive) node_at(j, k.name) = nullptr;  // the default depends on other keys
   return j;
 }
 
 json Config::to_json() const {
-  json j;
-  j["model"] = {{"vocab_size", model.vocab_size},
-                {"vocab_multiple", model.vocab_multiple},
-                {"seq_len", model.seq_len},
-                {"n_layer", model.n_layer},
-                {"d_model", model.d_model},
-                {"n_head", model.n_head},
-                {"n_kv_head", model.n_kv_head},
-                {"ffn_hidden", model.ffn_hidden},
-                {"norm_eps", model.norm_eps},
-                {"rope_base", model.rope_base},
-                {"init_std", model.init_std},
-                {"ffn", model.ffn},
-                {"experts_per_layer", model.experts_per_layer},
-                {"pool_size", model.pool_size},
-                {"pool_group", model.pool_group},
-                {"top_k", model.top_k},
-                {"router", model.router},
-                {"router_renorm", model.router_renorm},
-                {"router_share", model.router_share}};
-  j["loss"] = {{"aux_coeff", loss.aux_coeff},
-               {"pool_aux_coeff", loss.pool_aux_coeff},
-               {"z_loss_coeff", loss.z_loss_coeff}};
-  j["optim"] = {{"lr", optim.lr},
-                {"min_lr", optim.min_lr},
-                {"warmup_steps", optim.warmup_steps},
-                {"weight_decay", optim.weight_decay},
-                {"beta1", optim.beta1},
-                {"beta2", optim.beta2},
-                {"eps", optim.eps},
-                {"grad_clip", optim.grad_clip}};
-  j["train"] = {{"steps", train.steps},           {"micro_batch", train.micro_batch},
-                {"grad_accum", train.grad_accum}, {"seed", train.seed},
-                {"eval_every", train.eval_every}, {"eval_batches", train.eval_batches},
-                {"ckpt_every", train.ckpt_every}, {"ckpt_keep", train.ckpt_keep},
-                {"out_dir", train.out_dir},       {"backend", train.backend},
-                {"log_every", train.log_every},   {"threads", train.threads}};
-  json blend = json::array();
-  for (const auto& [w, p] : data.train) blend.push_back(json::array({w, p}));
-  j["data"] = {{"train", blend}, {"format", data.format}, {"split", data.split}};
+  json j = json::object();
+  for (const Key& k : key_table()) node_at(j, k.name) = k.get(*this);
   return j;
 }
 
@@ -172,94 +388,24 @@ Config load_config(const json& file_json, const std::vector<std::string>& overri
   for (const auto& o : overrides) apply_override(tree, o);
 
   Config c;
-  const json& m = tree["model"];
-  c.model.vocab_size = get_int(m, "model", "vocab_size");
-  c.model.vocab_multiple = get_int(m, "model", "vocab_multiple");
-  c.model.seq_len = get_int(m, "model", "seq_len");
-  c.model.n_layer = get_int(m, "model", "n_layer");
-  c.model.d_model = get_int(m, "model", "d_model");
-  c.model.n_head = get_int(m, "model", "n_head");
-  c.model.n_kv_head = get_int(m, "model", "n_kv_head");
-  c.model.ffn_hidden = get_int(m, "model", "ffn_hidden");
-  c.model.norm_eps = get_double(m, "model", "norm_eps");
-  c.model.rope_base = get_double(m, "model", "rope_base");
-  c.model.init_std = get_double(m, "model", "init_std");
-  c.model.ffn = get_string(m, "model", "ffn");
-  c.model.experts_per_layer = get_int(m, "model", "experts_per_layer");
-  c.model.pool_size = get_int(m, "model", "pool_size");
-  c.model.pool_group = get_int(m, "model", "pool_group");
-  c.model.top_k = get_int(m, "model", "top_k");
-  c.model.router = get_string(m, "model", "router");
-  c.model.router_renorm = get_bool(m, "model", "router_renorm");
-  c.model.router_share = get_int(m, "model", "router_share");
-
-  const json& l = tree["loss"];
-  c.loss.aux_coeff = l["aux_coeff"].is_null() ? (c.model.ffn == "moe" ? 0.01 : 0.0)
-                                              : get_double(l, "loss", "aux_coeff");
-  c.loss.pool_aux_coeff = l["pool_aux_coeff"].is_null() ? (c.model.ffn == "unipool" ? 0.01 : 0.0)
-                                                        : get_double(l, "loss", "pool_aux_coeff");
-  c.loss.z_loss_coeff = get_double(l, "loss", "z_loss_coeff");
-
-  const json& o = tree["optim"];
-  c.optim.lr = get_double(o, "optim", "lr");
-  c.optim.min_lr = get_double(o, "optim", "min_lr");
-  c.optim.weight_decay = get_double(o, "optim", "weight_decay");
-  c.optim.beta1 = get_double(o, "optim", "beta1");
-  c.optim.beta2 = get_double(o, "optim", "beta2");
-  c.optim.eps = get_double(o, "optim", "eps");
-  c.optim.grad_clip = get_double(o, "optim", "grad_clip");
-
-  const json& t = tree["train"];
-  c.train.steps = get_int(t, "train", "steps");
-  c.train.micro_batch = get_int(t, "train", "micro_batch");
-  c.train.grad_accum = get_int(t, "train", "grad_accum");
-  c.train.seed = get_u64(t, "train", "seed");
-  c.train.eval_every = get_int(t, "train", "eval_every");
-  c.train.eval_batches = get_int(t, "train", "eval_batches");
-  c.train.ckpt_every = get_int(t, "train", "ckpt_every");
-  c.train.ckpt_keep = get_int(t, "train", "ckpt_keep");
-  c.train.out_dir = get_string(t, "train", "out_dir");
-  c.train.backend = get_string(t, "train", "backend");
-  c.train.log_every = get_int(t, "train", "log_every");
-  c.train.threads = get_int(t, "train", "threads");
-  c.optim.warmup_steps =
-      o["warmup_steps"].is_null() ? c.train.steps / 100 : get_int(o, "optim", "warmup_steps");
-
-  const json& d = tree["data"];
-  check(d["train"].is_array(),
-        "data.train: expected a list of [weight, prefix] pairs, got " + describe(d["train"]));
-  for (const json& entry : d["train"]) {
-    check(entry.is_array() && entry.size() == 2 && entry[0].is_number() && entry[1].is_string(),
-          "data.train: each entry must be [weight, \"prefix\"], got " + describe(entry));
-    c.data.train.emplace_back(entry[0].get<double>(), entry[1].get<std::string>());
+  for (const Key& k : key_table()) {
+    const json& v = node_at(tree, k.name);
+    if (!(v.is_null() && k.derive)) k.set(c, v);
   }
-  c.data.format = get_string(d, "data", "format");
-  c.data.split = get_string(d, "data", "split");
-
+  for (const Key& k : key_table())  // derived defaults read the other keys, so they come last
+    if (k.derive && node_at(tree, k.name).is_null()) k.derive(c);
   validate_config(c, check_data);
   return c;
 }
 
 void validate_config(const Config& c, bool check_data) {
+  for (const Key& k : key_table()) {
+    if (!k.rule) continue;
+    const std::string problem = k.rule(c);
+    check(problem.empty(), k.name + ": " + problem);
+  }
+  // Rules across keys.
   const ModelConfig& m = c.model;
-  auto positive = [](int v, const char* key) {
-    check(v >= 1, std::string(key) + ": must be >= 1, got " + std::to_string(v));
-  };
-  positive(m.vocab_size, "model.vocab_size");
-  positive(m.vocab_multiple, "model.vocab_multiple");
-  positive(m.seq_len, "model.seq_len");
-  positive(m.n_layer, "model.n_layer");
-  positive(m.d_model, "model.d_model");
-  positive(m.n_head, "model.n_head");
-  positive(m.n_kv_head, "model.n_kv_head");
-  positive(m.ffn_hidden, "model.ffn_hidden");
-  positive(m.top_k, "model.top_k");
-  positive(m.router_share, "model.router_share");
-  positive(m.experts_per_layer, "model.experts_per_layer");
-  positive(m.pool_size, "model.pool_size");
-  check(m.norm_eps > 0, "model.norm_eps: must be > 0");
-  check(m.rope_base > 1, "model.rope_base: must be > 1");
-  check(m.init_std > 0, "model.init_std: must be > 0");
   check(m.d_model % m.n_head == 0, "model.n_head: d_model " + std::to_string(m.d_model) +
                                        " is not divisible by n_head " + std::to_string(m.n_head));
   check(m.n_head % m.n_kv_head == 0, "model.n_kv_head: n_head " + std::to_string(m.n_head) +
@@ -267,18 +413,13 @@ void validate_config(const Config& c, bool check_data) {
                                          std::to_string(m.n_kv_head));
   check(m.head_dim() % 2 == 0,
         "model.n_head: head dim " + std::to_string(m.head_dim()) + " must be even for RoPE");
-  check(m.ffn == "dense" || m.ffn == "moe" || m.ffn == "unipool",
-        "model.ffn: must be dense, moe or unipool, got '" + m.ffn + "'");
-  check(m.router == "softmax" || m.router == "norm",
-        "model.router: must be softmax or norm, got '" + m.router + "'");
-  check(m.pool_group >= 0, "model.pool_group: must be >= 0 (0 = one global pool)");
-  if (m.ffn == "unipool") {
+  if (m.has_pools()) {
     check(m.n_layer % m.pool_layers() == 0,
           "model.pool_group: n_layer " + std::to_string(m.n_layer) +
               " is not divisible by pool_group " + std::to_string(m.pool_group));
   }
   if (m.is_moe()) {
-    const char* width_key = m.ffn == "unipool" ? "model.pool_size" : "model.experts_per_layer";
+    const char* width_key = m.has_pools() ? "model.pool_size" : "model.experts_per_layer";
     check(m.top_k <= m.router_width(), std::string("model.top_k: k = ") + std::to_string(m.top_k) +
                                            " exceeds the " + std::to_string(m.router_width()) +
                                            " experts of " + width_key);
@@ -287,66 +428,19 @@ void validate_config(const Config& c, bool check_data) {
     check(m.n_layer % m.router_share == 0,
           "model.router_share: n_layer " + std::to_string(m.n_layer) +
               " is not divisible by router_share " + std::to_string(m.router_share));
-    check(!(m.router_renorm && m.router == "norm"),
+    check(!(m.router_renorm && m.router == RouterKind::norm),
           "model.router_renorm: renormalisation is not defined for the NormRouter (router = norm)");
   } else {
     check(m.router_share == 1, "model.router_share: a dense model has no router to share");
   }
   const LossConfig& l = c.loss;
-  check(l.aux_coeff >= 0, "loss.aux_coeff: must be >= 0");
-  check(l.pool_aux_coeff >= 0, "loss.pool_aux_coeff: must be >= 0");
-  check(l.z_loss_coeff >= 0, "loss.z_loss_coeff: must be >= 0");
-  check(l.pool_aux_coeff == 0 || m.ffn == "unipool",
-        "loss.pool_aux_coeff: a pool loss needs model.ffn = unipool (got '" + m.ffn + "')");
+  check(l.pool_aux_coeff == 0 || m.has_pools(),
+        std::string("loss.pool_aux_coeff: a pool loss needs model.ffn = unipool (got '") +
+            name_of(m.ffn) + "')");
   check(m.is_moe() || (l.aux_coeff == 0 && l.z_loss_coeff == 0),
         "loss.aux_coeff: balancing losses need an MoE model (model.ffn = dense)");
 
-  const OptimConfig& o = c.optim;
-  check(o.lr >= 0, "optim.lr: must be >= 0, got " + std::to_string(o.lr));
-  check(o.min_lr >= 0, "optim.min_lr: must be >= 0, got " + std::to_string(o.min_lr));
-  check(o.min_lr <= o.lr, "optim.min_lr: must not exceed optim.lr");
-  check(o.warmup_steps >= 0, "optim.warmup_steps: must be >= 0");
-  check(o.weight_decay >= 0, "optim.weight_decay: must be >= 0");
-  check(o.beta1 >= 0 && o.beta1 < 1, "optim.beta1: must be in [0, 1)");
-  check(o.beta2 >= 0 && o.beta2 < 1, "optim.beta2: must be in [0, 1)");
-  check(o.eps > 0, "optim.eps: must be > 0");
-  check(o.grad_clip >= 0, "optim.grad_clip: must be >= 0 (0 disables clipping)");
-
-  const TrainConfig& t = c.train;
-  positive(t.steps, "train.steps");
-  positive(t.micro_batch, "train.micro_batch");
-  positive(t.grad_accum, "train.grad_accum");
-  check(t.eval_every >= 0, "train.eval_every: must be >= 0 (0 disables evaluation)");
-  check(t.eval_every == 0 || t.eval_batches >= 1, "train.eval_batches: must be >= 1");
-  check(t.ckpt_every >= 0, "train.ckpt_every: must be >= 0 (0 disables checkpoints)");
-  positive(t.ckpt_keep, "train.ckpt_keep");
-  positive(t.log_every, "train.log_every");
-  check(t.threads >= 0, "train.threads: must be >= 0 (0 = all cores)");
-  check(!t.out_dir.empty(), "train.out_dir: must not be empty");
-  check(t.backend == "cpu" || t.backend == "cuda" || t.backend == "auto",
-        "train.backend: must be cpu, cuda or auto, got '" + t.backend + "'");
-
   const DataConfig& d = c.data;
-  check(d.format == "megatron" || d.format == "llmc",
-        "data.format: must be megatron or llmc, got '" + d.format + "'");
-  {
-    std::stringstream ss(d.split);
-    std::string part;
-    int parts = 0;
-    double total = 0;
-    while (std::getline(ss, part, ',')) {
-      char* end = nullptr;
-      const double v = std::strtod(part.c_str(), &end);
-      check(!part.empty() && end && *end == '\0' && v >= 0 && std::isfinite(v),
-            "data.split: expected up to three non-negative numbers like \"969,30,1\", got '" +
-                d.split + "'");
-      total += v;
-      ++parts;
-    }
-    check(parts >= 1 && parts <= 3 && total > 0,
-          "data.split: expected up to three non-negative numbers like \"969,30,1\", got '" +
-              d.split + "'");
-  }
   if (check_data) {
     check(!d.train.empty(), "data.train: no training data given (a list of [weight, prefix])");
     for (const auto& [w, p] : d.train) {
@@ -362,22 +456,8 @@ void validate_config(const Config& c, bool check_data) {
 }
 
 json read_config_file(const std::string& path_or_preset) {
-  std::string path = path_or_preset;
-  if (!file_exists(path)) {
-    // A preset name: configs/NAME.json next to the source tree or in the current directory.
-    for (const std::string& dir : {std::string("configs/"), std::string(UNIPOOL_CONFIG_DIR "/")}) {
-      if (file_exists(dir + path_or_preset + ".json")) {
-        path = dir + path_or_preset + ".json";
-        break;
-      }
-    }
-  }
-  std::ifstream in(path);
-  check(in.good(), "--config: cannot open '" + path_or_preset +
-                       "' (not a file, and no preset configs/" + path_or_preset + ".json)");
-  json j = json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  check(!j.is_discarded(), "--config: '" + path + "' is not valid JSON");
-  return j;
+  std::set<std::string> visiting;
+  return read_config_chain(path_or_preset, visiting);
 }
 
 }  // namespace unipool

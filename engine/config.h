@@ -1,5 +1,7 @@
-// The run configuration: every key of SPEC.md §4, loaded from a JSON file, overridden by
-// `--set key=value`, and validated once. A bad key or value stops with an Error naming the key.
+// The run configuration (docs/config.md): defaults ← a JSON file or preset ← `--set key=value`,
+// validated once. Every key is declared once, in the key table of engine/config.cpp (its name, its
+// JSON type, its rule; the default is the struct member's initialiser below). A bad key or value
+// stops with an Error naming the key.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -8,48 +10,32 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/config.h"
+
 namespace unipool {
 
-struct ModelConfig {
-  int vocab_size = 50257;
-  int vocab_multiple = 1024;
-  int seq_len = 1024;
-  int n_layer = 12;
-  int d_model = 768;
-  int n_head = 12;
-  int n_kv_head = 4;
-  int ffn_hidden = 3072;  // F: dense FFN width and each expert's width
-  double norm_eps = 1e-5;
-  double rope_base = 1e6;
-  double init_std = 0.01;
-  std::string ffn = "dense";  // dense | moe | unipool
-  int experts_per_layer = 8;  // moe: E private experts per layer
-  int pool_size = 96;         // unipool: M experts per pool
-  int pool_group = 0;  // unipool: N adjacent layers share a pool; 0 = all layers (one global pool)
-  int top_k = 1;
-  std::string router = "softmax";  // softmax | norm (NormRouter)
-  bool router_renorm = false;      // softmax router: renormalise the k gates
-  int router_share = 1;  // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
-
-  int padded_vocab() const {
-    return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple;
-  }
-  int head_dim() const { return d_model / n_head; }
-  bool is_moe() const { return ffn != "dense"; }
-  int router_width() const {
-    return ffn == "unipool" ? pool_size : ffn == "moe" ? experts_per_layer : 0;
-  }
-  int pool_layers() const { return pool_group == 0 ? n_layer : pool_group; }  // N
-  int n_pools() const { return ffn == "unipool" ? n_layer / pool_layers() : 0; }
-  int n_routers() const { return is_moe() ? n_layer / router_share : 0; }
-  int qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim(); }
+// train.backend: where the run computes.
+enum class BackendKind {
+  automatic,  // "auto": the GPU when one is present, else the CPU
+  cpu,
+  cuda
 };
-
-struct LossConfig {
-  double aux_coeff = 0;       // per-layer Switch loss α (default 0.01 for moe, 0 for unipool)
-  double pool_aux_coeff = 0;  // pool loss α_pool (default 0.01 for unipool)
-  double z_loss_coeff = 0;
-};
+inline const char* name_of(BackendKind k) {
+  switch (k) {
+    case BackendKind::automatic:
+      return "auto";
+    case BackendKind::cpu:
+      return "cpu";
+    case BackendKind::cuda:
+      return "cuda";
+  }
+  return "?";
+}
+inline bool parse_kind(const std::string& name, BackendKind* out) {
+  for (BackendKind k : {BackendKind::automatic, BackendKind::cpu, BackendKind::cuda})
+    if (name == name_of(k)) return *out = k, true;
+  return false;
+}
 
 struct OptimConfig {
   double lr = 5e-4;
@@ -72,7 +58,7 @@ struct TrainConfig {
   int ckpt_every = 0;  // 0 disables checkpoints
   int ckpt_keep = 3;
   std::string out_dir = "runs/default";
-  std::string backend = "auto";  // cpu | cuda | auto (cuda when a GPU is present)
+  BackendKind backend = BackendKind::automatic;
   int log_every = 1;             // progress line every N steps (metrics.jsonl gets every step)
   int threads = 0;               // CPU threads; 0 = all cores
 };
@@ -103,8 +89,14 @@ nlohmann::json config_defaults();
 Config load_config(const nlohmann::json& file_json, const std::vector<std::string>& overrides,
                    bool check_data = true);
 
-// Reads a config file; `path_or_preset` may also be a preset name resolved in configs/.
+// Reads a config file; `path_or_preset` may also be a preset name resolved in configs/. A file
+// with a top-level "base" (a preset name or a path) holds only its differences: the base is read
+// first (recursively; a cycle is an Error) and the file's keys are merged over it, objects key by
+// key, anything else (numbers, strings, lists such as data.train) replaced whole.
 nlohmann::json read_config_file(const std::string& path_or_preset);
+
+// Every key's dotted name ("model.d_model", ...), in table order (docs/config.md lists them all).
+std::vector<std::string> config_keys();
 
 // Validation alone (load_config calls it); throws Error naming the key.
 void validate_config(const Config& config, bool check_data);

@@ -1,6 +1,8 @@
 // `unipool eval` and `unipool sample` (engine/evaluate.h).
 #include "engine/evaluate.h"
 
+#include "engine/backends.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -16,8 +18,8 @@
 #include "data/tokenize.h"
 #include "engine/checkpoint.h"
 #include "engine/config.h"
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fsutil.h"
 #include "engine/train.h"
 #include "model/generator.h"
 #include "model/layout.h"
@@ -200,25 +202,18 @@ EvalResult run_eval(const EvalOptions& o) {
 
   const Layout layout = make_layout(c.model);
   const int B = c.train.micro_batch, T = c.model.seq_len;
-  const std::string backend = select_backend(c);  // train.backend: the GPU when there is one
+  const BackendKind backend = select_backend(c);  // train.backend: the GPU when there is one
   std::printf(
       "unipool eval | %s (step %d) | %s, %d layers, d %d | %s split, %d batches of %d x %d "
       "tokens | %s\n",
-      ck.dir.c_str(), ck.step, c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
+      ck.dir.c_str(), ck.step, name_of(c.model.ffn), c.model.n_layer, c.model.d_model,
       data::split_name(split), batches, B, T, backend_banner(backend).c_str());
   std::fflush(stdout);
 
   const auto t0 = Clock::now();
-  double sum = 0;
-#ifdef UNIPOOL_HAVE_CUDA
-  if (backend == "cuda") {
-    sum = evaluation_sum<CudaBackend>(layout, c, ck.dir, loader, batches);
-  } else {
-    sum = evaluation_sum<CpuBackend<float>>(layout, c, ck.dir, loader, batches);
-  }
-#else
-  sum = evaluation_sum<CpuBackend<float>>(layout, c, ck.dir, loader, batches);
-#endif
+  const double sum = on_backend(backend, [&](auto b) {
+    return evaluation_sum<typename decltype(b)::type>(layout, c, ck.dir, loader, batches);
+  });
   EvalResult r;
   r.checkpoint = ck.dir;
   r.loss = sum / batches;
@@ -259,7 +254,7 @@ std::vector<std::string> run_sample(const SampleOptions& o) {
   std::printf(
       "unipool sample | %s (step %d) | %s, %d layers, d %d | %s tokenizer | temperature "
       "%g, top-k %d, seed %llu | %d threads\n",
-      ck.dir.c_str(), ck.step, c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
+      ck.dir.c_str(), ck.step, name_of(c.model.ffn), c.model.n_layer, c.model.d_model,
       codec.name.c_str(), o.temperature, o.top_k, static_cast<unsigned long long>(o.seed),
       omp_get_max_threads());
   if (static_cast<int>(prompt.size()) + o.tokens > c.model.seq_len) {

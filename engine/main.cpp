@@ -11,7 +11,7 @@
 #include "data/inspect.h"
 #include "data/tokenize.h"
 #include "engine/config.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/evaluate.h"
 #include "engine/train.h"
 

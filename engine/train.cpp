@@ -1,8 +1,6 @@
 // The training loop: data → Trainer steps → metrics / evaluation / checkpoints.
 #include "engine/train.h"
 
-#include <omp.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,13 +10,11 @@
 
 #include "data/loader.h"
 #include "engine/checkpoint.h"
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fsutil.h"
+#include "engine/backends.h"
 #include "engine/trainer.h"
 
-#ifdef UNIPOOL_HAVE_CUDA
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace unipool {
 
@@ -80,56 +76,10 @@ data::LoaderSpec loader_spec(const Config& c) {
 
 }  // namespace
 
-std::string select_backend(const Config& c) {
-  if (c.train.threads > 0) omp_set_num_threads(c.train.threads);
-  bool have_gpu = false;
-#ifdef UNIPOOL_HAVE_CUDA
-  have_gpu = cuda::device_count() > 0;
-#endif
-  if (c.train.backend == "cuda") {
-#ifndef UNIPOOL_HAVE_CUDA
-    throw Error(
-        "train.backend: 'cuda' is not available in this build (nvcc was not found when it was "
-        "configured); use cpu or auto");
-#endif
-    check(have_gpu,
-          "train.backend: 'cuda' needs a CUDA device, and none was found; use cpu or auto");
-    return "cuda";
-  }
-  if (c.train.backend == "auto" && have_gpu) return "cuda";
-  return "cpu";
-}
-
-std::string backend_banner(const std::string& backend) {
-  char buf[512];
-  if (backend == "cuda") {
-#ifdef UNIPOOL_HAVE_CUDA
-    cudaDeviceProp prop{};
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-    std::snprintf(buf, sizeof buf, "backend cuda (%s, %.1f GiB)", prop.name,
-                  double(prop.totalGlobalMem) / (1 << 30));
-    return buf;
-#endif
-  }
-  std::snprintf(buf, sizeof buf, "backend cpu, %d threads", omp_get_max_threads());
-  return buf;
-}
-
-// Device memory held by the run (GPU), or 0 on the CPU.
-size_t device_bytes(const std::string& backend) {
-#ifdef UNIPOOL_HAVE_CUDA
-  if (backend == "cuda") return cuda::allocated_bytes();
-#endif
-  (void)backend;
-  return 0;
-}
-
 namespace {
 
 template <class B>
-void train_on(const Config& c, const TrainOptions& options, const std::string& backend) {
+void train_on(const Config& c, const TrainOptions& options, BackendKind backend) {
   const std::string& out = c.train.out_dir;
 
   // Data first: a bad shard should stop the run before any work.
@@ -161,7 +111,7 @@ void train_on(const Config& c, const TrainOptions& options, const std::string& b
     trainer.commit_host_state();
     trainer.step = state["step"].get<int>();
     train_data.restore(state.at("data").at("train"));
-    if (c.model.ffn == "unipool") {
+    if (c.model.ffn == FfnKind::unipool) {
       PoolLossState pool;
       pool.from_json(state.at("pool_loss"), c.model.n_pools(), c.model.pool_size);
       trainer.model.set_pool_state(pool);
@@ -196,7 +146,7 @@ void train_on(const Config& c, const TrainOptions& options, const std::string& b
   std::printf(
       "unipool train | %s | %s, %d layers, d %d | %.2fM parameters (%.2fM active) | activations "
       "%.1f MiB (worst-case routing)",
-      backend_banner(backend).c_str(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
+      backend_banner(backend).c_str(), name_of(c.model.ffn), c.model.n_layer, c.model.d_model,
       layout.num_parameters() / 1e6, layout.active_parameters(false) / 1e6,
       trainer.model.activation_bytes() / 1048576.0);
   if (device_bytes(backend) > 0) {
@@ -266,7 +216,7 @@ void train_on(const Config& c, const TrainOptions& options, const std::string& b
                                 {"note",
                                  "no random numbers are drawn after initialisation; the data "
                                  "order is a function of the seed and the data position"}}}};
-      if (c.model.ffn == "unipool") state["pool_loss"] = trainer.model.pool_state().to_json();
+      if (c.model.ffn == FfnKind::unipool) state["pool_loss"] = trainer.model.pool_state().to_json();
       const auto host = trainer.host_state();
       last_ckpt = save_checkpoint(out, step, c.train.ckpt_keep, layout, host.params, host.exp_avg,
                                   host.exp_avg_sq, state);
@@ -282,11 +232,8 @@ void train_on(const Config& c, const TrainOptions& options, const std::string& b
 }  // namespace
 
 void run_train(const Config& c, const TrainOptions& options) {
-  const std::string backend = select_backend(c);
-#ifdef UNIPOOL_HAVE_CUDA
-  if (backend == "cuda") return train_on<CudaBackend>(c, options, backend);
-#endif
-  train_on<CpuBackend<float>>(c, options, backend);
+  const BackendKind backend = select_backend(c);
+  on_backend(backend, [&](auto b) { train_on<typename decltype(b)::type>(c, options, backend); });
 }
 
 }  // namespace unipool

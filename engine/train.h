@@ -24,14 +24,4 @@ struct BenchOptions {
 // Times `steps` training steps of the config on random tokens; prints tok/s and GFLOP/s.
 void run_bench(const Config& config, const BenchOptions& options);
 
-// Selects the backend for train.backend (cpu | cuda | auto: cuda when a device is present) and
-// sets the CPU thread count. Returns "cpu" or "cuda"; asking for cuda without a device is an Error.
-std::string select_backend(const Config& config);
-
-// One line naming the backend: the GPU's name and memory, or the CPU thread count.
-std::string backend_banner(const std::string& backend);
-
-// Device memory the run holds (GPU), 0 on the CPU.
-size_t device_bytes(const std::string& backend);
-
 }  // namespace unipool

@@ -3,7 +3,8 @@
 #include <cmath>
 #include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/optimizer.h"
 #include "model/init.h"
 
 namespace unipool {
@@ -38,7 +39,7 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
     r.aux_loss += losses.aux / accum;
   }
   auto phase = model.profile.scope("grad norm");
-  r.grad_norm = B::global_grad_norm(layout, model.grads());
+  r.grad_norm = B::global_grad_norm(layout.optimizer_table, model.grads());
   const int next = step + 1;
   if (!std::isfinite(r.loss) || !std::isfinite(r.aux_loss) || !std::isfinite(r.grad_norm)) {
     std::ostringstream msg;
@@ -53,9 +54,9 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
   }
   r.lr = learning_rate(config.optim, config.train.steps, next);
   phase.next("adamw");
-  B::adamw_step(layout, model.params(), model.grads(), exp_avg.data(), exp_avg_sq.data(),
-                model.weight_copy(), next, r.lr, clip_factor(r.grad_norm, config.optim.grad_clip),
-                config.optim);
+  B::adamw_step(layout.optimizer_table, model.params(), model.grads(), exp_avg.data(),
+                exp_avg_sq.data(), model.weight_copy(),
+                adamw_params(config.optim, next, r.lr, clip_factor(r.grad_norm, config.optim.grad_clip)));
   step = next;
   return r;
 }

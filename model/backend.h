@@ -14,13 +14,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/optimizer.h"
-#include "kernels/cpu/attention.h"
-#include "kernels/cpu/crossentropy.h"
-#include "kernels/cpu/dispatch.h"
-#include "kernels/cpu/layers.h"
-#include "kernels/cpu/matmul.h"
-#include "kernels/cpu/router.h"
+#include "kernels/cpu/ops.h"
 #include "model/profile.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
@@ -29,58 +23,6 @@
 #endif
 
 namespace unipool {
-
-// The op list, one line per op, for a backend whose ops live in namespace NS with template argument
-// list TARGS (empty for CUDA). Each line binds Backend::op to the op itself (a constexpr reference
-// to the function), so a call through the backend is a direct call.
-#define UNIPOOL_BIND_OPS(NS, TARGS)                                                               \
-  /* layers */                                                                                    \
-  static constexpr auto& embedding_forward = NS::embedding_forward TARGS;                         \
-  static constexpr auto& embedding_backward = NS::embedding_backward TARGS;                       \
-  static constexpr auto& rmsnorm_forward = NS::rmsnorm_forward TARGS;                             \
-  static constexpr auto& rmsnorm_backward = NS::rmsnorm_backward TARGS;                           \
-  static constexpr auto& swiglu_forward = NS::swiglu_forward TARGS;                               \
-  static constexpr auto& swiglu_backward = NS::swiglu_backward TARGS;                             \
-  static constexpr auto& scale_rows = NS::scale_rows TARGS;                                       \
-  static constexpr auto& row_dot = NS::row_dot TARGS;                                             \
-  /* attention */                                                                                 \
-  static constexpr auto& rope_forward = NS::rope_forward TARGS;                                   \
-  static constexpr auto& rope_backward = NS::rope_backward TARGS;                                 \
-  static constexpr auto& attention_forward = NS::attention_forward TARGS;                         \
-  static constexpr auto& attention_backward = NS::attention_backward TARGS;                       \
-  /* matrix products */                                                                           \
-  static constexpr auto& matmul_forward = NS::matmul_forward TARGS;                               \
-  static constexpr auto& matmul_backward_input = NS::matmul_backward_input TARGS;                 \
-  static constexpr auto& matmul_backward_weight = NS::matmul_backward_weight TARGS;               \
-  static constexpr auto& router_logits_forward = NS::router_logits_forward TARGS;                 \
-  static constexpr auto& router_logits_backward = NS::router_logits_backward TARGS;               \
-  static constexpr auto& grouped_matmul_forward = NS::grouped_matmul_forward TARGS;               \
-  static constexpr auto& grouped_matmul_backward_input = NS::grouped_matmul_backward_input TARGS; \
-  static constexpr auto& grouped_matmul_backward_weight =                                         \
-      NS::grouped_matmul_backward_weight TARGS;                                                   \
-  /* routers, top-k, balancing terms */                                                           \
-  static constexpr auto& softmax_forward = NS::softmax_forward TARGS;                             \
-  static constexpr auto& softmax_backward = NS::softmax_backward TARGS;                           \
-  static constexpr auto& norm_router_forward = NS::norm_router_forward TARGS;                     \
-  static constexpr auto& norm_router_backward = NS::norm_router_backward TARGS;                   \
-  static constexpr auto& topk_forward = NS::topk_forward TARGS;                                   \
-  static constexpr auto& topk_backward = NS::topk_backward TARGS;                                 \
-  static constexpr auto& expert_counts = NS::expert_counts;                                       \
-  static constexpr auto& balance_loss_forward = NS::balance_loss_forward TARGS;                   \
-  static constexpr auto& balance_loss_backward = NS::balance_loss_backward TARGS;                 \
-  static constexpr auto& z_loss_forward = NS::z_loss_forward TARGS;                               \
-  static constexpr auto& z_loss_backward = NS::z_loss_backward TARGS;                             \
-  static constexpr auto& counts_to_float = NS::counts_to_float TARGS;                             \
-  static constexpr auto& axpy = NS::axpy TARGS;                                                   \
-  static constexpr auto& pool_counts_update = NS::pool_counts_update TARGS;                       \
-  /* dispatch */                                                                                  \
-  static constexpr auto& dispatch_plan = NS::dispatch_plan;                                       \
-  static constexpr auto& gather_rows = NS::gather_rows TARGS;                                     \
-  static constexpr auto& sum_slot_rows = NS::sum_slot_rows TARGS;                                 \
-  static constexpr auto& slot_to_row_values = NS::slot_to_row_values TARGS;                       \
-  static constexpr auto& row_to_slot_values = NS::row_to_slot_values TARGS;                       \
-  /* LM head loss */                                                                              \
-  static constexpr auto& crossentropy_forward_backward = NS::crossentropy_forward_backward TARGS;
 
 // The CPU reference: every number type is T (float for training, double for finite differences),
 // the GEMMs read the master weights themselves, memory is host memory.
@@ -117,11 +59,56 @@ struct CpuBackend {
     std::copy(src, src + n, host);
   }
 
-  UNIPOOL_BIND_OPS(cpu, <T>)
-
-  // optimizer (engine/optimizer.h)
-  static constexpr auto& global_grad_norm = unipool::global_grad_norm<T>;
-  static constexpr auto& adamw_step = unipool::adamw_step<T>;
+  // The op list (kernels/cpu/ops.h), bound by name: B::op(...) is a direct call.
+  // layers
+  static constexpr auto& embedding_forward = cpu::embedding_forward<T>;
+  static constexpr auto& embedding_backward = cpu::embedding_backward<T>;
+  static constexpr auto& rmsnorm_forward = cpu::rmsnorm_forward<T>;
+  static constexpr auto& rmsnorm_backward = cpu::rmsnorm_backward<T>;
+  static constexpr auto& swiglu_forward = cpu::swiglu_forward<T>;
+  static constexpr auto& swiglu_backward = cpu::swiglu_backward<T>;
+  static constexpr auto& scale_rows = cpu::scale_rows<T>;
+  static constexpr auto& row_dot = cpu::row_dot<T>;
+  // attention
+  static constexpr auto& rope_forward = cpu::rope_forward<T>;
+  static constexpr auto& rope_backward = cpu::rope_backward<T>;
+  static constexpr auto& attention_forward = cpu::attention_forward<T>;
+  static constexpr auto& attention_backward = cpu::attention_backward<T>;
+  // matrix products
+  static constexpr auto& matmul_forward = cpu::matmul_forward<T>;
+  static constexpr auto& matmul_backward_input = cpu::matmul_backward_input<T>;
+  static constexpr auto& matmul_backward_weight = cpu::matmul_backward_weight<T>;
+  static constexpr auto& router_logits_forward = cpu::router_logits_forward<T>;
+  static constexpr auto& router_logits_backward = cpu::router_logits_backward<T>;
+  static constexpr auto& grouped_matmul_forward = cpu::grouped_matmul_forward<T>;
+  static constexpr auto& grouped_matmul_backward_input = cpu::grouped_matmul_backward_input<T>;
+  static constexpr auto& grouped_matmul_backward_weight = cpu::grouped_matmul_backward_weight<T>;
+  // routers, top-k, balancing terms
+  static constexpr auto& softmax_forward = cpu::softmax_forward<T>;
+  static constexpr auto& softmax_backward = cpu::softmax_backward<T>;
+  static constexpr auto& norm_router_forward = cpu::norm_router_forward<T>;
+  static constexpr auto& norm_router_backward = cpu::norm_router_backward<T>;
+  static constexpr auto& topk_forward = cpu::topk_forward<T>;
+  static constexpr auto& topk_backward = cpu::topk_backward<T>;
+  static constexpr auto& expert_counts = cpu::expert_counts;
+  static constexpr auto& balance_loss_forward = cpu::balance_loss_forward<T>;
+  static constexpr auto& balance_loss_backward = cpu::balance_loss_backward<T>;
+  static constexpr auto& z_loss_forward = cpu::z_loss_forward<T>;
+  static constexpr auto& z_loss_backward = cpu::z_loss_backward<T>;
+  static constexpr auto& counts_to_float = cpu::counts_to_float<T>;
+  static constexpr auto& axpy = cpu::axpy<T>;
+  static constexpr auto& pool_counts_update = cpu::pool_counts_update<T>;
+  // dispatch
+  static constexpr auto& dispatch_plan = cpu::dispatch_plan;
+  static constexpr auto& gather_rows = cpu::gather_rows<T>;
+  static constexpr auto& sum_slot_rows = cpu::sum_slot_rows<T>;
+  static constexpr auto& slot_to_row_values = cpu::slot_to_row_values<T>;
+  static constexpr auto& row_to_slot_values = cpu::row_to_slot_values<T>;
+  // LM head loss
+  static constexpr auto& crossentropy_forward_backward = cpu::crossentropy_forward_backward<T>;
+  // optimizer
+  static constexpr auto& global_grad_norm = cpu::global_grad_norm<T>;
+  static constexpr auto& adamw_step = cpu::adamw_step<T>;
 };
 
 #ifdef UNIPOOL_HAVE_CUDA
@@ -159,14 +146,58 @@ struct CudaBackend {
     cuda::memcpy_to_host(host, src, n * sizeof(U));
   }
 
-  UNIPOOL_BIND_OPS(cuda, )
-
+  // The op list (kernels/cuda/ops.h), bound by name with the CPU backend's names and order.
+  // layers
+  static constexpr auto& embedding_forward = cuda::embedding_forward;
+  static constexpr auto& embedding_backward = cuda::embedding_backward;
+  static constexpr auto& rmsnorm_forward = cuda::rmsnorm_forward;
+  static constexpr auto& rmsnorm_backward = cuda::rmsnorm_backward;
+  static constexpr auto& swiglu_forward = cuda::swiglu_forward;
+  static constexpr auto& swiglu_backward = cuda::swiglu_backward;
+  static constexpr auto& scale_rows = cuda::scale_rows;
+  static constexpr auto& row_dot = cuda::row_dot;
+  // attention
+  static constexpr auto& rope_forward = cuda::rope_forward;
+  static constexpr auto& rope_backward = cuda::rope_backward;
+  static constexpr auto& attention_forward = cuda::attention_forward;
+  static constexpr auto& attention_backward = cuda::attention_backward;
+  // matrix products
+  static constexpr auto& matmul_forward = cuda::matmul_forward;
+  static constexpr auto& matmul_backward_input = cuda::matmul_backward_input;
+  static constexpr auto& matmul_backward_weight = cuda::matmul_backward_weight;
+  static constexpr auto& router_logits_forward = cuda::router_logits_forward;
+  static constexpr auto& router_logits_backward = cuda::router_logits_backward;
+  static constexpr auto& grouped_matmul_forward = cuda::grouped_matmul_forward;
+  static constexpr auto& grouped_matmul_backward_input = cuda::grouped_matmul_backward_input;
+  static constexpr auto& grouped_matmul_backward_weight = cuda::grouped_matmul_backward_weight;
+  // routers, top-k, balancing terms
+  static constexpr auto& softmax_forward = cuda::softmax_forward;
+  static constexpr auto& softmax_backward = cuda::softmax_backward;
+  static constexpr auto& norm_router_forward = cuda::norm_router_forward;
+  static constexpr auto& norm_router_backward = cuda::norm_router_backward;
+  static constexpr auto& topk_forward = cuda::topk_forward;
+  static constexpr auto& topk_backward = cuda::topk_backward;
+  static constexpr auto& expert_counts = cuda::expert_counts;
+  static constexpr auto& balance_loss_forward = cuda::balance_loss_forward;
+  static constexpr auto& balance_loss_backward = cuda::balance_loss_backward;
+  static constexpr auto& z_loss_forward = cuda::z_loss_forward;
+  static constexpr auto& z_loss_backward = cuda::z_loss_backward;
+  static constexpr auto& counts_to_float = cuda::counts_to_float;
+  static constexpr auto& axpy = cuda::axpy;
+  static constexpr auto& pool_counts_update = cuda::pool_counts_update;
+  // dispatch
+  static constexpr auto& dispatch_plan = cuda::dispatch_plan;
+  static constexpr auto& gather_rows = cuda::gather_rows;
+  static constexpr auto& sum_slot_rows = cuda::sum_slot_rows;
+  static constexpr auto& slot_to_row_values = cuda::slot_to_row_values;
+  static constexpr auto& row_to_slot_values = cuda::row_to_slot_values;
+  // LM head loss
+  static constexpr auto& crossentropy_forward_backward = cuda::crossentropy_forward_backward;
+  // optimizer
   static constexpr auto& global_grad_norm = cuda::global_grad_norm;
   static constexpr auto& adamw_step = cuda::adamw_step;
   static constexpr auto& float_to_bf16_copy = cuda::float_to_bf16_copy;
 };
 #endif
-
-#undef UNIPOOL_BIND_OPS
 
 }  // namespace unipool

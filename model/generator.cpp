@@ -7,11 +7,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/error.h"
-#include "kernels/cpu/attention.h"
-#include "kernels/cpu/layers.h"
-#include "kernels/cpu/matmul.h"
-#include "kernels/cpu/router.h"
+#include "base/error.h"
+#include "kernels/cpu/ops.h"
 #include "model/normrouter_constant.h"
 
 namespace unipool {
@@ -46,7 +43,7 @@ Generator::Generator(const Layout& layout, const float* params)
     ids_.resize(k);
     gates_.resize(k);
     y_.resize(static_cast<size_t>(k) * d);
-    if (c.router == "norm") router_c_ = normrouter_constant(R, k);
+    if (c.router == RouterKind::norm) router_c_ = normrouter_constant(R, k);
   }
   logits_.resize(c.padded_vocab());
 }
@@ -132,7 +129,7 @@ void Generator::moe_ffn(int l) {
   const LayerView& v = layout_.layers[l];
   const int d = c.d_model, F = c.ffn_hidden, k = c.top_k, R = c.router_width();
   matmul_forward(z_.data(), xn_.data(), param(v.router), 1, d, R);
-  if (c.router == "norm") {
+  if (c.router == RouterKind::norm) {
     norm_router_forward(s_.data(), &znorm_, z_.data(), param(v.router_scale), router_c_, 1, R);
   } else {
     softmax_forward(s_.data(), z_.data(), 1, R);
@@ -164,15 +161,6 @@ int32_t argmax(const float* x, int n) {
   return best;
 }
 
-uint64_t Sampler::next_u64() {
-  const uint64_t r = splitmix64(state_);  // splitmix64 (model/init.h) of the current Weyl state
-  state_ += 0x9E3779B97F4A7C15ULL;
-  return r;
-}
-
-double Sampler::uniform() {
-  return static_cast<double>(next_u64() >> 11) * 0x1.0p-53;
-}
 
 int32_t Sampler::sample(const float* logits, int n, double temperature, int top_k) {
   check(n >= 1, "sampler: no logits");
@@ -198,7 +186,7 @@ int32_t Sampler::sample(const float* logits, int n, double temperature, int top_
     probs_[i] = std::exp((static_cast<double>(logits[order_[i]]) - m) / temperature);
     sum += probs_[i];
   }
-  const double u = uniform() * sum;
+  const double u = rng_.uniform() * sum;
   double run = 0;
   for (int i = 0; i < k; ++i) {
     run += probs_[i];

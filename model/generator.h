@@ -23,6 +23,7 @@
 #include <functional>
 #include <vector>
 
+#include "base/random.h"
 #include "model/layout.h"
 
 namespace unipool {
@@ -81,13 +82,11 @@ class Generator {
 //   token by walking the cumulative sum in (logit descending, id ascending) order.
 class Sampler {
  public:
-  explicit Sampler(uint64_t seed) : state_(seed) {}
+  explicit Sampler(uint64_t seed) : rng_{seed} {}
   int32_t sample(const float* logits, int n, double temperature, int top_k);
-  uint64_t next_u64();  // splitmix64
-  double uniform();     // [0, 1), 53 bits
 
  private:
-  uint64_t state_;
+  SplitMix64 rng_;  // base/random.h
   std::vector<int32_t> order_;  // scratch, sized on the first call for a given n
   std::vector<double> probs_;
 };

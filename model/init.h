@@ -8,22 +8,10 @@
 #include <cstdint>
 #include <string>
 
+#include "base/random.h"
 #include "model/layout.h"
 
 namespace unipool {
-
-inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
-inline uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 0xCBF29CE484222325ULL;
-  for (unsigned char ch : s) h = (h ^ ch) * 0x100000001B3ULL;
-  return h;
-}
 
 // The i-th standard normal of the stream `key` (Box–Muller, cosine branch).
 inline double counter_normal(uint64_t key, uint64_t i) {

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace unipool {
 
@@ -50,17 +50,17 @@ Layout make_layout(const ModelConfig& c) {
     v.wqkv = b.add(p + "attn.wqkv.weight", {c.qkv_width(), d}, InitKind::normal, std0);
     v.wo = b.add(p + "attn.wo.weight", {d, d}, InitKind::normal, std_out);
     v.ffn_norm = b.add(p + "ffn_norm.weight", {d}, InitKind::ones, 0);
-    if (c.ffn == "dense") {
+    if (c.ffn == FfnKind::dense) {
       v.w13 = b.add(p + "ffn.w13.weight", {2 * F, d}, InitKind::normal, std0);
       v.w2 = b.add(p + "ffn.w2.weight", {d, F}, InitKind::normal, std_out);
-    } else if (c.ffn == "moe") {
+    } else if (c.ffn == FfnKind::moe) {
       const int64_t E = c.experts_per_layer;
       v.w13 = b.add(p + "experts.w13", {E, 2 * F, d}, InitKind::normal, std0);
       v.w2 = b.add(p + "experts.w2", {E, d, F}, InitKind::normal, std_out);
       v.bank_experts = c.experts_per_layer;
     }
   }
-  if (c.ffn == "unipool") {
+  if (c.ffn == FfnKind::unipool) {
     const int N = c.pool_layers(), M = c.pool_size;
     for (int g = 0; g < c.n_pools(); ++g) {
       const std::string p = "pools." + std::to_string(g) + ".";
@@ -82,7 +82,7 @@ Layout make_layout(const ModelConfig& c) {
       const int w = b.add(p + "weight", {c.router_width(), d}, InitKind::normal, std0);
       layout.tensors[w].uses = B;
       int s = -1;
-      if (c.router == "norm") {
+      if (c.router == RouterKind::norm) {
         s = b.add(p + "scale", {}, InitKind::ones, 0);
         layout.tensors[s].uses = B;
       }
@@ -95,6 +95,8 @@ Layout make_layout(const ModelConfig& c) {
   }
   layout.final_norm = b.add("norm.weight", {d}, InitKind::ones, 0);
   layout.output = b.add("output.weight", {Vp, d}, InitKind::normal, std0);
+  for (const ParamTensor& t : layout.tensors)
+    layout.optimizer_table.push_back(TensorSpan{t.offset, t.numel, t.decay});
   return layout;
 }
 

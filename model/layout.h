@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
+#include "kernels/op_types.h"
+#include "model/config.h"
 
 namespace unipool {
 
@@ -44,6 +45,8 @@ struct Layout {
   std::vector<LayerView> layers;
   int tok_embeddings = -1, final_norm = -1, output = -1;
   int64_t arena_size = 0;  // floats, including alignment padding between tensors
+  TensorTable optimizer_table;  // every tensor once as (offset, numel, decay): what the optimizer
+                                // ops walk (kernels/op_types.h)
 
   const ParamTensor& operator[](int i) const { return tensors[i]; }
   int find(const std::string& name) const;  // -1 when absent

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <functional>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "model/normrouter_constant.h"
 
 namespace unipool {
@@ -92,7 +92,7 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
       m.row_gate = flt(N * k, "routing");
       m.xg = act(N * k * d, "expert inputs (worst-case routing)");
       m.aux_grad = flt(R, "routing");
-      if (c.router == "norm") m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
+      if (c.router == RouterKind::norm) m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
     }
     expert_weight_ = flt(R, "routing");
     drows_ = act(rows * d, "backward scratch");
@@ -102,7 +102,7 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
     dgate_ = flt(2 * rows, "backward scratch");
   }
   aux_terms_ = flt(3 * int64_t(c.n_layer), "losses");
-  if (c.ffn == "unipool") {
+  if (c.ffn == FfnKind::unipool) {
     pool_ghat_ = flt(int64_t(c.n_pools()) * c.pool_size, "pool-loss state");
     pool_running_ = flt(int64_t(c.n_pools()) * c.pool_size, "pool-loss state");
     B::zero(pool_ghat_.data(), pool_ghat_.size());
@@ -202,7 +202,7 @@ template <class B>
 PoolLossState Model<B>::pool_state() const {
   PoolLossState state;
   const ModelConfig& c = layout_.config;
-  if (c.ffn != "unipool") return state;
+  if (c.ffn != FfnKind::unipool) return state;
   const int groups = c.n_pools(), M = c.pool_size;
   std::vector<Float> ghat(pool_ghat_.size()), running(pool_running_.size());
   B::download(ghat.data(), pool_ghat_.data(), ghat.size());
@@ -222,7 +222,7 @@ PoolLossState Model<B>::pool_state() const {
 template <class B>
 void Model<B>::set_pool_state(const PoolLossState& state) {
   const ModelConfig& c = layout_.config;
-  if (c.ffn != "unipool") return;
+  if (c.ffn != FfnKind::unipool) return;
   const int groups = c.n_pools(), M = c.pool_size;
   check(static_cast<int>(state.ghat.size()) == groups &&
             static_cast<int>(state.running.size()) == groups,
@@ -274,7 +274,7 @@ Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool tra
       dense_ffn_forward(l);
     }
   }
-  if (train && c.ffn == "unipool" && advance_pool_state) pool_valid_ = true;
+  if (train && c.ffn == FfnKind::unipool && advance_pool_state) pool_valid_ = true;
   lm_head(train, loss_scale);
   have_forward_ = train;
 
@@ -347,7 +347,7 @@ void Model<B>::moe_forward(int l, bool train, double loss_scale) {
   // Router: z = W_r xn in fp32 from the fp32 router weights, then scores s.
   auto phase = profile.scope("router fwd");
   B::router_logits_forward(m.z.data(), a.xn_ffn.data(), param(v.router), N_, d, R);
-  if (c.router == "norm") {
+  if (c.router == RouterKind::norm) {
     B::norm_router_forward(m.s.data(), m.znorm.data(), m.z.data(), param(v.router_scale), m.c, N_,
                            R);
   } else {
@@ -382,8 +382,8 @@ void Model<B>::moe_forward(int l, bool train, double loss_scale) {
   B::zero(m.aux_grad.data(), m.aux_grad.size());
   Float* terms = aux_terms_.data() + 3 * l;
   const double NN = static_cast<double>(N_) * N_;
-  const int g = v.pool, Lg = c.ffn == "unipool" ? c.pool_layers() : 1;
-  Float* ghat = c.ffn == "unipool" ? pool_ghat_.data() + int64_t(g) * R : nullptr;
+  const int g = v.pool, Lg = c.ffn == FfnKind::unipool ? c.pool_layers() : 1;
+  Float* ghat = c.ffn == FfnKind::unipool ? pool_ghat_.data() + int64_t(g) * R : nullptr;
   if (loss_cfg.aux_coeff > 0) {  // per-layer Switch loss, weights = this layer's counts
     const double coeff = loss_cfg.aux_coeff * R / (k * NN);
     B::counts_to_float(expert_weight_.data(), m.counts.data(), R);
@@ -395,7 +395,7 @@ void Model<B>::moe_forward(int l, bool train, double loss_scale) {
     B::balance_loss_forward(terms + 1, m.s.data(), ghat, coeff, N_, R);
     B::axpy(m.aux_grad.data(), ghat, loss_scale * coeff, R);
   }
-  if (c.ffn == "unipool" && advance_pool_state) {  // ĝ ← layer-mean of this micro-batch's counts
+  if (c.ffn == FfnKind::unipool && advance_pool_state) {  // ĝ ← layer-mean of this micro-batch's counts
     const bool last_layer_of_group = l == (g + 1) * Lg - 1;
     B::pool_counts_update(pool_running_.data() + int64_t(g) * R, ghat, m.counts.data(),
                           last_layer_of_group, Lg, R);
@@ -522,7 +522,7 @@ void Model<B>::moe_backward(int l) {
   B::balance_loss_backward(ds_.data(), m.aux_grad.data(), 1.0, N_, R);
   B::topk_backward(ds_.data(), dgate_slot, m.ids.data(), m.gates.data(), m.s.data(), N_, R, k,
                    c.router_renorm);
-  if (c.router == "norm") {
+  if (c.router == RouterKind::norm) {
     B::norm_router_backward(dz_.data(), grad(v.router_scale), ds_.data(), m.z.data(),
                             m.znorm.data(), param(v.router_scale), m.c, N_, R);
   } else {
@@ -593,10 +593,10 @@ double Model<B>::routing_margin() const {
         std::sort(row.begin(), row.end(), std::greater<double>());
         // Two NormRouter scores at exactly 0 are both below the ReLU kink: the choice between
         // them (lowest index) cannot flip under a small step, the kink margin below covers it.
-        const bool both_clamped = c.router == "norm" && row[k - 1] == 0.0;
+        const bool both_clamped = c.router == RouterKind::norm && row[k - 1] == 0.0;
         if (!both_clamped) margin = std::min(margin, row[k - 1] - row[k]);
       }
-      if (c.router == "norm") {
+      if (c.router == RouterKind::norm) {
         const double n = static_cast<double>(znorm[t]);
         for (int i = 0; i < R; ++i)
           margin = std::min(margin,

@@ -9,7 +9,7 @@
 namespace unipool::test {
 
 // The small configs of these tests: Vp = 320, T 32, L 2, d 32, 2 heads (hd 16), 1 KV head, F 32.
-inline Config small_config(const std::string& ffn, const std::string& data_prefix,
+inline Config small_config(FfnKind ffn, const std::string& data_prefix,
                            const std::string& out_dir) {
   using namespace unipool;
   Config c;
@@ -24,13 +24,13 @@ inline Config small_config(const std::string& ffn, const std::string& data_prefi
   m.ffn_hidden = 32;
   m.ffn = ffn;
   c.loss = LossConfig{};
-  if (ffn == "moe") {
+  if (ffn == FfnKind::moe) {
     m.experts_per_layer = 4;
-    m.router = "softmax";
+    m.router = RouterKind::softmax;
     c.loss.aux_coeff = 0.01;
-  } else if (ffn == "unipool") {
+  } else if (ffn == FfnKind::unipool) {
     m.pool_size = 8;
-    m.router = "norm";
+    m.router = RouterKind::norm;
     c.loss.pool_aux_coeff = 0.01;
     c.train.grad_accum = 2;  // the pool loss's one-step-behind ĝ carries across micro-batches
   }
@@ -45,7 +45,7 @@ inline Config small_config(const std::string& ffn, const std::string& data_prefi
   c.train.ckpt_every = 0;
   c.train.ckpt_keep = 3;
   c.train.out_dir = out_dir;
-  c.train.backend = "cpu";
+  c.train.backend = BackendKind::cpu;
   c.train.log_every = 1000;
   c.train.threads = 2;
   c.data.train = {{1.0, data_prefix}};

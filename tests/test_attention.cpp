@@ -1,5 +1,5 @@
 // Tests for kernels/cpu/attention.h: RoPE and causal GQA attention, forward and backward.
-#include "kernels/cpu/attention.h"
+#include "kernels/cpu/ops.h"
 
 #include <omp.h>
 

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "engine/config.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "tests/catch.h"
 
 using namespace unipool;

@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "engine/config.h"
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/backends.h"
 #include "engine/train.h"
 #include "tests/catch.h"
 #include "tests/cuda_test_util.h"
@@ -43,7 +44,7 @@ TEST_CASE("cuda runtime: host bf16 conversions equal the device's", "[cuda]") {
 TEST_CASE("backend selection: cuda without a device is a clear error, auto falls back to the CPU",
           "[cuda][config]") {
   unipool::Config c;
-  c.train.backend = "cuda";
+  c.train.backend = unipool::BackendKind::cuda;
   if (unipool::cuda::device_count() == 0) {
     try {
       unipool::select_backend(c);
@@ -51,15 +52,15 @@ TEST_CASE("backend selection: cuda without a device is a clear error, auto falls
     } catch (const unipool::Error& e) {
       CHECK_THAT(std::string(e.what()), HasSubstring("needs a CUDA device"));
     }
-    c.train.backend = "auto";
-    CHECK(unipool::select_backend(c) == "cpu");
+    c.train.backend = unipool::BackendKind::automatic;
+    CHECK(unipool::select_backend(c) == unipool::BackendKind::cpu);
   } else {
-    CHECK(unipool::select_backend(c) == "cuda");
-    c.train.backend = "auto";
-    CHECK(unipool::select_backend(c) == "cuda");
+    CHECK(unipool::select_backend(c) == unipool::BackendKind::cuda);
+    c.train.backend = unipool::BackendKind::automatic;
+    CHECK(unipool::select_backend(c) == unipool::BackendKind::cuda);
   }
-  c.train.backend = "cpu";
-  CHECK(unipool::select_backend(c) == "cpu");
+  c.train.backend = unipool::BackendKind::cpu;
+  CHECK(unipool::select_backend(c) == unipool::BackendKind::cpu);
 }
 #else
 TEST_CASE("cuda runtime: not built (no nvcc at configure time)", "[cuda]") {

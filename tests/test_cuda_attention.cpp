@@ -32,8 +32,8 @@
 #include "tests/cuda_test_util.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
-#include "engine/error.h"
-#include "kernels/cpu/attention.h"
+#include "base/error.h"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

@@ -23,7 +23,7 @@
 #include "tests/cuda_test_util.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
-#include "kernels/cpu/crossentropy.h"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

@@ -20,7 +20,7 @@
 #include "tests/cuda_test_util.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
-#include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

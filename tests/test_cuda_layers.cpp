@@ -22,7 +22,7 @@
 #include "tests/cuda_test_util.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
-#include "kernels/cpu/layers.h"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

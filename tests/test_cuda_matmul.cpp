@@ -26,8 +26,8 @@
 #include "tests/cuda_test_util.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
-#include "engine/error.h"
-#include "kernels/cpu/matmul.h"
+#include "base/error.h"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

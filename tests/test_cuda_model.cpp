@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tests/catch.h"
+#include "tests/model_variants.h"
 #include "tests/cuda_test_util.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
@@ -31,36 +32,24 @@ using namespace unipool;
 
 namespace {
 
-struct Variant {
-  const char* name;
-  const char* ffn;
-  const char* router;
-  int top_k;
-  int router_share;
-  int pool_group;
-  int pool_size;
-  bool renorm;
-  double aux, pool_aux, z_loss;
-};
+using test::ModelVariant;
 
-const Variant kVariants[] = {
-    {"dense", "dense", "softmax", 1, 1, 0, 0, false, 0, 0, 0},
-    {"moe softmax k1 switch", "moe", "softmax", 1, 1, 0, 0, false, 0.01, 0, 0},
-    {"moe softmax k2 renorm z-loss", "moe", "softmax", 2, 1, 0, 0, true, 0.01, 0, 0.001},
-    {"moe norm k2", "moe", "norm", 2, 1, 0, 0, false, 0.01, 0, 0},
-    {"unipool global norm k1 M96 pool", "unipool", "norm", 1, 1, 0, 96, false, 0, 0.01, 0},
-    {"unipool global norm k2 M16 pool+switch", "unipool", "norm", 2, 1, 0, 16, false, 0.01, 0.01,
-     0},
-    {"unipool grouped N2 norm k1 M8 pool", "unipool", "norm", 1, 1, 2, 8, false, 0, 0.01, 0},
-    {"unipool global softmax k1 M16", "unipool", "softmax", 1, 1, 0, 16, false, 0, 0.01, 0.001},
-    {"moe softmax k1 router_share 2", "moe", "softmax", 1, 2, 0, 0, false, 0.01, 0, 0},
-    {"unipool norm k2 router_share 2 grouped", "unipool", "norm", 2, 2, 2, 16, false, 0.01, 0.01,
-     0},
+const ModelVariant kVariants[] = {
+    {"dense", FfnKind::dense, RouterKind::softmax, 1, 1, 0, 0, false, 0, 0, 0},
+    {"moe softmax k1 switch", FfnKind::moe, RouterKind::softmax, 1, 1, 0, 0, false, 0.01, 0, 0},
+    {"moe softmax k2 renorm z-loss", FfnKind::moe, RouterKind::softmax, 2, 1, 0, 0, true, 0.01, 0, 0.001},
+    {"moe norm k2", FfnKind::moe, RouterKind::norm, 2, 1, 0, 0, false, 0.01, 0, 0},
+    {"unipool global norm k1 M96 pool", FfnKind::unipool, RouterKind::norm, 1, 1, 0, 96, false, 0, 0.01, 0},
+    {"unipool global norm k2 M16 pool+switch", FfnKind::unipool, RouterKind::norm, 2, 1, 0, 16, false, 0.01, 0.01, 0},
+    {"unipool grouped N2 norm k1 M8 pool", FfnKind::unipool, RouterKind::norm, 1, 1, 2, 8, false, 0, 0.01, 0},
+    {"unipool global softmax k1 M16", FfnKind::unipool, RouterKind::softmax, 1, 1, 0, 16, false, 0, 0.01, 0.001},
+    {"moe softmax k1 router_share 2", FfnKind::moe, RouterKind::softmax, 1, 2, 0, 0, false, 0.01, 0, 0},
+    {"unipool norm k2 router_share 2 grouped", FfnKind::unipool, RouterKind::norm, 2, 2, 2, 16, false, 0.01, 0.01, 0},
 };
 
 // hd = 32 (a head size the GPU attention supports), T not a multiple of the attention tiles,
 // widths multiples of 8 (the grouped GEMM's requirement).
-Config gpu_test_config(const Variant& v) {
+Config gpu_test_config(const ModelVariant& v) {
   Config c;
   ModelConfig& m = c.model;
   m.vocab_size = 300;
@@ -71,19 +60,11 @@ Config gpu_test_config(const Variant& v) {
   m.n_head = 4;
   m.n_kv_head = 2;
   m.ffn_hidden = 64;
-  m.ffn = v.ffn;
   m.experts_per_layer = 8;
-  m.pool_size = v.pool_size > 0 ? v.pool_size : 96;
-  m.pool_group = v.pool_group;
-  m.top_k = v.top_k;
-  m.router = v.router;
-  m.router_renorm = v.renorm;
-  m.router_share = v.router_share;
-  c.loss.aux_coeff = v.aux;
-  c.loss.pool_aux_coeff = v.pool_aux;
-  c.loss.z_loss_coeff = v.z_loss;
+  m.pool_size = 96;
+  test::apply_variant(c, v);
   c.train.micro_batch = 2;
-  c.train.backend = "cuda";
+  c.train.backend = BackendKind::cuda;
   validate_config(c, /*check_data=*/false);
   return c;
 }
@@ -148,7 +129,7 @@ double relative_l2(const float* a, const float* b, int64_t n) {
 TEST_CASE("cuda model: loss and every gradient tensor match the CPU engine, every variant",
           "[cuda][model]") {
   UNIPOOL_SKIP_WITHOUT_GPU();
-  for (const Variant& variant : kVariants) {
+  for (const ModelVariant& variant : kVariants) {
     DYNAMIC_SECTION(variant.name) {
       const Config c = gpu_test_config(variant);
       const Layout layout = make_layout(c.model);

@@ -20,15 +20,14 @@
 #include "tests/cuda_test_util.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
-#include "engine/config.h"
-#include "engine/optimizer.h"
+#include "kernels/cpu/ops.h"
 #include "model/layout.h"
 
 namespace {
 
 using unipool::Layout;
 using unipool::ModelConfig;
-using unipool::OptimConfig;
+using unipool::AdamWParams;
 using unipool::ParamTensor;
 namespace cuda = unipool::cuda;
 using namespace unipool::test;
@@ -45,9 +44,9 @@ Layout unipool_layout() {
   c.n_head = 2;
   c.n_kv_head = 1;
   c.ffn_hidden = 96;
-  c.ffn = "unipool";
+  c.ffn = unipool::FfnKind::unipool;
   c.pool_size = 8;
-  c.router = "norm";
+  c.router = unipool::RouterKind::norm;
   return unipool::make_layout(c);
 }
 
@@ -62,7 +61,7 @@ Layout dense_layout() {
   c.n_head = 2;
   c.n_kv_head = 1;
   c.ffn_hidden = 52;
-  c.ffn = "dense";
+  c.ffn = unipool::FfnKind::dense;
   return unipool::make_layout(c);
 }
 
@@ -88,9 +87,9 @@ FVec arena_values(const Layout& layout, uint32_t seed, double scale, float gap) 
 void check_grad_norm(const Layout& layout, uint32_t seed) {
   const FVec grads = arena_values(layout, seed, 0.3, std::numeric_limits<float>::quiet_NaN());
   DeviceBuffer<float> d_grads(grads);
-  const double want = unipool::global_grad_norm<float>(layout, grads.data());
-  const double got = cuda::global_grad_norm(layout, d_grads.data());
-  const double again = cuda::global_grad_norm(layout, d_grads.data());
+  const double want = unipool::cpu::global_grad_norm<float>(layout.optimizer_table, grads.data());
+  const double got = cuda::global_grad_norm(layout.optimizer_table, d_grads.data());
+  const double again = cuda::global_grad_norm(layout.optimizer_table, d_grads.data());
   INFO("gpu " << got << " cpu " << want);
   CHECK(std::isfinite(got));
   CHECK(std::fabs(got - want) <= 1e-12 * want);
@@ -108,7 +107,7 @@ TEST_CASE("cuda global_grad_norm matches the CPU norm", "[cuda]") {
   check_grad_norm(a, 103);
   SECTION("an empty layout has norm 0") {
     Layout empty;
-    CHECK(cuda::global_grad_norm(empty, nullptr) == 0.0);
+    CHECK(cuda::global_grad_norm(empty.optimizer_table, nullptr) == 0.0);
   }
 }
 
@@ -117,10 +116,13 @@ TEST_CASE("cuda adamw_step matches the CPU step and writes the bf16 copy", "[cud
   for (const Layout& layout : {unipool_layout(), dense_layout()}) {
     const size_t n = size_t(layout.arena_size);
     INFO("arena size " << n);
-    OptimConfig optim;
+    AdamWParams optim;
     optim.weight_decay = 0.1;
     const int step = 3;
     const double lr = 1e-3, grad_scale = 0.7;
+    optim.step = step;
+    optim.lr = lr;
+    optim.grad_scale = grad_scale;
     const float sentinel = 12345.f;
     const FVec p0 = arena_values(layout, 111, 0.05, sentinel);
     FVec g = arena_values(layout, 112, 0.02, std::numeric_limits<float>::quiet_NaN());
@@ -131,13 +133,13 @@ TEST_CASE("cuda adamw_step matches the CPU step and writes the bf16 copy", "[cud
     for (float& x : v0) x = std::fabs(x);
 
     FVec p_ref = p0, m_ref = m0, v_ref = v0;
-    unipool::adamw_step<float>(layout, p_ref.data(), g.data(), m_ref.data(), v_ref.data(), nullptr,
-                               step, lr, grad_scale, optim);
+    unipool::cpu::adamw_step<float>(layout.optimizer_table, p_ref.data(), g.data(), m_ref.data(),
+                                    v_ref.data(), nullptr, optim);
 
     DeviceBuffer<float> d_p(p0), d_g(g), d_m(m0), d_v(v0);
     DeviceBuffer<bf16> d_copy = poisoned_bf16(n);
-    cuda::adamw_step(layout, d_p.data(), d_g.data(), d_m.data(), d_v.data(), d_copy.data(), step,
-                     lr, grad_scale, optim);
+    cuda::adamw_step(layout.optimizer_table, d_p.data(), d_g.data(), d_m.data(), d_v.data(),
+                     d_copy.data(), optim);
     const FVec p = d_p.to_host(), m = d_m.to_host(), v = d_v.to_host();
     const std::vector<bf16> copy = d_copy.to_host();
 
@@ -182,8 +184,8 @@ TEST_CASE("cuda adamw_step matches the CPU step and writes the bf16 copy", "[cud
     d_p.copy_from_host(p0);
     d_m.copy_from_host(m0);
     d_v.copy_from_host(v0);
-    cuda::adamw_step(layout, d_p.data(), d_g.data(), d_m.data(), d_v.data(), nullptr, step, lr,
-                     grad_scale, optim);
+    cuda::adamw_step(layout.optimizer_table, d_p.data(), d_g.data(), d_m.data(), d_v.data(),
+                     nullptr, optim);
     CHECK(bitwise_equal(d_p.to_host(), p));
     CHECK(bitwise_equal(d_m.to_host(), m));
     CHECK(bitwise_equal(d_v.to_host(), v));

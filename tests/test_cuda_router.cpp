@@ -24,7 +24,7 @@
 #include "tests/cuda_test_util.h"
 
 #ifdef UNIPOOL_HAVE_CUDA
-#include "kernels/cpu/router.h"
+#include "kernels/cpu/ops.h"
 
 namespace {
 

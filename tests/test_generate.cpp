@@ -19,16 +19,17 @@
 #include "data/shards.h"
 #include "data/tokenize.h"
 #include "engine/config.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/evaluate.h"
-#include "engine/fsutil.h"
+#include "base/fsutil.h"
 #include "engine/train.h"
-#include "kernels/cpu/attention.h"
+#include "kernels/cpu/ops.h"
 #include "model/generator.h"
 #include "model/init.h"
 #include "model/layout.h"
 #include "model/model.h"
 #include "tests/catch.h"
+#include "tests/model_variants.h"
 #include "tests/small_config.h"
 #include "tests/tempdir.h"
 
@@ -39,21 +40,15 @@ using namespace unipool;
 
 namespace {
 
-struct GenVariant {
-  const char* name;
-  const char* ffn;
-  const char* router;
-  int top_k;
-};
 
-const GenVariant kGenVariants[] = {
-    {"dense", "dense", "softmax", 1},
-    {"moe softmax k2", "moe", "softmax", 2},
-    {"unipool norm k1", "unipool", "norm", 1},
+const test::ModelVariant kGenVariants[] = {
+    {"dense", FfnKind::dense, RouterKind::softmax, 1},
+    {"moe softmax k2", FfnKind::moe, RouterKind::softmax, 2},
+    {"unipool norm k1", FfnKind::unipool, RouterKind::norm, 1},
 };
 
 // Vp = 64 > V = 50: the padded columns take part in the loss's softmax.
-Config gen_config(const GenVariant& v) {
+Config gen_config(const test::ModelVariant& v) {
   Config c;
   ModelConfig& m = c.model;
   m.vocab_size = 50;
@@ -65,12 +60,9 @@ Config gen_config(const GenVariant& v) {
   m.n_kv_head = 2;
   m.ffn_hidden = 24;
   m.init_std = 0.3;  // far from uniform: real attention patterns and routing
-  m.ffn = v.ffn;
   m.experts_per_layer = 4;
   m.pool_size = 6;
-  m.top_k = v.top_k;
-  m.router = v.router;
-  c.loss = LossConfig{};
+  test::apply_variant(c, v);
   validate_config(c, /*check_data=*/false);
   return c;
 }
@@ -94,7 +86,7 @@ double cross_entropy(const float* row, int n, int target) {
 }  // namespace
 
 TEST_CASE("generator: per-token losses equal the training forward's", "[generate]") {
-  for (const GenVariant& variant : kGenVariants) {
+  for (const test::ModelVariant& variant : kGenVariants) {
     DYNAMIC_SECTION(variant.name) {
       const Config c = gen_config(variant);
       const Layout layout = make_layout(c.model);
@@ -273,7 +265,7 @@ TEST_CASE("eval equals the training loop's val_loss, sample runs end to end", "[
   const std::string prefix = tmp / "corpus";
   data::write_megatron(prefix, docs);
 
-  Config c = small_config("unipool", prefix, tmp / "run");
+  Config c = small_config(FfnKind::unipool, prefix, tmp / "run");
   c.train.grad_accum = 1;
   c.train.steps = 4;
   c.train.eval_every = 2;

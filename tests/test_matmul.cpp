@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/error.h"
-#include "kernels/cpu/matmul.h"
+#include "base/error.h"
+#include "kernels/cpu/ops.h"
 #include "tests/catch.h"
 #include "tests/fd.h"
 

@@ -12,25 +12,17 @@
 #include "model/layout.h"
 #include "model/model.h"
 #include "tests/catch.h"
+#include "tests/model_variants.h"
 #include "tests/fd.h"
 
 using namespace unipool;
 
 namespace {
 
-struct Variant {
-  const char* name;
-  const char* ffn;
-  const char* router;
-  int top_k;
-  int router_share;
-  int pool_group;
-  bool renorm;
-  double aux, pool_aux, z_loss;
-};
+using test::ModelVariant;
 
 // A model small enough for finite differences over every tensor, big enough to route for real.
-Config tiny_config(const Variant& v) {
+Config tiny_config(const ModelVariant& v) {
   Config c;
   ModelConfig& m = c.model;
   m.vocab_size = 11;
@@ -42,17 +34,9 @@ Config tiny_config(const Variant& v) {
   m.n_kv_head = 1;
   m.ffn_hidden = 6;
   m.init_std = 0.4;
-  m.ffn = v.ffn;
   m.experts_per_layer = 4;
   m.pool_size = 6;
-  m.pool_group = v.pool_group;
-  m.top_k = v.top_k;
-  m.router = v.router;
-  m.router_renorm = v.renorm;
-  m.router_share = v.router_share;
-  c.loss.aux_coeff = v.aux;
-  c.loss.pool_aux_coeff = v.pool_aux;
-  c.loss.z_loss_coeff = v.z_loss;
+  test::apply_variant(c, v);
   validate_config(c, /*check_data=*/false);
   return c;
 }
@@ -64,24 +48,24 @@ void random_tokens(std::vector<int32_t>& v, int vocab, uint32_t seed) {
 
 constexpr int kBatch = 2;
 
-const Variant kVariants[] = {
-    {"dense", "dense", "softmax", 1, 1, 0, false, 0, 0, 0},
-    {"moe softmax k1 switch", "moe", "softmax", 1, 1, 0, false, 0.05, 0, 0},
-    {"moe softmax k2 renorm switch z-loss", "moe", "softmax", 2, 1, 0, true, 0.05, 0, 0.02},
-    {"moe norm k2", "moe", "norm", 2, 1, 0, false, 0.05, 0, 0},
-    {"unipool global norm k1 pool", "unipool", "norm", 1, 1, 0, false, 0, 0.05, 0},
-    {"unipool global norm k2 pool+switch", "unipool", "norm", 2, 1, 0, false, 0.05, 0.05, 0},
-    {"unipool grouped N=2 norm k1 pool", "unipool", "norm", 1, 1, 2, false, 0, 0.05, 0},
-    {"unipool global softmax k1 pool", "unipool", "softmax", 1, 1, 0, false, 0, 0.05, 0.01},
-    {"moe softmax k1 router_share 2", "moe", "softmax", 1, 2, 0, false, 0.05, 0, 0},
-    {"unipool norm k2 router_share 2 grouped", "unipool", "norm", 2, 2, 2, false, 0.05, 0.05, 0},
-    {"moe softmax k2 router_share 4", "moe", "softmax", 2, 4, 0, false, 0, 0, 0},
+const ModelVariant kVariants[] = {
+    {"dense", FfnKind::dense, RouterKind::softmax, 1, 1, 0, 0, false, 0, 0, 0},
+    {"moe softmax k1 switch", FfnKind::moe, RouterKind::softmax, 1, 1, 0, 0, false, 0.05, 0, 0},
+    {"moe softmax k2 renorm switch z-loss", FfnKind::moe, RouterKind::softmax, 2, 1, 0, 0, true, 0.05, 0, 0.02},
+    {"moe norm k2", FfnKind::moe, RouterKind::norm, 2, 1, 0, 0, false, 0.05, 0, 0},
+    {"unipool global norm k1 pool", FfnKind::unipool, RouterKind::norm, 1, 1, 0, 0, false, 0, 0.05, 0},
+    {"unipool global norm k2 pool+switch", FfnKind::unipool, RouterKind::norm, 2, 1, 0, 0, false, 0.05, 0.05, 0},
+    {"unipool grouped N=2 norm k1 pool", FfnKind::unipool, RouterKind::norm, 1, 1, 2, 0, false, 0, 0.05, 0},
+    {"unipool global softmax k1 pool", FfnKind::unipool, RouterKind::softmax, 1, 1, 0, 0, false, 0, 0.05, 0.01},
+    {"moe softmax k1 router_share 2", FfnKind::moe, RouterKind::softmax, 1, 2, 0, 0, false, 0.05, 0, 0},
+    {"unipool norm k2 router_share 2 grouped", FfnKind::unipool, RouterKind::norm, 2, 2, 2, 0, false, 0.05, 0.05, 0},
+    {"moe softmax k2 router_share 4", FfnKind::moe, RouterKind::softmax, 2, 4, 0, 0, false, 0, 0, 0},
 };
 
 }  // namespace
 
 TEST_CASE("finite differences of the whole model, every variant, every tensor", "[model][fd]") {
-  for (const Variant& variant : kVariants) {
+  for (const ModelVariant& variant : kVariants) {
     DYNAMIC_SECTION(variant.name) {
       const Config c = tiny_config(variant);
       const Layout layout = make_layout(c.model);
@@ -108,7 +92,7 @@ TEST_CASE("finite differences of the whole model, every variant, every tensor", 
       }
       INFO("routing margin " << margin);
       REQUIRE(margin >= 2e-3);
-      if (c.model.ffn == "unipool") REQUIRE(model.pool_state().valid);
+      if (c.model.ffn == FfnKind::unipool) REQUIRE(model.pool_state().valid);
 
       model.zero_grads();
       const Losses at = model.forward(inputs.data(), targets.data(), true);
@@ -178,9 +162,9 @@ TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' 
     DYNAMIC_SECTION("pool_group " << pool_group) {
       // UniPool with one pool (or two groups) vs. a vanilla MoE whose every layer holds a copy of
       // its pool: the same function, so each pool gradient equals the sum over its layers' copies.
-      Config shared = tiny_config({"", "unipool", "norm", 2, 1, pool_group, false, 0.05, 0, 0.01});
+      Config shared = tiny_config({"", FfnKind::unipool, RouterKind::norm, 2, 1, pool_group, 0, false, 0.05, 0, 0.01});
       Config untied = shared;
-      untied.model.ffn = "moe";
+      untied.model.ffn = FfnKind::moe;
       untied.model.experts_per_layer = shared.model.pool_size;
       const Layout ls = make_layout(shared.model), lu = make_layout(untied.model);
       CpuModel<double> ms(ls, shared.loss, kBatch, shared.model.seq_len);
@@ -234,9 +218,9 @@ TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' 
 
 TEST_CASE("a shared router's gradient is the sum of the untied routers' gradients",
           "[model][shared]") {
-  for (const char* router : {"softmax", "norm"}) {
-    DYNAMIC_SECTION(router) {
-      Config shared = tiny_config({"", "moe", router, 2, 2, 0, false, 0.05, 0, 0.01});
+  for (RouterKind router : {RouterKind::softmax, RouterKind::norm}) {
+    DYNAMIC_SECTION(name_of(router)) {
+      Config shared = tiny_config({"", FfnKind::moe, router, 2, 2, 0, 0, false, 0.05, 0, 0.01});
       Config untied = shared;
       untied.model.router_share = 1;
       const Layout ls = make_layout(shared.model), lu = make_layout(untied.model);
@@ -283,7 +267,7 @@ TEST_CASE("a shared router's gradient is the sum of the untied routers' gradient
 TEST_CASE("router_share = 1 is independent routing, bit for bit", "[model][shared]") {
   // B = 1 builds one router per layer, each used once, and computes exactly what a config that
   // never mentions router sharing computes.
-  Config c = tiny_config({"", "moe", "softmax", 1, 1, 0, false, 0.05, 0, 0});
+  Config c = tiny_config({"", FfnKind::moe, RouterKind::softmax, 1, 1, 0, 0, false, 0.05, 0, 0});
   const Layout layout = make_layout(c.model);
   for (int l = 0; l < c.model.n_layer; ++l) {
     CHECK(layout.layers[l].router == layout.find("routers." + std::to_string(l) + ".weight"));
@@ -310,7 +294,7 @@ TEST_CASE("router_share = 1 is independent routing, bit for bit", "[model][share
 
 TEST_CASE("pool loss: skipped on the first micro-batch, then uses the previous counts",
           "[model][pool]") {
-  Config c = tiny_config({"", "unipool", "norm", 1, 1, 0, false, 0, 0.05, 0});
+  Config c = tiny_config({"", FfnKind::unipool, RouterKind::norm, 1, 1, 0, 0, false, 0, 0.05, 0});
   const Layout layout = make_layout(c.model);
   CpuModel<double> model(layout, c.loss, kBatch, c.model.seq_len);
   init_parameters(layout, model.params(), 2);
@@ -383,7 +367,7 @@ TEST_CASE("parameter totals of the 182M presets match the paper", "[model][layou
 }
 
 TEST_CASE("initialisation depends only on seed and tensor name", "[model][init]") {
-  Config c = tiny_config({"", "unipool", "norm", 1, 1, 0, false, 0, 0.05, 0});
+  Config c = tiny_config({"", FfnKind::unipool, RouterKind::norm, 1, 1, 0, 0, false, 0, 0.05, 0});
   const Layout a = make_layout(c.model);
   c.model.n_layer = 8;  // a different model: shared names keep their values
   const Layout b = make_layout(c.model);

@@ -6,7 +6,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "model/normrouter_constant.h"
 #include "tests/catch.h"
 

@@ -11,8 +11,7 @@
 #include <omp.h>
 #endif
 
-#include "kernels/cpu/crossentropy.h"
-#include "kernels/cpu/layers.h"
+#include "kernels/cpu/ops.h"
 #include "tests/catch.h"
 #include "tests/fd.h"
 
@@ -186,21 +185,6 @@ TEST_CASE("scale_rows, row_dot and add: values, aliasing and finite differences"
     check_gradient(loss, in, da, "d a");
     check_gradient(loss, b, db, "d b");
   }
-
-  SECTION("add") {
-    const int64_t n = 100003;  // several blocks and a partial one
-    std::vector<float> a = to_float(random_vector(n, 13)), b = to_float(random_vector(n, 14));
-    std::vector<float> c(n), want(n);
-    for (int64_t i = 0; i < n; ++i) want[i] = a[i] + b[i];
-    cpu::add(c.data(), a.data(), b.data(), n);
-    CHECK(bitwise_equal(c, want));
-    std::vector<float> a2 = a;
-    cpu::add(a2.data(), a2.data(), b.data(), n);
-    CHECK(bitwise_equal(a2, want));
-    std::vector<float> b2 = b;
-    cpu::add(b2.data(), a.data(), b2.data(), n);
-    CHECK(bitwise_equal(b2, want));
-  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -355,9 +339,6 @@ TEST_CASE("'=' outputs of the layer ops are fully overwritten", "[ops]") {
   auto dots = nan_vector<float>(N);
   cpu::row_dot(dots.data(), x.data(), x.data(), N, d);
   CHECK(all_finite(dots));
-  out = nan_vector<float>(size_t(N) * d);
-  cpu::add(out.data(), x.data(), x.data(), int64_t(N) * d);
-  CHECK(all_finite(out));
 
   std::vector<float> logits = to_float(random_vector(size_t(N) * V, 27));
   auto losses = nan_vector<float>(N);

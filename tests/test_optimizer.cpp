@@ -7,6 +7,7 @@
 
 #include "engine/config.h"
 #include "engine/optimizer.h"
+#include "kernels/cpu/ops.h"
 #include "model/layout.h"
 #include "tests/catch.h"
 
@@ -43,9 +44,9 @@ Layout small_pool_layout() {
   m.n_head = 2;
   m.n_kv_head = 1;
   m.ffn_hidden = 6;
-  m.ffn = "unipool";
+  m.ffn = FfnKind::unipool;
   m.pool_size = 6;
-  m.router = "norm";
+  m.router = RouterKind::norm;
   m.router_share = 2;
   return make_layout(m);
 }
@@ -62,7 +63,8 @@ TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tenso
   const double lr = 0.01, scale = 0.5;
   const std::vector<double> p0 = p;
   std::vector<double> copy(layout.arena_size, -1.0);
-  adamw_step(layout, p.data(), g.data(), m.data(), v.data(), copy.data(), 1, lr, scale, o);
+  cpu::adamw_step(layout.optimizer_table, p.data(), g.data(), m.data(), v.data(), copy.data(),
+                  adamw_params(o, 1, lr, scale));
   // The copy arena receives every updated weight (the CUDA backend's bf16 copy has this role).
   for (const ParamTensor& t : layout.tensors)
     CHECK(
@@ -103,9 +105,9 @@ TEST_CASE("global grad norm counts each shared tensor once and ignores the threa
   CHECK(layout[layout.find("routers.1.weight")].uses == 2);
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  const double n1 = global_grad_norm(layout, g.data());
+  const double n1 = cpu::global_grad_norm(layout.optimizer_table, g.data());
   omp_set_num_threads(3);
-  const double n3 = global_grad_norm(layout, g.data());
+  const double n3 = cpu::global_grad_norm(layout.optimizer_table, g.data());
   omp_set_num_threads(saved);
   CHECK(n1 == n3);
   CHECK(n1 == Approx(std::sqrt(expected)).epsilon(1e-12));

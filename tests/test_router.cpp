@@ -15,8 +15,7 @@
 #include <omp.h>
 #endif
 
-#include "kernels/cpu/dispatch.h"
-#include "kernels/cpu/router.h"
+#include "kernels/cpu/ops.h"
 #include "tests/catch.h"
 #include "tests/fd.h"
 

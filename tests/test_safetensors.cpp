@@ -1,5 +1,5 @@
 // Tests for the checkpoint file layer: safetensors read/write (engine/safetensors.h) and the
-// atomic file/directory helpers (engine/fsutil.h). Every test works in its own mkdtemp directory.
+// atomic file/directory helpers (base/fsutil.h). Every test works in its own mkdtemp directory.
 #include <stdlib.h>
 
 #include <algorithm>
@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fsutil.h"
 #include "engine/safetensors.h"
 #include "tests/catch.h"
 #include "tests/tempdir.h"

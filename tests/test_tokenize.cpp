@@ -22,7 +22,8 @@
 #include "data/loader.h"
 #include "data/shards.h"
 #include "data/tokenize.h"
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/sha256.h"
 #include "tests/catch.h"
 
 #if __has_include("data/gpt2_tokenizer.h")
@@ -214,9 +215,9 @@ TEST_CASE("tokenize: the data-plan §1 worked example, byte for byte, both forma
     CHECK_FALSE(file_exists(out + "_val.bin"));
     CHECK_FALSE(file_exists(out + "_test.bin"));
 #ifdef UNIPOOL_HAVE_GPT2
-    CHECK(sha256_hex(idx.data(), idx.size()).substr(0, 8) == "4b580d7e");
-    CHECK(sha256_hex(bin.data(), bin.size()).substr(0, 8) == "b9052f66");
-    CHECK(sha256_hex(llmc.data(), llmc.size()).substr(0, 8) == "0d1ad7a6");
+    CHECK(unipool::sha256_hex(idx.data(), idx.size()).substr(0, 8) == "4b580d7e");
+    CHECK(unipool::sha256_hex(bin.data(), bin.size()).substr(0, 8) == "b9052f66");
+    CHECK(unipool::sha256_hex(llmc.data(), llmc.size()).substr(0, 8) == "0d1ad7a6");
 #endif
   }
 }

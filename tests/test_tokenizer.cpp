@@ -25,7 +25,8 @@
 #include <vector>
 
 #include "data/gpt2_tokenizer.h"
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/sha256.h"
 #include "tests/catch.h"
 #include "tests/tempdir.h"
 
@@ -179,7 +180,7 @@ std::string common_licenses() {
 }  // namespace
 
 TEST_CASE("sha256 matches the FIPS 180-4 test vectors", "[tokenizer]") {
-  using unipool::data::sha256_hex;
+  using unipool::sha256_hex;
   auto sha = [](const std::string& s) { return sha256_hex(s.data(), s.size()); };
   CHECK(sha("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(sha("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

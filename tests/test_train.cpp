@@ -33,8 +33,8 @@
 #include "data/tokenize.h"
 #include "engine/checkpoint.h"
 #include "engine/config.h"
-#include "engine/error.h"
-#include "engine/fsutil.h"
+#include "base/error.h"
+#include "base/fsutil.h"
 #include "engine/safetensors.h"
 #include "engine/train.h"
 #include "engine/trainer.h"
@@ -184,7 +184,7 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-const char* const kVariantNames[] = {"dense", "moe", "unipool"};
+const FfnKind kVariantNames[] = {FfnKind::dense, FfnKind::moe, FfnKind::unipool};
 
 }  // namespace
 
@@ -197,12 +197,13 @@ TEST_CASE(
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
-  for (const char* variant : kVariantNames) {
+  for (FfnKind ffn : kVariantNames) {
+    const std::string variant = name_of(ffn);
     DYNAMIC_SECTION(variant) {
       std::vector<std::string> runs;
       for (int threads : {2, 2, 1}) {
-        const std::string out = tmp / (std::string(variant) + "-run" + std::to_string(runs.size()));
-        Config c = small_config(variant, corpus, out);
+        const std::string out = tmp / (variant + "-run" + std::to_string(runs.size()));
+        Config c = small_config(ffn, corpus, out);
         c.train.eval_every = 3;
         c.train.ckpt_every = 6;
         c.train.threads = threads;
@@ -230,13 +231,13 @@ TEST_CASE(
               read_file(runs[0] + "/ckpt-6/optimizer.safetensors"));
       }
       // The comparison has teeth: the weights moved, and another seed gives other losses.
-      Trainer fresh(small_config(variant, corpus, tmp / "unused"));
+      Trainer fresh(small_config(ffn, corpus, tmp / "unused"));
       SafetensorsFile trained = read_safetensors(runs[0] + "/ckpt-6/model.safetensors");
       const ParamTensor& out_w = fresh.layout[fresh.layout.output];
       CHECK(trained.tensors.at("output.weight").data !=
             std::vector<float>(fresh.model.params() + out_w.offset,
                                fresh.model.params() + out_w.offset + out_w.numel));
-      Config other = small_config(variant, corpus, tmp / (std::string(variant) + "-seed"));
+      Config other = small_config(ffn, corpus, tmp / (variant + "-seed"));
       other.train.seed = 4321;
       run_train(other, {});
       CHECK(train_lines(other.train.out_dir).at(1).at("loss").get<double>() !=
@@ -275,7 +276,7 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
   };
 
   SECTION("unipool, grad_accum 2: --resume CKPT_DIR into another out_dir (ĝ restored)") {
-    Config c = small_config("unipool", corpus, tmp / "full");
+    Config c = small_config(FfnKind::unipool, corpus, tmp / "full");
     c.train.ckpt_every = 3;
     run_train(c, {});
     REQUIRE(checkpoint_dirs(c.train.out_dir) == std::vector<std::string>{"ckpt-3", "ckpt-6"});
@@ -308,7 +309,7 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
   }
 
   SECTION("moe: --resume alone picks the newest checkpoint of train.out_dir") {
-    Config c = small_config("moe", corpus, tmp / "full");
+    Config c = small_config(FfnKind::moe, corpus, tmp / "full");
     c.train.ckpt_every = 1;
     c.train.ckpt_keep = 10;
     run_train(c, {});
@@ -353,7 +354,7 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
   }
 
   SECTION("a checkpoint of another model config is refused, naming the key") {
-    Config c = small_config("unipool", corpus, tmp / "full");
+    Config c = small_config(FfnKind::unipool, corpus, tmp / "full");
     c.train.steps = 3;
     c.train.ckpt_every = 3;
     run_train(c, {});
@@ -406,7 +407,7 @@ TEST_CASE("checkpoints hold the SPEC tensors, the state, and only the newest ckp
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
-  Config c = small_config("unipool", corpus, tmp / "run");
+  Config c = small_config(FfnKind::unipool, corpus, tmp / "run");
   c.train.ckpt_every = 1;
   c.train.ckpt_keep = 2;
   run_train(c, {});
@@ -488,7 +489,7 @@ TEST_CASE("the tiny unipool model learns GPL-3 bytes: training and validation lo
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
-  Config c = small_config("unipool", corpus, tmp / "run");
+  Config c = small_config(FfnKind::unipool, corpus, tmp / "run");
   c.train.steps = 80;
   c.optim.lr = 1e-2;
   c.optim.min_lr = 1e-3;
@@ -521,7 +522,7 @@ TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint u
   REQUIRE_CORPUS(corpus);
 
   SECTION("an exploding learning rate after a resume") {
-    Config c = small_config("moe", corpus, tmp / "run");
+    Config c = small_config(FfnKind::moe, corpus, tmp / "run");
     c.train.steps = 4;
     c.train.ckpt_every = 2;
     run_train(c, {});
@@ -548,7 +549,7 @@ TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint u
   }
 
   SECTION("--init-from weights holding a NaN stops at step 1") {
-    Config c = small_config("dense", corpus, tmp / "nan");
+    Config c = small_config(FfnKind::dense, corpus, tmp / "nan");
     c.train.ckpt_every = 1;
     Trainer t(c);
     t.model.params()[t.layout[t.layout.output].offset + 5] =
@@ -579,14 +580,14 @@ TEST_CASE("train: --init-from starts from exactly the given weights, bad files a
   const uint64_t kSourceSeed = 7, kRunSeed = 99;
 
   // Weights of a fresh model with seed 7.
-  Config src = small_config("moe", corpus, tmp / "unused");
+  Config src = small_config(FfnKind::moe, corpus, tmp / "unused");
   src.train.seed = kSourceSeed;
   Trainer source(src);
   const std::string weights = tmp / "seed7.safetensors";
   write_safetensors(weights, arena_refs(source.layout, source.model.params()));
 
   SECTION("first-step loss and (at lr 0) the weights equal the source's") {
-    Config c = small_config("moe", corpus, tmp / "run");
+    Config c = small_config(FfnKind::moe, corpus, tmp / "run");
     c.train.seed = kRunSeed;  // data order of seed 99, weights of seed 7
     c.train.steps = 1;
     c.train.ckpt_every = 1;
@@ -630,7 +631,7 @@ TEST_CASE("train: --init-from starts from exactly the given weights, bad files a
       "a missing, extra or mis-shaped tensor, or a missing file, is an Error naming the file and "
       "tensor") {
     const SafetensorsFile good = read_safetensors(weights);
-    Config c = small_config("moe", corpus, tmp / "run");
+    Config c = small_config(FfnKind::moe, corpus, tmp / "run");
     auto init_error = [&](const std::string& path) {
       TrainOptions opt;
       opt.init_from = path;
@@ -760,7 +761,7 @@ TEST_CASE("unipool train: bad input fails naming the key or file, and writes ove
       make_dirs(out_dir);
       const std::string sentinel = "{\"step\": 1, \"loss\": 1.25, \"note\": \"an earlier run\"}\n";
       write_file_atomic(out_dir + "/metrics.jsonl", sentinel);
-      Config c = small_config("unipool", corpus, out_dir);
+      Config c = small_config(FfnKind::unipool, corpus, out_dir);
       json cfg = c.to_json();
       if (!bc.data_train.is_null()) cfg["data"]["train"] = bc.data_train;
       const std::string cfg_path = tmp / "config.json";
@@ -777,7 +778,7 @@ TEST_CASE("unipool train: bad input fails naming the key or file, and writes ove
 
   SECTION("the same config with good data runs (the cases above fail for their own reason only)") {
     const std::string out_dir = tmp / "good";
-    Config c = small_config("unipool", corpus, out_dir);
+    Config c = small_config(FfnKind::unipool, corpus, out_dir);
     c.train.steps = 2;
     const std::string cfg_path = tmp / "good.json";
     write_file_atomic(cfg_path, c.to_json().dump(2));
@@ -794,7 +795,7 @@ TEST_CASE("unipool train: bad input fails naming the key or file, and writes ove
 // 8. Gradient accumulation
 
 TEST_CASE("gradient accumulation is the mean over micro-batches", "[train]") {
-  Config big = small_config("dense", "unused", "unused");  // micro_batch 4 × grad_accum 1
+  Config big = small_config(FfnKind::dense, "unused", "unused");  // micro_batch 4 × grad_accum 1
   big.model.init_std = 0.2;  // gradients well above rounding noise everywhere
   big.train.steps = 10;
   big.train.seed = 5;
@@ -865,10 +866,10 @@ TEST_CASE("cuda train: bitwise reproducible runs, bit-exact resume, checkpoints 
   const std::string corpus = tmp / "docs";
   REQUIRE(write_gpl_corpus(corpus, UNIPOOL_SOURCE_DIR "/docs/backward.md"));
   auto gpu_config = [&](const std::string& out) {
-    Config c = small_config("unipool", corpus, out);  // grad_accum 2: ĝ crosses micro-batches
+    Config c = small_config(FfnKind::unipool, corpus, out);  // grad_accum 2: ĝ crosses micro-batches
     c.model.d_model = 64;  // head size 32: one the GPU attention supports
     c.model.ffn_hidden = 64;
-    c.train.backend = "cuda";
+    c.train.backend = BackendKind::cuda;
     c.train.eval_every = 3;
     c.train.ckpt_every = 3;
     validate_config(c, /*check_data=*/false);
@@ -912,7 +913,7 @@ TEST_CASE("cuda train: bitwise reproducible runs, bit-exact resume, checkpoints 
 
   // A GPU checkpoint resumes on the CPU (same tensors and names; the numbers then follow the CPU).
   Config cpu = gpu_config(tmp / "on-cpu");
-  cpu.train.backend = "cpu";
+  cpu.train.backend = BackendKind::cpu;
   opt.resume_dir = tmp / "a/ckpt-3";
   run_train(cpu, opt);
   const auto lc = train_lines(cpu.train.out_dir);

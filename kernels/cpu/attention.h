@@ -30,6 +30,7 @@
 // The softmax exp for float is a vectorisable Cody-Waite + polynomial exp (max error ≈1 ulp; libm's
 // expf does not vectorise without -ffast-math); double uses std::exp.
 #pragma once
+// Part of the CPU op list: include kernels/cpu/ops.h (which declares every op), not this file.
 
 #include <algorithm>
 #include <cassert>

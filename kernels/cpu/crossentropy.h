@@ -16,11 +16,12 @@
 //   != 0, e_i stored over x_i);  then a scaling sweep over the (cache-resident) row: x_i ←
 //   e_i·dloss/Σ. Only pass 2 evaluates exp: one exp per logit.
 #pragma once
+// Part of the CPU op list: include kernels/cpu/ops.h (which declares every op), not this file.
 #include <cmath>
 #include <cstdint>
 #include <string>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cpu/layers.h"
 
 namespace unipool::cpu {

@@ -8,11 +8,12 @@
 // row_slot[r] is the slot held by row r, slot_row[slot] the row holding slot; they are inverse
 // permutations of 0..N·k−1.
 #pragma once
+// Part of the CPU op list: include kernels/cpu/ops.h (which declares every op), not this file.
 #include <algorithm>
 #include <cstdint>
 #include <string>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cpu/layers.h"
 
 namespace unipool::cpu {

@@ -20,6 +20,7 @@
 //
 // "+=" outputs accumulate into what is there, "=" outputs are fully overwritten.
 #pragma once
+// Part of the CPU op list: include kernels/cpu/ops.h (which declares every op), not this file.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -261,28 +262,6 @@ void row_dot(T* out, const T* a, const T* b, int rows, int cols) {
 #pragma omp parallel for schedule(static) if (int64_t(rows) * cols >= detail::kMinParallelWork)
   for (int r = 0; r < rows; ++r) {
     out[r] = T(detail::dot(a + int64_t(r) * cols, b + int64_t(r) * cols, cols));
-  }
-}
-
-// add: out[i] = a[i] + b[i], i < n; out may alias a or b.
-template <typename T>
-void add(T* out, const T* a, const T* b, int64_t n) {
-  constexpr int64_t kBlock = 4096;
-  const int64_t nblocks = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (n >= 8 * detail::kMinParallelWork)
-  for (int64_t blk = 0; blk < nblocks; ++blk) {
-    const int64_t i0 = blk * kBlock;
-    const int64_t len = std::min(kBlock, n - i0);
-    T* o = out + i0;
-    const T* pa = a + i0;
-    const T* pb = b + i0;
-    if (o == pa) {  // in place: o += b (a distinct b is the common case; exact aliasing is safe)
-      for (int64_t i = 0; i < len; ++i) o[i] += pb[i];
-    } else if (o == pb) {
-      for (int64_t i = 0; i < len; ++i) o[i] += pa[i];
-    } else {
-      for (int64_t i = 0; i < len; ++i) o[i] = pa[i] + pb[i];
-    }
   }
 }
 

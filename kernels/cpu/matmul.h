@@ -2,24 +2,25 @@
 // written once on top of gemm (kernels/cpu/gemm.h); the router logits; and the grouped (per-expert)
 // products over an expert-major row buffer.
 #pragma once
+// Part of the CPU op list: include kernels/cpu/ops.h (which declares every op), not this file.
 #include <cstdint>
 #include <string>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cpu/gemm.h"
 
 namespace unipool::cpu {
 
 // out[N,O] (+)= in[N,I] · W[O,I]ᵀ
 template <typename T>
-void matmul_forward(T* out, const T* in, const T* W, int N, int I, int O, bool accumulate = false) {
+void matmul_forward(T* out, const T* in, const T* W, int N, int I, int O, bool accumulate) {
   gemm<T>(false, true, N, O, I, in, I, W, I, accumulate, out, O);
 }
 
 // dIn[N,I] (+)= dOut[N,O] · W[O,I]
 template <typename T>
 void matmul_backward_input(T* dIn, const T* dOut, const T* W, int N, int I, int O,
-                           bool accumulate = false) {
+                           bool accumulate) {
   gemm<T>(false, false, N, I, O, dOut, O, W, I, accumulate, dIn, I);
 }
 

@@ -9,12 +9,13 @@
 // slot order); E = router width. Sums run in double and in a fixed order (see layers.h), so every
 // result is bitwise independent of the number of OpenMP threads.
 #pragma once
+// Part of the CPU op list: include kernels/cpu/ops.h (which declares every op), not this file.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "kernels/cpu/layers.h"
 
 namespace unipool::cpu {

@@ -23,11 +23,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/runtime.h"
-
-namespace unipool {
-struct Layout;
-struct OptimConfig;
-}  // namespace unipool
+#include "kernels/op_types.h"
 
 namespace unipool::cuda {
 
@@ -152,15 +148,16 @@ void row_to_slot_values(float* slot_vals, const float* row_vals, const int32_t* 
 void crossentropy_forward_backward(float* losses, bf16* logits, const int32_t* targets, int rows,
                                    int V, double dloss);
 
-// ---- optimizer (kernels/cuda/optimizer.cu; CPU: engine/optimizer.h) ----------------------------
-// sqrt(Σ g²) over every tensor of the layout: per tensor, fixed chunks whose squares are summed in
+// ---- optimizer (kernels/cuda/optimizer.cu; CPU: kernels/cpu/optimizer.h) -----------------------
+// sqrt(Σ g²) over every tensor of the table: per tensor, fixed chunks whose squares are summed in
 // double by a fixed tree, chunk partials then added in a fixed order. Waits for the result (one
 // host sync).
-double global_grad_norm(const Layout& layout, const float* grads);
-// AdamW on every tensor (as engine/optimizer.h), fp32 master weights and moments; when copy is not
-// null it also writes the bf16 copy of every updated weight (copy has the arena's layout).
-void adamw_step(const Layout& layout, float* params, const float* grads, float* m, float* v,
-                bf16* copy, int step, double lr, double grad_scale, const OptimConfig& optim);
+double global_grad_norm(const TensorTable& tensors, const float* grads);
+// AdamW on every tensor of the table (as kernels/cpu/optimizer.h), fp32 master weights and
+// moments; when copy is not null it also writes the bf16 copy of every updated weight (copy has
+// the arena's layout).
+void adamw_step(const TensorTable& tensors, float* params, const float* grads, float* m, float* v,
+                bf16* copy, const AdamWParams& optim);
 // dst[i] = bf16(src[i])  (the weight copy, after loading or initialising the master weights)
 void float_to_bf16_copy(bf16* dst, const float* src, int64_t n);
 // dst[i] = float(src[i])   (tests and checkpoints read activations this way)

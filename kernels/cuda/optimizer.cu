@@ -1,11 +1,11 @@
-// CUDA optimizer step (kernels/cuda/ops.h; the CPU oracle with the math: engine/optimizer.h/.cpp):
+// CUDA optimizer step (kernels/cuda/ops.h; the CPU twin with the math: kernels/cpu/optimizer.h):
 // the global gradient norm, AdamW with the bf16 weight copy, and the float <-> bf16 copies.
 //
-// Both the norm and AdamW walk the layout as a table of chunks: every tensor split into chunks of
-// kChunk elements (the last one shorter), one thread block per chunk, in layout order. The table
-// is built on the host from the Layout, uploaded once and reused while the layout stays the same.
-// Tensor offsets are multiples of kArenaAlign floats, so chunks start 64-byte aligned in an
-// aligned arena.
+// Both the norm and AdamW walk the tensor table (kernels/op_types.h) as a table of chunks: every
+// tensor split into chunks of kChunk elements (the last one shorter), one thread block per chunk,
+// in table order. The chunk table is built on the host, uploaded once and reused while the tensor
+// table stays the same. The model's tensor offsets are multiples of 16 floats (model/layout.h), so
+// chunks start 64-byte aligned in an aligned arena.
 //
 // DETERMINISM: no atomics. The norm's chunks are reduced by fixed trees into per-chunk partials in
 // Scratch, then one block adds the partials in a fixed order; AdamW is elementwise.
@@ -16,10 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/ops.h"
-#include "model/layout.h"
 
 namespace unipool::cuda {
 
@@ -42,12 +40,12 @@ Scratch g_chunk_table("optimizer chunk table");
 Scratch g_norm_partials("global_grad_norm partials");
 std::vector<Chunk> g_chunk_table_host;  // what g_chunk_table holds
 
-// The chunk table of the layout on the device (uploaded when it differs from the last one);
+// The chunk table of the tensors on the device (uploaded when it differs from the last one);
 // count = number of chunks, all_aligned = every chunk starts at a multiple of 4 elements.
-const Chunk* chunk_table(const Layout& layout, int* count, bool* all_aligned) {
+const Chunk* chunk_table(const TensorTable& tensors, int* count, bool* all_aligned) {
   std::vector<Chunk> table;
   bool aligned = true;
-  for (const ParamTensor& t : layout.tensors) {
+  for (const TensorSpan& t : tensors) {
     aligned = aligned && t.offset % 4 == 0;
     for (int64_t c0 = 0; c0 < t.numel; c0 += kChunk) {
       table.push_back(
@@ -111,7 +109,7 @@ __global__ void __launch_bounds__(kFinalThreads)
 }
 
 // ---------------------------------------------------------------------------------------------------
-// AdamW (engine/optimizer.cpp, the same float operations in the same order). One block per chunk,
+// AdamW (kernels/cpu/optimizer.h, the same float operations in the same order). One block per chunk,
 // thread k takes the groups of 4 elements k, k + kThreads, ... (float4 loads/stores when kAligned
 // and the group is full).
 //   grad = g·scale;  m = β1·m + (1−β1)·grad;  v = β2·v + (1−β2)·grad·grad
@@ -233,10 +231,10 @@ unsigned conversion_blocks(int64_t n) {
 
 }  // namespace
 
-double global_grad_norm(const Layout& layout, const float* grads) {
+double global_grad_norm(const TensorTable& tensors, const float* grads) {
   int nchunks = 0;
   bool offsets_aligned = false;
-  const Chunk* chunks = chunk_table(layout, &nchunks, &offsets_aligned);
+  const Chunk* chunks = chunk_table(tensors, &nchunks, &offsets_aligned);
   if (nchunks == 0) return 0.0;
   double* partial = g_norm_partials.get_as<double>(size_t(nchunks) + 1);
   double* total = partial + nchunks;
@@ -251,24 +249,24 @@ double global_grad_norm(const Layout& layout, const float* grads) {
   return std::sqrt(sum_sq);
 }
 
-void adamw_step(const Layout& layout, float* params, const float* grads, float* m, float* v,
-                bf16* copy, int step, double lr, double grad_scale, const OptimConfig& optim) {
+void adamw_step(const TensorTable& tensors, float* params, const float* grads, float* m, float* v,
+                bf16* copy, const AdamWParams& optim) {
   int nchunks = 0;
   bool offsets_aligned = false;
-  const Chunk* chunks = chunk_table(layout, &nchunks, &offsets_aligned);
+  const Chunk* chunks = chunk_table(tensors, &nchunks, &offsets_aligned);
   if (nchunks == 0) return;
-  // The scalars exactly as engine/optimizer.cpp computes them for T = float.
+  // The scalars exactly as kernels/cpu/optimizer.h computes them for T = float.
   AdamParams h;
   h.beta1 = float(optim.beta1);
   h.beta2 = float(optim.beta2);
   h.one_minus_beta1 = 1.0f - h.beta1;
   h.one_minus_beta2 = 1.0f - h.beta2;
-  h.bias1 = float(1.0 - std::pow(optim.beta1, step));
-  h.bias2 = float(1.0 - std::pow(optim.beta2, step));
-  h.grad_scale = float(grad_scale);
+  h.bias1 = float(1.0 - std::pow(optim.beta1, optim.step));
+  h.bias2 = float(1.0 - std::pow(optim.beta2, optim.step));
+  h.grad_scale = float(optim.grad_scale);
   h.eps = float(optim.eps);
-  h.lr = float(lr);
-  h.decay = float(1.0 - lr * optim.weight_decay);
+  h.lr = float(optim.lr);
+  h.decay = float(1.0 - optim.lr * optim.weight_decay);
   const bool aligned = offsets_aligned && aligned_to(params, 16) && aligned_to(grads, 16) &&
                        aligned_to(m, 16) && aligned_to(v, 16) &&
                        (copy == nullptr || aligned_to(copy, 8));

@@ -17,6 +17,14 @@ int device_count() {
   return n;
 }
 
+DeviceInfo device_info() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  return DeviceInfo{prop.name, prop.totalGlobalMem};
+}
+
 cudaStream_t stream() {
   static cudaStream_t s = [] {
     cudaStream_t created = nullptr;

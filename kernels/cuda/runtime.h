@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace unipool::cuda {
 
@@ -38,6 +38,13 @@ namespace unipool::cuda {
 
 // Number of usable CUDA devices (0 when the driver or a device is missing; never throws).
 int device_count();
+
+// The current device's name and memory.
+struct DeviceInfo {
+  std::string name;
+  size_t total_bytes = 0;
+};
+DeviceInfo device_info();
 
 // The stream every op of the backend is enqueued on (created on first use, never destroyed).
 // All op launchers are asynchronous on it; synchronize() waits for everything enqueued.

@@ -1,5 +1,5 @@
 // POSIX file helpers: atomic file writes and directory publication. See fsutil.h.
-#include "engine/fsutil.h"
+#include "base/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <system_error>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace fs = std::filesystem;
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "engine/backends.h"
 #include "engine/train.h"
 #include "engine/trainer.h"
 #include "model/init.h"
@@ -22,7 +23,7 @@ namespace {
 constexpr double kH100PeakFlops = 989e12;
 
 template <class B>
-void bench_on(const Config& c, const BenchOptions& options, const std::string& backend) {
+void bench_on(const Config& c, const BenchOptions& options, BackendKind backend) {
   TrainerOn<B> trainer(c);
   uint64_t counter = 0;
   const int vocab = c.model.vocab_size;
@@ -40,7 +41,7 @@ void bench_on(const Config& c, const BenchOptions& options, const std::string& b
   std::printf(
       "bench | %s | %s L%d d%d F%d | %.2fM params, %.2fM active | B %d × T %d × accum %d | "
       "%.3f GFLOP/token\n",
-      backend_banner(backend).c_str(), c.model.ffn.c_str(), c.model.n_layer, c.model.d_model,
+      backend_banner(backend).c_str(), name_of(c.model.ffn), c.model.n_layer, c.model.d_model,
       c.model.ffn_hidden, trainer.layout.num_parameters() / 1e6,
       trainer.layout.active_parameters(false) / 1e6, c.train.micro_batch, c.model.seq_len,
       c.train.grad_accum, flops_per_token / 1e9);
@@ -61,7 +62,7 @@ void bench_on(const Config& c, const BenchOptions& options, const std::string& b
   const double flops = tok_per_s * flops_per_token;
   std::printf("result: %.0f tok/s | %.1f GFLOP/s | %.3f s/step | activations %.1f MiB", tok_per_s,
               flops / 1e9, total / options.steps, trainer.model.activation_bytes() / 1048576.0);
-  if (backend == "cuda") {
+  if (backend == BackendKind::cuda) {
 #ifdef UNIPOOL_HAVE_CUDA
     std::printf(" | MFU %.1f%% (of %.0f TFLOP/s) | GPU memory %.1f MiB (peak %.1f MiB)",
                 100.0 * flops / kH100PeakFlops, kH100PeakFlops / 1e12,
@@ -86,11 +87,8 @@ void bench_on(const Config& c, const BenchOptions& options, const std::string& b
 }  // namespace
 
 void run_bench(const Config& c, const BenchOptions& options) {
-  const std::string backend = select_backend(c);
-#ifdef UNIPOOL_HAVE_CUDA
-  if (backend == "cuda") return bench_on<CudaBackend>(c, options, backend);
-#endif
-  bench_on<CpuBackend<float>>(c, options, backend);
+  const BackendKind backend = select_backend(c);
+  on_backend(backend, [&](auto b) { bench_on<typename decltype(b)::type>(c, options, backend); });
 }
 
 }  // namespace unipool

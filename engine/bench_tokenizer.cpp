@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "data/gpt2_tokenizer.h"
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace unipool {
 

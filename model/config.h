@@ -1,0 +1,105 @@
+// The configuration the model reads: its shape and variant (the model.* keys) and the balancing
+// terms (the loss.* keys). docs/config.md lists every key with its default and rules; docs/model.md
+// defines what each variant computes. Loading, defaults from other keys and validation are the
+// engine's (engine/config.h); the model only reads these plain structs.
+#pragma once
+#include <string>
+
+namespace unipool {
+
+// model.ffn: what follows each attention block.
+enum class FfnKind {
+  dense,   // one SwiGLU per layer
+  moe,     // E private experts per layer (vanilla MoE)
+  unipool  // one pool of M experts shared by a group of adjacent layers
+};
+// model.router: how an MoE layer scores its experts.
+enum class RouterKind {
+  softmax,  // s = softmax(z)
+  norm      // NormRouter: s = σ·c·ReLU(z/||z||)
+};
+
+// The name of a kind as configs write it ("dense", "norm", ...).
+inline const char* name_of(FfnKind k) {
+  switch (k) {
+    case FfnKind::dense:
+      return "dense";
+    case FfnKind::moe:
+      return "moe";
+    case FfnKind::unipool:
+      return "unipool";
+  }
+  return "?";
+}
+inline const char* name_of(RouterKind k) {
+  switch (k) {
+    case RouterKind::softmax:
+      return "softmax";
+    case RouterKind::norm:
+      return "norm";
+  }
+  return "?";
+}
+// The kind called `name`; false (and *out unchanged) when none is.
+inline bool parse_kind(const std::string& name, FfnKind* out) {
+  for (FfnKind k : {FfnKind::dense, FfnKind::moe, FfnKind::unipool})
+    if (name == name_of(k)) return *out = k, true;
+  return false;
+}
+inline bool parse_kind(const std::string& name, RouterKind* out) {
+  for (RouterKind k : {RouterKind::softmax, RouterKind::norm})
+    if (name == name_of(k)) return *out = k, true;
+  return false;
+}
+
+struct ModelConfig {
+  int vocab_size = 50257;
+  int vocab_multiple = 1024;
+  int seq_len = 1024;
+  int n_layer = 12;
+  int d_model = 768;
+  int n_head = 12;
+  int n_kv_head = 4;
+  int ffn_hidden = 3072;  // F: dense FFN width and each expert's width
+  double norm_eps = 1e-5;
+  double rope_base = 1e6;
+  double init_std = 0.01;
+  FfnKind ffn = FfnKind::dense;
+  int experts_per_layer = 8;  // moe: E private experts per layer
+  int pool_size = 96;         // unipool: M experts per pool
+  int pool_group = 0;  // unipool: N adjacent layers share a pool; 0 = all layers (one global pool)
+  int top_k = 1;
+  RouterKind router = RouterKind::softmax;
+  bool router_renorm = false;  // softmax router: renormalise the k gates
+  int router_share = 1;  // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
+
+  int padded_vocab() const {
+    return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple;
+  }
+  int head_dim() const { return d_model / n_head; }
+  bool is_moe() const { return ffn != FfnKind::dense; }
+  bool has_pools() const { return ffn == FfnKind::unipool; }
+  int router_width() const {
+    switch (ffn) {
+      case FfnKind::dense:
+        return 0;
+      case FfnKind::moe:
+        return experts_per_layer;
+      case FfnKind::unipool:
+        return pool_size;
+    }
+    return 0;
+  }
+  int pool_layers() const { return pool_group == 0 ? n_layer : pool_group; }  // N
+  int n_pools() const { return has_pools() ? n_layer / pool_layers() : 0; }
+  int n_routers() const { return is_moe() ? n_layer / router_share : 0; }
+  int qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim(); }
+};
+
+struct LossConfig {
+  double aux_coeff = 0;       // per-layer Switch loss α (default 0.01 for moe, 0 for unipool)
+  double pool_aux_coeff = 0;  // pool loss α_pool (default 0.01 for unipool)
+  double z_loss_coeff = 0;
+};
+
+}  // namespace unipool
