@@ -10,7 +10,8 @@
 
 namespace unipool {
 
-// ---- splitmix64 (Steele, Lea, Flood 2014) --------------------------------------------------------
+// ---- splitmix64 (Steele, Lea, Flood 2014)
+// --------------------------------------------------------
 constexpr uint64_t kSplitMixGamma = 0x9E3779B97F4A7C15ULL;  // the Weyl increment (golden ratio)
 
 // The finaliser: a bijective 64-bit mixer.
@@ -50,7 +51,8 @@ void shuffle(T* a, size_t n, SplitMix64& rng) {
   }
 }
 
-// ---- FNV-1a (64-bit) -----------------------------------------------------------------------------
+// ---- FNV-1a (64-bit)
+// -----------------------------------------------------------------------------
 struct Fnv1a {
   uint64_t h = 0xCBF29CE484222325ULL;
 

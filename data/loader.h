@@ -1,5 +1,5 @@
 // The training/evaluation data loader: a deterministic, resumable stream of (inputs, targets)
-// samples drawn from a weighted blend of token files (SPEC.md §3, Megatron's GPTDataset +
+// samples drawn from a weighted blend of token files (docs/data.md, Megatron's GPTDataset +
 // BlendedDataset).
 //
 // Per dataset (one TokenFile of the blend):

@@ -1,5 +1,5 @@
 // Token shards on disk: validated, memory-mapped readers and byte-exact writers for the two formats
-// unipool trains on (layouts byte by byte in /work/shared/reference/data-plan.md §1, SPEC.md §3).
+// unipool trains on (layouts byte by byte in docs/data.md).
 //
 // Megatron-LM indexed dataset, PREFIX.idx + PREFIX.bin, all little-endian:
 //   .idx  0: "MMIDIDX\0\0" (9 bytes)   9: u64 version = 1   17: u8 dtype code (8 uint16, 4 int32)
@@ -145,7 +145,7 @@ class LlmcWriter {
 };
 
 // Megatron PREFIX.bin + PREFIX.idx with uint16 tokens (dtype code 8), one sequence per document,
-// exactly the bytes of data-plan §1a. Documents are written as given (no EOD is appended here).
+// exactly the bytes of docs/data.md §Token files (Megatron). Documents are written as given (no EOD is appended here).
 // Every token must be in [0, 65536), else Error.
 void write_megatron(const std::string& prefix, const std::vector<std::vector<int32_t>>& documents);
 // llm.c shard: magic 20240520, version 1, uint16 tokens in [0, 65536), fewer than 2^31 of them.

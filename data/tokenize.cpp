@@ -1,7 +1,7 @@
 // `unipool tokenize` (see tokenize.h): read documents, encode them in parallel, shuffle, split,
 // write Megatron and/or llm.c shards. The writers here stream the token arrays straight to disk in
 // the layouts of data/shards.h (the same bytes write_megatron/write_llmc produce, checked by the
-// tests against data-plan §1), so the corpus is never copied into per-document int32 vectors.
+// tests against docs/data.md §Token files), so the corpus is never copied into per-document int32 vectors.
 #include "data/tokenize.h"
 
 #include <omp.h>
@@ -341,7 +341,7 @@ void read_jsonl(const std::string& path, BatchEncoder& enc) {
 
 // ---- outputs ------------------------------------------------------------------------------------
 
-// Megatron PREFIX.bin/.idx (data-plan §1a): the documents in `order`, the EOD appended to each.
+// Megatron PREFIX.bin/.idx (docs/data.md §Token files (Megatron)): the documents in `order`, the EOD appended to each.
 void write_megatron_corpus(const std::string& prefix, const Corpus& c,
                            const std::vector<int64_t>& order, int32_t eod) {
   MegatronWriter writer(prefix);
@@ -350,7 +350,7 @@ void write_megatron_corpus(const std::string& prefix, const Corpus& c,
   writer.finish();
 }
 
-// llm.c shard (data-plan §1b): documents order[lo, hi), each preceded by EOT 50256.
+// llm.c shard (docs/data.md §Token files (llm.c)): documents order[lo, hi), each preceded by EOT 50256.
 void write_llmc_part(const std::string& path, const Corpus& c, const std::vector<int64_t>& order,
                      int64_t lo, int64_t hi) {
   int64_t ntok = 0;

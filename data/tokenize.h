@@ -1,4 +1,4 @@
-// `unipool tokenize`: text → token shards (formats in data/shards.h, reference/data-plan.md §1).
+// `unipool tokenize`: text → token shards (formats in data/shards.h, docs/data.md §Token files).
 //
 // Inputs are files or directories (walked recursively in sorted order):
 //   *.jsonl    one document per line in its "text" field (the Pile's raw form); blank lines are

@@ -106,10 +106,43 @@ nlohmann::json read_checkpoint_state(const std::string& dir) {
   check(path_exists(dir + "/state.json"), "'" + dir + "' is not a checkpoint (no state.json)");
   nlohmann::json state = nlohmann::json::parse(read_file(dir + "/state.json"), nullptr, false);
   check(!state.is_discarded() && state.is_object(), dir + "/state.json: not valid JSON");
+  check(state.contains("format_version") && state["format_version"].is_number_integer(),
+        dir + "/state.json: missing format_version");
+  const int version = state["format_version"].get<int>();
+  check(version == kStateFormatVersion,
+        dir + "/state.json: format_version " + std::to_string(version) + ", this build reads " +
+            std::to_string(kStateFormatVersion) + " (a checkpoint of another unipool version)");
   check(state.contains("step") && state["step"].is_number_integer() && state.contains("config") &&
             state["config"].is_object(),
         dir + "/state.json: missing step or config");
   return state;
+}
+
+nlohmann::json make_checkpoint_state(int step, int64_t tokens, const Config& config,
+                                     const nlohmann::json& train_data_position,
+                                     const nlohmann::json& model_state) {
+  nlohmann::json state = {
+      {"format_version", kStateFormatVersion},
+      {"step", step},
+      {"tokens", tokens},
+      {"config", config.to_json()},
+      {"data", {{"train", train_data_position}}},
+      {"rng",
+       {{"seed", config.train.seed},
+        {"note",
+         "no random numbers are drawn after initialisation; the data order is a function of the "
+         "seed and the data position"}}}};
+  for (auto it = model_state.begin(); it != model_state.end(); ++it) state[it.key()] = it.value();
+  return state;
+}
+
+Config checkpoint_config(const std::string& dir, const nlohmann::json& state,
+                         const std::vector<std::string>& overrides, bool check_data) {
+  try {
+    return load_config(state.at("config"), overrides, check_data);
+  } catch (const Error& e) {
+    throw Error(dir + "/state.json: config: " + e.what());
+  }
 }
 
 void load_checkpoint(const std::string& dir, const Layout& layout, float* params, float* exp_avg,

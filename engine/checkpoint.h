@@ -1,26 +1,46 @@
-// Checkpoints (SPEC.md §4): out_dir/ckpt-STEP/ holding
-//   model.safetensors      fp32 master weights under the SPEC tensor names
+// Checkpoints (docs/run-directory.md): out_dir/ckpt-STEP/ holding
+//   model.safetensors      fp32 master weights under the tensor names of docs/run-directory.md
 //   optimizer.safetensors  AdamW moments: exp_avg.<name>, exp_avg_sq.<name>
 //   state.json             step, config, data position, RNG, pool-loss counts ĝ
 // A checkpoint is built in a temporary directory, every file fsynced, then renamed into place and
 // the parent fsynced: a crash leaves either the complete checkpoint or none. Older ones beyond
 // train.ckpt_keep are removed only after the new one is in place.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "engine/config.h"
 #include "model/layout.h"
 
 namespace unipool {
+
+// The version of the state.json schema this build writes and reads. Reading a checkpoint whose
+// state.json has another version is an Error (docs/run-directory.md §state.json).
+constexpr int kStateFormatVersion = 1;
+
+// state.json of a checkpoint at `step` (the schema lives here): format_version, step, tokens, the
+// resolved config, the data position, the RNG note, and the model's own state (model_state's keys,
+// e.g. "pool_loss", at the top level).
+nlohmann::json make_checkpoint_state(int step, int64_t tokens, const Config& config,
+                                     const nlohmann::json& train_data_position,
+                                     const nlohmann::json& model_state);
+
+// The checkpoint's config, completed with today's defaults for keys it does not have (so a key
+// added later never makes an older checkpoint unusable), `overrides` applied. Error naming the
+// checkpoint when its config does not load.
+Config checkpoint_config(const std::string& dir, const nlohmann::json& state,
+                         const std::vector<std::string>& overrides, bool check_data);
 
 // Writes ckpt-STEP and prunes to the newest `keep`. Returns the checkpoint directory.
 std::string save_checkpoint(const std::string& out_dir, int step, int keep, const Layout& layout,
                             const float* params, const float* exp_avg, const float* exp_avg_sq,
                             const nlohmann::json& state);
 
-// Reads DIR/state.json; Error when it is missing, not JSON, or lacks an integer "step" and an
-// object "config" (the rest is read by whoever needs it).
+// Reads DIR/state.json; Error when it is missing, not JSON, has another format_version, or lacks
+// an integer "step" and an object "config" (the rest is read by whoever needs it).
 nlohmann::json read_checkpoint_state(const std::string& dir);
 
 // Loads the weights and AdamW moments of a checkpoint directory into the arenas. Errors name the
@@ -28,7 +48,7 @@ nlohmann::json read_checkpoint_state(const std::string& dir);
 void load_checkpoint(const std::string& dir, const Layout& layout, float* params, float* exp_avg,
                      float* exp_avg_sq);
 
-// Loads model weights (SPEC names and shapes, all present, none extra) from a safetensors file.
+// Loads model weights (the names and shapes of docs/run-directory.md, all present, none extra) from a safetensors file.
 void load_weights(const std::string& path, const Layout& layout, float* params);
 
 // The newest complete ckpt-STEP directory in out_dir, or "" when there is none.

@@ -32,9 +32,10 @@ std::string describe(const json& v) {
 // ---- typed conversion from JSON: each throws an Error naming the key ---------------------------
 void from_json_value(const json& v, const std::string& name, int* out) {
   if (v.is_number_integer() || v.is_number_unsigned()) {
-    const long long x = v.is_number_unsigned() ? static_cast<long long>(std::min<uint64_t>(
-                                                     v.get<uint64_t>(), uint64_t(1) << 62))
-                                               : v.get<long long>();
+    const long long x =
+        v.is_number_unsigned()
+            ? static_cast<long long>(std::min<uint64_t>(v.get<uint64_t>(), uint64_t(1) << 62))
+            : v.get<long long>();
     check(x >= -2147483647LL && x <= 2147483647LL, name + ": " + describe(v) + " is out of range");
     *out = static_cast<int>(x);
     return;
@@ -97,7 +98,8 @@ json to_json_value(const T& x) {
   }
 }
 
-// ---- per-key rules: "" when the value is fine, else what is wrong ----------------------------------
+// ---- per-key rules: "" when the value is fine, else what is wrong
+// ----------------------------------
 template <class T>
 using Rule = std::function<std::string(const T&, const Config&)>;
 
@@ -109,7 +111,8 @@ Rule<int> at_least(int lo, const char* note = "") {
 }
 Rule<double> non_negative(const char* note = "") {
   return [note](const double& v, const Config&) {
-    return v >= 0 ? std::string() : "must be >= 0" + std::string(note) + ", got " + std::to_string(v);
+    return v >= 0 ? std::string()
+                  : "must be >= 0" + std::string(note) + ", got " + std::to_string(v);
   };
 }
 Rule<double> positive() {
@@ -150,14 +153,14 @@ std::string split_rule(const std::string& split, const Config&) {
             : "expected up to three non-negative numbers like \"969,30,1\", got '" + split + "'";
 }
 
-// ---- the key table ---------------------------------------------------------------------------------
-// One row per key: its dotted name, the JSON conversions of its member, its rule, and (for the
-// three keys whose default depends on other keys) how that default is derived when the value is
-// null.
+// ---- the key table
+// --------------------------------------------------------------------------------- One row per
+// key: its dotted name, the JSON conversions of its member, its rule, and (for the three keys whose
+// default depends on other keys) how that default is derived when the value is null.
 struct Key {
   std::string name;
   std::function<json(const Config&)> get;
-  std::function<void(Config&, const json&)> set;  // type conversion (Error names the key)
+  std::function<void(Config&, const json&)> set;   // type conversion (Error names the key)
   std::function<std::string(const Config&)> rule;  // "" or what is wrong
   std::function<void(Config&)> derive;             // non-null: the default is derived
 };
@@ -208,12 +211,12 @@ const std::vector<Key>& key_table() {
     t.push_back(key("model.router_renorm", UNIPOOL_FIELD(bool, model.router_renorm)));
     t.push_back(key("model.router_share", UNIPOOL_FIELD(int, model.router_share), at_least(1)));
     // loss.*
-    t.push_back(key("loss.aux_coeff", UNIPOOL_FIELD(double, loss.aux_coeff), non_negative(),
-                    [](Config& c) { c.loss.aux_coeff = c.model.ffn == FfnKind::moe ? 0.01 : 0.0; }));
-    t.push_back(key("loss.pool_aux_coeff", UNIPOOL_FIELD(double, loss.pool_aux_coeff),
-                    non_negative(), [](Config& c) {
-                      c.loss.pool_aux_coeff = c.model.ffn == FfnKind::unipool ? 0.01 : 0.0;
-                    }));
+    t.push_back(
+        key("loss.aux_coeff", UNIPOOL_FIELD(double, loss.aux_coeff), non_negative(),
+            [](Config& c) { c.loss.aux_coeff = c.model.ffn == FfnKind::moe ? 0.01 : 0.0; }));
+    t.push_back(key(
+        "loss.pool_aux_coeff", UNIPOOL_FIELD(double, loss.pool_aux_coeff), non_negative(),
+        [](Config& c) { c.loss.pool_aux_coeff = c.model.ffn == FfnKind::unipool ? 0.01 : 0.0; }));
     t.push_back(key("loss.z_loss_coeff", UNIPOOL_FIELD(double, loss.z_loss_coeff), non_negative()));
     // optim.*
     t.push_back(key("optim.lr", UNIPOOL_FIELD(double, optim.lr), non_negative()));
@@ -224,7 +227,8 @@ const std::vector<Key>& key_table() {
                     })));
     t.push_back(key("optim.warmup_steps", UNIPOOL_FIELD(int, optim.warmup_steps), at_least(0),
                     [](Config& c) { c.optim.warmup_steps = c.train.steps / 100; }));
-    t.push_back(key("optim.weight_decay", UNIPOOL_FIELD(double, optim.weight_decay), non_negative()));
+    t.push_back(
+        key("optim.weight_decay", UNIPOOL_FIELD(double, optim.weight_decay), non_negative()));
     t.push_back(key("optim.beta1", UNIPOOL_FIELD(double, optim.beta1), unit_interval()));
     t.push_back(key("optim.beta2", UNIPOOL_FIELD(double, optim.beta2), unit_interval()));
     t.push_back(key("optim.eps", UNIPOOL_FIELD(double, optim.eps), positive()));
@@ -250,15 +254,15 @@ const std::vector<Key>& key_table() {
                     })));
     t.push_back(key("train.backend", UNIPOOL_FIELD(BackendKind, train.backend)));
     t.push_back(key("train.log_every", UNIPOOL_FIELD(int, train.log_every), at_least(1)));
-    t.push_back(key("train.threads", UNIPOOL_FIELD(int, train.threads),
-                    at_least(0, " (0 = all cores)")));
+    t.push_back(
+        key("train.threads", UNIPOOL_FIELD(int, train.threads), at_least(0, " (0 = all cores)")));
     // data.*: docs/data.md
     using Blend = std::vector<std::pair<double, std::string>>;
     t.push_back(key("data.train", UNIPOOL_FIELD(Blend, data.train)));
-    t.push_back(key("data.format", UNIPOOL_FIELD(std::string, data.format),
-                    one_of({"megatron", "llmc"})));
-    t.push_back(key("data.split", UNIPOOL_FIELD(std::string, data.split),
-                    Rule<std::string>(split_rule)));
+    t.push_back(
+        key("data.format", UNIPOOL_FIELD(std::string, data.format), one_of({"megatron", "llmc"})));
+    t.push_back(
+        key("data.split", UNIPOOL_FIELD(std::string, data.split), Rule<std::string>(split_rule)));
     return t;
   }();
   return keys;
@@ -271,7 +275,8 @@ json& node_at(json& tree, const std::string& dotted) {
   size_t start = 0;
   for (;;) {
     const size_t dot = dotted.find('.', start);
-    node = &(*node)[dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start)];
+    node =
+        &(*node)[dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start)];
     if (dot == std::string::npos) return *node;
     start = dot + 1;
   }
@@ -337,13 +342,14 @@ std::string resolve_config_path(const std::string& path_or_preset) {
   // A preset name: configs/NAME.json next to the source tree or in the current directory.
   for (const std::string& dir : {std::string("configs/"), std::string(UNIPOOL_CONFIG_DIR "/")})
     if (file_exists(dir + path_or_preset + ".json")) return dir + path_or_preset + ".json";
-  throw Error("--config: cannot open '" + path_or_preset +
-              "' (not a file, and no preset configs/" + path_or_preset + ".json)");
+  throw Error("--config: cannot open '" + path_or_preset + "' (not a file, and no preset configs/" +
+              path_or_preset + ".json)");
 }
 
 json read_config_chain(const std::string& path_or_preset, std::set<std::string>& visiting) {
   const std::string path = resolve_config_path(path_or_preset);
-  check(visiting.insert(path).second, "--config: '" + path + "' is its own base (a cycle of \"base\")");
+  check(visiting.insert(path).second,
+        "--config: '" + path + "' is its own base (a cycle of \"base\")");
   std::ifstream in(path);
   check(in.good(), "--config: cannot open '" + path + "'");
   json j = json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);

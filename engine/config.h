@@ -59,8 +59,8 @@ struct TrainConfig {
   int ckpt_keep = 3;
   std::string out_dir = "runs/default";
   BackendKind backend = BackendKind::automatic;
-  int log_every = 1;             // progress line every N steps (metrics.jsonl gets every step)
-  int threads = 0;               // CPU threads; 0 = all cores
+  int log_every = 1;  // progress line every N steps (metrics.jsonl gets every step)
+  int threads = 0;    // CPU threads; 0 = all cores
 };
 
 struct DataConfig {

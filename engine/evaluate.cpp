@@ -60,7 +60,7 @@ LoadedCheckpoint read_checkpoint(const std::string& path, const std::vector<std:
   ck.dir = resolve_checkpoint(path);
   const nlohmann::json state = read_checkpoint_state(ck.dir);
   ck.step = state["step"].get<int>();
-  ck.config = load_config(state["config"], overrides, check_data);
+  ck.config = checkpoint_config(ck.dir, state, overrides, check_data);
   check(path_exists(ck.dir + "/model.safetensors"),
         "checkpoint '" + ck.dir + "' has no model.safetensors");
   return ck;

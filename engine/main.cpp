@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
                    "continue from a checkpoint directory (alone: the newest in train.out_dir)")
       ->expected(0, 1);
   train->add_option("--init-from", train_options.init_from,
-                    "start from these weights (a model.safetensors with SPEC tensor names)");
+                    "start from these weights (a model.safetensors with the tensor names of docs/run-directory.md)");
 
   // unipool bench --config FILE [--set ...] [--steps N] [--warmup N]
   CLI::App* bench =

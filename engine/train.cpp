@@ -15,7 +15,6 @@
 #include "engine/backends.h"
 #include "engine/trainer.h"
 
-
 namespace unipool {
 
 namespace {
@@ -37,7 +36,7 @@ std::string format_duration(double s) {
   return buf;
 }
 
-// metrics.jsonl keeps one object per optimizer step; loss with 9 significant digits (SPEC §4).
+// metrics.jsonl keeps one object per optimizer step; loss with 9 significant digits (docs/run-directory.md §metrics.jsonl).
 std::string metrics_line(int step, const StepResult& r, int64_t tokens, double tok_per_s,
                          double elapsed) {
   char buf[512];
@@ -95,15 +94,16 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
     resumed_from = options.resume_dir.empty() ? latest_checkpoint(out) : options.resume_dir;
     check(!resumed_from.empty(), "--resume: no checkpoint found in train.out_dir '" + out + "'");
     // The model config is compared before any tensor is read, so that a checkpoint of another model
-    // is refused naming the config key (not the first tensor whose shape differs).
+    // is refused naming the config key (not the first tensor whose shape differs). The checkpoint's
+    // config is completed with today's defaults first: a key added since it was written is no
+    // difference.
     const nlohmann::json state = read_checkpoint_state(resumed_from);
-    check(state["config"].contains("model"), resumed_from + "/state.json: missing config.model");
+    const nlohmann::json theirs =
+        checkpoint_config(resumed_from, state, {}, false).to_json()["model"];
     const nlohmann::json ours = c.to_json()["model"];
     for (auto it = ours.begin(); it != ours.end(); ++it) {
-      check(state["config"]["model"].contains(it.key()) &&
-                state["config"]["model"][it.key()] == it.value(),
-            "--resume: model." + it.key() + " of the checkpoint (" +
-                state["config"]["model"].value(it.key(), nlohmann::json()).dump() +
+      check(theirs[it.key()] == it.value(),
+            "--resume: model." + it.key() + " of the checkpoint (" + theirs[it.key()].dump() +
                 ") differs from this run's (" + it.value().dump() + ")");
     }
     const auto host = trainer.host_state();
@@ -111,11 +111,7 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
     trainer.commit_host_state();
     trainer.step = state["step"].get<int>();
     train_data.restore(state.at("data").at("train"));
-    if (c.model.ffn == FfnKind::unipool) {
-      PoolLossState pool;
-      pool.from_json(state.at("pool_loss"), c.model.n_pools(), c.model.pool_size);
-      trainer.model.set_pool_state(pool);
-    }
+    trainer.model.import_state(state);
     check(trainer.step < c.train.steps, "--resume: the checkpoint is at step " +
                                             std::to_string(trainer.step) + ", train.steps is " +
                                             std::to_string(c.train.steps) + ": nothing to do");
@@ -206,17 +202,8 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
       std::fflush(stdout);
     }
     if (c.train.ckpt_every > 0 && (step % c.train.ckpt_every == 0 || step == c.train.steps)) {
-      nlohmann::json state = {{"format_version", 1},
-                              {"step", step},
-                              {"tokens", tokens_per_step * step},
-                              {"config", c.to_json()},
-                              {"data", {{"train", train_data.state()}}},
-                              {"rng",
-                               {{"seed", c.train.seed},
-                                {"note",
-                                 "no random numbers are drawn after initialisation; the data "
-                                 "order is a function of the seed and the data position"}}}};
-      if (c.model.ffn == FfnKind::unipool) state["pool_loss"] = trainer.model.pool_state().to_json();
+      const nlohmann::json state = make_checkpoint_state(
+          step, tokens_per_step * step, c, train_data.state(), trainer.model.export_state());
       const auto host = trainer.host_state();
       last_ckpt = save_checkpoint(out, step, c.train.ckpt_keep, layout, host.params, host.exp_avg,
                                   host.exp_avg_sq, state);

@@ -54,9 +54,10 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
   }
   r.lr = learning_rate(config.optim, config.train.steps, next);
   phase.next("adamw");
-  B::adamw_step(layout.optimizer_table, model.params(), model.grads(), exp_avg.data(),
-                exp_avg_sq.data(), model.weight_copy(),
-                adamw_params(config.optim, next, r.lr, clip_factor(r.grad_norm, config.optim.grad_clip)));
+  B::adamw_step(
+      layout.optimizer_table, model.params(), model.grads(), exp_avg.data(), exp_avg_sq.data(),
+      model.weight_copy(),
+      adamw_params(config.optim, next, r.lr, clip_factor(r.grad_norm, config.optim.grad_clip)));
   step = next;
   return r;
 }

@@ -1,5 +1,5 @@
 // One training run's state on one backend: layout, model, AdamW moments and the optimizer step
-// (SPEC.md §1 "Objective and optimizer"). `unipool train` and `unipool bench` both drive it.
+// (docs/model.md §Objective and optimizer). `unipool train` and `unipool bench` both drive it.
 #pragma once
 #include <cstdint>
 #include <functional>

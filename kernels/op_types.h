@@ -18,8 +18,8 @@ using TensorTable = std::vector<TensorSpan>;
 
 // The scalars of one AdamW step (docs/model.md §Objective and optimizer).
 struct AdamWParams {
-  int step = 1;             // 1-based optimizer step (bias corrections)
-  double lr = 0;            // this step's learning rate
+  int step = 1;   // 1-based optimizer step (bias corrections)
+  double lr = 0;  // this step's learning rate
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double weight_decay = 0;  // decoupled: θ ← θ·(1 − lr·wd) on tensors with decay
   double grad_scale = 1;    // multiplies every gradient first (the clip factor)

@@ -112,7 +112,7 @@ struct CpuBackend {
 };
 
 #ifdef UNIPOOL_HAVE_CUDA
-// The GPU engine (SPEC.md §2): bf16 activations and GEMM weights, fp32 everything else; memory is
+// The GPU engine (docs/model.md §Numerics by backend): bf16 activations and GEMM weights, fp32 everything else; memory is
 // device memory, every op is asynchronous on cuda::stream().
 struct CudaBackend {
   using Act = cuda::bf16;

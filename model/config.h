@@ -71,7 +71,7 @@ struct ModelConfig {
   int top_k = 1;
   RouterKind router = RouterKind::softmax;
   bool router_renorm = false;  // softmax router: renormalise the k gates
-  int router_share = 1;  // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
+  int router_share = 1;        // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
 
   int padded_vocab() const {
     return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple;

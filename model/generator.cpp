@@ -161,7 +161,6 @@ int32_t argmax(const float* x, int n) {
   return best;
 }
 
-
 int32_t Sampler::sample(const float* logits, int n, double temperature, int top_k) {
   check(n >= 1, "sampler: no logits");
   if (temperature <= 0 || top_k == 1) return argmax(logits, n);

@@ -1,5 +1,5 @@
 // Autoregressive generation on the CPU with a KV cache: the training forward of model/model.cpp
-// rewritten for one token at a time (SPEC.md §1), plus a seeded sampler.
+// rewritten for one token at a time (docs/model.md), plus a seeded sampler.
 //
 //   Generator g(layout, params);         weights: the fp32 arena of `layout` (not copied; it must
 //                                        outlive the generator)
@@ -86,7 +86,7 @@ class Sampler {
   int32_t sample(const float* logits, int n, double temperature, int top_k);
 
  private:
-  SplitMix64 rng_;  // base/random.h
+  SplitMix64 rng_;              // base/random.h
   std::vector<int32_t> order_;  // scratch, sized on the first call for a given n
   std::vector<double> probs_;
 };

@@ -1,4 +1,4 @@
-// Parameter initialisation (SPEC.md §1 Init): N(0, σ) or ones, where every value depends only on
+// Parameter initialisation (docs/model.md §Initialisation): N(0, σ) or ones, where every value depends only on
 // (seed, tensor name, element index) — never on backend, thread count or number of ranks.
 //
 // Each element draws from a counter-based generator: key = mix(seed, fnv1a(name)), and element i

@@ -1,4 +1,4 @@
-// The parameter layout: every tensor's name (SPEC.md §4), shape, offset in the arena, whether it is
+// The parameter layout: every tensor's name (docs/run-directory.md §Tensor names), shape, offset in the arena, whether it is
 // weight-decayed, how it is initialised, and which layers use it. Computed once from the config.
 //
 // Master weights, gradients and both Adam moments are arenas with this same layout, so a tensor
@@ -18,7 +18,7 @@ namespace unipool {
 enum class InitKind { normal, ones };
 
 struct ParamTensor {
-  std::string name;            // SPEC.md §4 name, e.g. "layers.3.attn.wqkv.weight"
+  std::string name;            // checkpoint name (docs/run-directory.md), e.g. "layers.3.attn.wqkv.weight"
   std::vector<int64_t> shape;  // row-major, [out, in] for linear weights
   int64_t offset = 0;          // first element in the arena (aligned to kArenaAlign)
   int64_t numel = 0;
@@ -44,16 +44,16 @@ struct Layout {
   std::vector<ParamTensor> tensors;
   std::vector<LayerView> layers;
   int tok_embeddings = -1, final_norm = -1, output = -1;
-  int64_t arena_size = 0;  // floats, including alignment padding between tensors
+  int64_t arena_size = 0;       // floats, including alignment padding between tensors
   TensorTable optimizer_table;  // every tensor once as (offset, numel, decay): what the optimizer
                                 // ops walk (kernels/op_types.h)
 
   const ParamTensor& operator[](int i) const { return tensors[i]; }
   int find(const std::string& name) const;  // -1 when absent
 
-  int64_t num_parameters() const;  // every distinct parameter once (SPEC totals)
+  int64_t num_parameters() const;  // every distinct parameter once (the totals of docs/model.md §Paper presets)
   // Parameters one token touches: embeddings + attention + norms + k experts per layer
-  // (+ the layer's router when include_routers). SPEC: 182,471,424 for the 182M UniPool.
+  // (+ the layer's router when include_routers). docs/model.md: 182,471,424 for the 182M UniPool.
   int64_t active_parameters(bool include_routers) const;
   // Training FLOPs per token: 6 × (active matmul parameters incl. LM head and routers, excl. the
   // input embedding) + 6·L·d·T for attention (the llm.c / PaLM count).

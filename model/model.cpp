@@ -1,4 +1,4 @@
-// The forward and backward op sequence of SPEC.md §1. Read top to bottom: forward(), then the
+// The forward and backward op sequence of docs/model.md. Read top to bottom: forward(), then the
 // blocks it calls in order, then backward(), which visits the same blocks in reverse. Every op is
 // called through the backend B (model/backend.h): B::rmsnorm_forward is cpu::rmsnorm_forward<T> on
 // the CPU and cuda::rmsnorm_forward on the GPU.
@@ -92,7 +92,8 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
       m.row_gate = flt(N * k, "routing");
       m.xg = act(N * k * d, "expert inputs (worst-case routing)");
       m.aux_grad = flt(R, "routing");
-      if (c.router == RouterKind::norm) m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
+      if (c.router == RouterKind::norm)
+        m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
     }
     expert_weight_ = flt(R, "routing");
     drows_ = act(rows * d, "backward scratch");
@@ -197,6 +198,24 @@ size_t Model<B>::activation_bytes() const {
 
 // ---------------------------------------------------------------------------------------------
 // Pool-loss state: device arrays [groups, M] ↔ the host struct saved in checkpoints.
+
+template <class B>
+nlohmann::json Model<B>::export_state() const {
+  nlohmann::json j = nlohmann::json::object();
+  if (layout_.config.has_pools()) j["pool_loss"] = pool_state().to_json();
+  return j;
+}
+
+template <class B>
+void Model<B>::import_state(const nlohmann::json& state) {
+  const ModelConfig& c = layout_.config;
+  if (!c.has_pools()) return;
+  check(state.contains("pool_loss"),
+        "checkpoint state: missing pool_loss (the pool loss's counts)");
+  PoolLossState pool;
+  pool.from_json(state.at("pool_loss"), c.n_pools(), c.pool_size);
+  set_pool_state(pool);
+}
 
 template <class B>
 PoolLossState Model<B>::pool_state() const {
@@ -395,7 +414,8 @@ void Model<B>::moe_forward(int l, bool train, double loss_scale) {
     B::balance_loss_forward(terms + 1, m.s.data(), ghat, coeff, N_, R);
     B::axpy(m.aux_grad.data(), ghat, loss_scale * coeff, R);
   }
-  if (c.ffn == FfnKind::unipool && advance_pool_state) {  // ĝ ← layer-mean of this micro-batch's counts
+  if (c.ffn == FfnKind::unipool &&
+      advance_pool_state) {  // ĝ ← layer-mean of this micro-batch's counts
     const bool last_layer_of_group = l == (g + 1) * Lg - 1;
     B::pool_counts_update(pool_running_.data() + int64_t(g) * R, ghat, m.counts.data(),
                           last_layer_of_group, Lg, R);

@@ -1,4 +1,4 @@
-// The model of SPEC.md §1, written once: the forward op sequence and its exact reverse, calling the
+// The model of docs/model.md, written once: the forward op sequence and its exact reverse, calling the
 // op list of a backend (model/backend.h). Every variant (dense, vanilla MoE, UniPool global or
 // grouped pools, softmax or NormRouter, router sharing, any top-k) is the same code reading a
 // different Layout.
@@ -28,7 +28,7 @@ struct Losses {
   double aux = 0;  // Σ of balancing / z-loss terms (unscaled by loss_scale)
 };
 
-// The pool loss's one-step-behind counts (SPEC.md §1 "Balancing losses"): per pool group,
+// The pool loss's one-step-behind counts (docs/model.md §Balancing losses): per pool group,
 // ĝ = (1/L_g) Σ_l c^(l) of the previous training micro-batch, and the running sum being built.
 struct PoolLossState {
   std::vector<std::vector<double>> ghat;     // [groups][M]
@@ -89,6 +89,13 @@ class Model {
   // The pool loss's state ĝ (host copy), and its replacement (checkpoints, tests).
   PoolLossState pool_state() const;
   void set_pool_state(const PoolLossState& state);
+
+  // The model's state beyond its weights, as the JSON keys it adds to a checkpoint's state.json
+  // (docs/run-directory.md §state.json): today "pool_loss" (ĝ) for a model with pools, nothing
+  // otherwise. import_state reads the same keys back (Error naming the key when one is missing or
+  // does not fit this model).
+  nlohmann::json export_state() const;
+  void import_state(const nlohmann::json& state);
   bool advance_pool_state = true;  // tests freeze ĝ to evaluate the same function repeatedly
 
   // The smallest distance of the last forward from a routing discontinuity: over every MoE layer

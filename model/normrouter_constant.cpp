@@ -15,7 +15,7 @@
 // generator, so it carries across randn(M) calls (it matters when M is odd). Everything is double
 // precision, as in numpy.
 //
-// Two differences from the reference, both allowed by SPEC.md: samples whose top-k norm is 0 (all
+// Two differences from the reference, both stated in docs/model.md: samples whose top-k norm is 0 (all
 // entries <= 0) are skipped instead of producing inf, and the reciprocals are summed in sample
 // order (numpy's mean sums pairwise; the difference is far below the 6 significant digits the spec
 // fixes).
@@ -220,7 +220,7 @@ static double compute_normrouter_constant(int M, int k) {
       for (int j = 0; j < k; j++) top[j] = std::max(0.0, y[j]);
     }
 
-    // Skip rule (SPEC.md): no positive entry means a zero top-k norm, where the reference gives
+    // Skip rule (docs/model.md): no positive entry means a zero top-k norm, where the reference gives
     // 1/0.
     if (top[0] <= 0.0) continue;
 

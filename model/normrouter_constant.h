@@ -1,4 +1,4 @@
-// The NormRouter constant c(M, k) of SPEC.md §1 "NormRouter", and the numpy legacy RandomState that
+// The NormRouter constant c(M, k) of docs/model.md §NormRouter, and the numpy legacy RandomState that
 // the reference implementation draws it from. c calibrates the selected router score to about 1 at
 // init:
 //
@@ -36,7 +36,7 @@ class NumpyLegacyRandom {
   double gauss_;
 };
 
-// c(M, k) of SPEC.md. Computed once per (M, k) and cached (thread-safe). Samples whose top-k norm
+// c(M, k) of docs/model.md §NormRouter. Computed once per (M, k) and cached (thread-safe). Samples whose top-k norm
 // is 0 (all M entries <= 0) are skipped, so the value is finite for every M >= 1 (e.g. M = 8, k =
 // 1). Throws unipool::Error when M < 1, k < 1 or k > M.
 double normrouter_constant(int M, int k);

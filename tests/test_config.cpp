@@ -1,4 +1,4 @@
-// Config loading and validation: every SPEC §4 key exists, --set overrides any key, and every bad
+// Config loading and validation: every key of docs/config.md exists, --set overrides any key, and every bad
 // key or value stops with an Error that names the key.
 #include <string>
 #include <vector>
@@ -28,7 +28,7 @@ const json kUnipool = {{"model", {{"ffn", "unipool"}, {"n_layer", 4}, {"pool_siz
 
 }  // namespace
 
-TEST_CASE("every SPEC config key exists under its name", "[config]") {
+TEST_CASE("every documented config key exists under its name", "[config]") {
   const json d = config_defaults();
   for (const char* key :
        {"vocab_size", "vocab_multiple", "seq_len", "n_layer", "d_model", "n_head", "n_kv_head",

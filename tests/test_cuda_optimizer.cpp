@@ -25,9 +25,9 @@
 
 namespace {
 
+using unipool::AdamWParams;
 using unipool::Layout;
 using unipool::ModelConfig;
-using unipool::AdamWParams;
 using unipool::ParamTensor;
 namespace cuda = unipool::cuda;
 using namespace unipool::test;

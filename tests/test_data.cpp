@@ -1,5 +1,5 @@
 // Token shards and the loader (data/shards.h, data/loader.h): byte-exact writers against the worked
-// examples of reference/data-plan.md §1, round trips, one error per corrupt input (naming the file
+// examples of docs/data.md §Token files, round trips, one error per corrupt input (naming the file
 // and the problem), and the loader's determinism, resumability, sample layout, blending and splits.
 #include <unistd.h>
 
@@ -77,7 +77,7 @@ std::string sha256(const std::vector<uint8_t>& msg) {
   return unipool::sha256_hex(msg.data(), msg.size());
 }
 
-// The worked example of data-plan.md §1a: three GPT-2 documents with the EOD appended.
+// The worked example of docs/data.md §Token files (Megatron): three GPT-2 documents with the EOD appended.
 const std::vector<std::vector<int32_t>> kExampleDocs = {
     {15496, 995, 0, 50256},
     {464, 2068, 7586, 21831, 13, 50256},
@@ -121,7 +121,7 @@ std::vector<std::vector<int32_t>> draw(Loader& L, int n, int batch = 1) {
 
 // ---- writers: byte-exact -----------------------------------------------------------------------
 
-TEST_CASE("data: Megatron writer matches data-plan §1a byte for byte", "[data]") {
+TEST_CASE("data: Megatron writer matches docs/data.md §Token files (Megatron) byte for byte", "[data]") {
   TempDir dir;
   const std::string prefix = dir.file("example_text_document");
   write_megatron(prefix, kExampleDocs);
@@ -143,7 +143,7 @@ TEST_CASE("data: Megatron writer matches data-plan §1a byte for byte", "[data]"
   CHECK(bin_sha.substr(58) == "403914");
 }
 
-TEST_CASE("data: llm.c writer matches data-plan §1b byte for byte", "[data]") {
+TEST_CASE("data: llm.c writer matches docs/data.md §Token files (llm.c) byte for byte", "[data]") {
   TempDir dir;
   const std::string path = dir.file("example.bin");
   const auto tokens = example_llmc_tokens();

@@ -40,7 +40,6 @@ using namespace unipool;
 
 namespace {
 
-
 const test::ModelVariant kGenVariants[] = {
     {"dense", FfnKind::dense, RouterKind::softmax, 1},
     {"moe softmax k2", FfnKind::moe, RouterKind::softmax, 2},

@@ -51,15 +51,23 @@ constexpr int kBatch = 2;
 const ModelVariant kVariants[] = {
     {"dense", FfnKind::dense, RouterKind::softmax, 1, 1, 0, 0, false, 0, 0, 0},
     {"moe softmax k1 switch", FfnKind::moe, RouterKind::softmax, 1, 1, 0, 0, false, 0.05, 0, 0},
-    {"moe softmax k2 renorm switch z-loss", FfnKind::moe, RouterKind::softmax, 2, 1, 0, 0, true, 0.05, 0, 0.02},
+    {"moe softmax k2 renorm switch z-loss", FfnKind::moe, RouterKind::softmax, 2, 1, 0, 0, true,
+     0.05, 0, 0.02},
     {"moe norm k2", FfnKind::moe, RouterKind::norm, 2, 1, 0, 0, false, 0.05, 0, 0},
-    {"unipool global norm k1 pool", FfnKind::unipool, RouterKind::norm, 1, 1, 0, 0, false, 0, 0.05, 0},
-    {"unipool global norm k2 pool+switch", FfnKind::unipool, RouterKind::norm, 2, 1, 0, 0, false, 0.05, 0.05, 0},
-    {"unipool grouped N=2 norm k1 pool", FfnKind::unipool, RouterKind::norm, 1, 1, 2, 0, false, 0, 0.05, 0},
-    {"unipool global softmax k1 pool", FfnKind::unipool, RouterKind::softmax, 1, 1, 0, 0, false, 0, 0.05, 0.01},
-    {"moe softmax k1 router_share 2", FfnKind::moe, RouterKind::softmax, 1, 2, 0, 0, false, 0.05, 0, 0},
-    {"unipool norm k2 router_share 2 grouped", FfnKind::unipool, RouterKind::norm, 2, 2, 2, 0, false, 0.05, 0.05, 0},
-    {"moe softmax k2 router_share 4", FfnKind::moe, RouterKind::softmax, 2, 4, 0, 0, false, 0, 0, 0},
+    {"unipool global norm k1 pool", FfnKind::unipool, RouterKind::norm, 1, 1, 0, 0, false, 0, 0.05,
+     0},
+    {"unipool global norm k2 pool+switch", FfnKind::unipool, RouterKind::norm, 2, 1, 0, 0, false,
+     0.05, 0.05, 0},
+    {"unipool grouped N=2 norm k1 pool", FfnKind::unipool, RouterKind::norm, 1, 1, 2, 0, false, 0,
+     0.05, 0},
+    {"unipool global softmax k1 pool", FfnKind::unipool, RouterKind::softmax, 1, 1, 0, 0, false, 0,
+     0.05, 0.01},
+    {"moe softmax k1 router_share 2", FfnKind::moe, RouterKind::softmax, 1, 2, 0, 0, false, 0.05, 0,
+     0},
+    {"unipool norm k2 router_share 2 grouped", FfnKind::unipool, RouterKind::norm, 2, 2, 2, 0,
+     false, 0.05, 0.05, 0},
+    {"moe softmax k2 router_share 4", FfnKind::moe, RouterKind::softmax, 2, 4, 0, 0, false, 0, 0,
+     0},
 };
 
 }  // namespace
@@ -162,7 +170,8 @@ TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' 
     DYNAMIC_SECTION("pool_group " << pool_group) {
       // UniPool with one pool (or two groups) vs. a vanilla MoE whose every layer holds a copy of
       // its pool: the same function, so each pool gradient equals the sum over its layers' copies.
-      Config shared = tiny_config({"", FfnKind::unipool, RouterKind::norm, 2, 1, pool_group, 0, false, 0.05, 0, 0.01});
+      Config shared = tiny_config(
+          {"", FfnKind::unipool, RouterKind::norm, 2, 1, pool_group, 0, false, 0.05, 0, 0.01});
       Config untied = shared;
       untied.model.ffn = FfnKind::moe;
       untied.model.experts_per_layer = shared.model.pool_size;

@@ -1,4 +1,4 @@
-// NormRouter constant c(M, k) (SPEC.md §1 "NormRouter") and the numpy legacy RandomState behind it.
+// NormRouter constant c(M, k) (docs/model.md §NormRouter) and the numpy legacy RandomState behind it.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -63,12 +63,12 @@ static void require_six_digits(int M, int k, double want) {
   double got = normrouter_constant(M, k);
   double unit = std::pow(10.0, std::floor(std::log10(std::fabs(want))) - 5);
   char buf[128];
-  std::snprintf(buf, sizeof buf, "c(M=%d, k=%d) = %.9f, SPEC.md says %.6f", M, k, got, want);
+  std::snprintf(buf, sizeof buf, "c(M=%d, k=%d) = %.9f, docs/model.md says %.6f", M, k, got, want);
   INFO(buf);
   REQUIRE(std::fabs(got - want) <= 1.5 * unit);
 }
 
-TEST_CASE("normrouter_constant reproduces the SPEC.md table", "[normrouter]") {
+TEST_CASE("normrouter_constant reproduces the docs/model.md table", "[normrouter]") {
   // k = 1: the paper's pool sizes (8L for L = 6..48 and the reduced pools)
   require_six_digits(48, 1, 3.190055);
   require_six_digits(64, 1, 3.499159);

@@ -1,5 +1,5 @@
 // CPU router and dispatch ops (kernels/cpu/router.h, kernels/cpu/dispatch.h): forward values
-// against direct formulas and SPEC.md's conventions (ties, NormRouter zero scores, (expert, token)
+// against direct formulas and docs/model.md's conventions (ties, NormRouter zero scores, (expert, token)
 // order), every backward against central differences in double, thread-count independence, "="
 // outputs overwritten.
 #include <algorithm>

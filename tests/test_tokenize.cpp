@@ -1,5 +1,5 @@
 // `unipool tokenize` and `unipool inspect` (data/tokenize.h, data/inspect.h): the byte-exact worked
-// example of reference/data-plan.md §1 produced from text, thread-count independence, JSONL input,
+// example of docs/data.md §Token files produced from text, thread-count independence, JSONL input,
 // BOM removal, literal <|endoftext|>, the train/valid/test parts of both formats against the
 // loader's split, and inspect's summary and one error per corrupt file.
 // GPT-2 cases need the vocabulary files (scripts/fetch_tokenizer.sh): without them they are skipped
@@ -105,7 +105,7 @@ bool gpt2_available() {
   return false;
 }
 
-// The three documents of data-plan §1a, one file each, and their GPT-2 ids.
+// The three documents of docs/data.md §Token files (Megatron), one file each, and their GPT-2 ids.
 const char* const kDocs[3] = {"Hello world!", "The quick brown fox.", "int main() { return 0; }"};
 const std::vector<std::vector<int32_t>> kIds = {
     {15496, 995, 0}, {464, 2068, 7586, 21831, 13}, {600, 1388, 3419, 1391, 1441, 657, 26, 1782}};
@@ -127,7 +127,7 @@ TokenizeOptions options(const std::vector<std::string>& inputs, const std::strin
   return o;
 }
 
-// Expected Megatron bytes for documents with EOD appended (data-plan §1a layout).
+// Expected Megatron bytes for documents with EOD appended (docs/data.md §Token files (Megatron) layout).
 void expected_megatron(const std::vector<std::vector<int32_t>>& docs, int32_t eod,
                        std::vector<uint8_t>& idx, std::vector<uint8_t>& bin) {
   idx.clear();
@@ -173,7 +173,7 @@ std::string long_text(size_t bytes, int seed) {
 
 // ---- tokenize: GPT-2 --------------------------------------------------------------------------
 
-TEST_CASE("tokenize: the data-plan §1 worked example, byte for byte, both formats", "[tokenize]") {
+TEST_CASE("tokenize: the docs/data.md §Token files worked example, byte for byte, both formats", "[tokenize]") {
   if (!gpt2_available()) return;
   TempDir dir;
   const std::vector<std::string> files = write_docs(dir);

@@ -286,7 +286,7 @@ TEST_CASE("GPT-2 ids equal tiktoken's gpt2 encode_ordinary on every fixture stri
     total += want.size();
   }
   CHECK(total > 1000);
-  // The worked examples of reference/data-plan.md §1.
+  // The worked examples of docs/data.md §Token files.
   CHECK(tok->encode("Hello world!") == std::vector<int32_t>{15496, 995, 0});
   CHECK(tok->encode("The quick brown fox.") == std::vector<int32_t>{464, 2068, 7586, 21831, 13});
   CHECK(tok->encode("int main() { return 0; }") ==

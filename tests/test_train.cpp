@@ -397,12 +397,53 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
       CHECK(contains(msg, "no checkpoint"));
     }
   }
+
+  SECTION("state.json: another format_version is refused, keys added since are defaulted") {
+    Config c = small_config(FfnKind::unipool, corpus, tmp / "full");
+    c.train.steps = 3;
+    c.train.ckpt_every = 3;
+    run_train(c, {});
+    const json state = json::parse(read_file(tmp / "full/ckpt-3/state.json"));
+    REQUIRE(state.at("format_version") == 1);
+    TrainOptions opt;
+    opt.resume = true;
+    Config r = c;
+    r.train.steps = 4;
+    {  // a checkpoint from a future (or past) schema
+      json future = state;
+      future["format_version"] = 2;
+      copy_checkpoint(tmp / "full/ckpt-3", tmp / "future/ckpt-3");
+      write_file_atomic(tmp / "future/ckpt-3/state.json", future.dump(1));
+      opt.resume_dir = tmp / "future/ckpt-3";
+      r.train.out_dir = tmp / "future-run";
+      const std::string msg = error_of([&] { run_train(r, opt); });
+      INFO(msg);
+      CHECK(contains(msg, "format_version 2"));
+    }
+    {  // a checkpoint written before model.router_share and train.log_every existed
+      json older = state;
+      older["config"]["model"].erase("router_share");
+      older["config"]["train"].erase("log_every");
+      copy_checkpoint(tmp / "full/ckpt-3", tmp / "older/ckpt-3");
+      write_file_atomic(tmp / "older/ckpt-3/state.json", older.dump(1));
+      opt.resume_dir = tmp / "older/ckpt-3";
+      r.train.out_dir = tmp / "older-run";
+      run_train(r, opt);
+      CHECK(json::parse(read_file(tmp / "older-run/ckpt-4/state.json")).at("step") == 4);
+      // ... but a default that differs from this run's value is still a difference
+      r.model.router_share = 2;
+      r.train.out_dir = tmp / "older-run-2";
+      const std::string msg = error_of([&] { run_train(r, opt); });
+      INFO(msg);
+      CHECK(contains(msg, "model.router_share"));
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
 // 3. Checkpoint contents
 
-TEST_CASE("checkpoints hold the SPEC tensors, the state, and only the newest ckpt_keep",
+TEST_CASE("checkpoints hold the documented tensors, the state, and only the newest ckpt_keep",
           "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
@@ -420,7 +461,7 @@ TEST_CASE("checkpoints hold the SPEC tensors, the state, and only the newest ckp
           std::vector<std::string>{"model.safetensors", "optimizer.safetensors", "state.json"});
   }
 
-  // Written out by hand from SPEC.md §4 (Vp 320, d 32, qkv (2 + 2·1)·16 = 64, F 32, M 8, 2
+  // Written out by hand from docs/run-directory.md (Vp 320, d 32, qkv (2 + 2·1)·16 = 64, F 32, M 8, 2
   // routers).
   using Shape = std::vector<int64_t>;
   const std::map<std::string, Shape> expected = {
@@ -866,7 +907,8 @@ TEST_CASE("cuda train: bitwise reproducible runs, bit-exact resume, checkpoints 
   const std::string corpus = tmp / "docs";
   REQUIRE(write_gpl_corpus(corpus, UNIPOOL_SOURCE_DIR "/docs/backward.md"));
   auto gpu_config = [&](const std::string& out) {
-    Config c = small_config(FfnKind::unipool, corpus, out);  // grad_accum 2: ĝ crosses micro-batches
+    Config c =
+        small_config(FfnKind::unipool, corpus, out);  // grad_accum 2: ĝ crosses micro-batches
     c.model.d_model = 64;  // head size 32: one the GPU attention supports
     c.model.ffn_hidden = 64;
     c.train.backend = BackendKind::cuda;

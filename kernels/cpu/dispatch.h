@@ -1,5 +1,5 @@
 // CPU MoE dispatch: the expert-major plan and the row moves between token-major and expert-major
-// buffers (SPEC.md §1: dispatch ordered by (expert, token), stable; the combine sums a token's k
+// buffers (docs/model.md §Top-k, dispatch and combine: dispatch ordered by (expert, token), stable; the combine sums a token's k
 // slots in slot order; no atomics). Header-only templates on the float type T.
 //
 // Vocabulary: slot = t·k + j is token t's j-th choice (ids[slot] its expert). The expert-major

@@ -1,4 +1,4 @@
-// The three matrix products of a linear layer y = x·Wᵀ (W stored [out, in] like SPEC.md's tensors),
+// The three matrix products of a linear layer y = x·Wᵀ (W stored [out, in] like the checkpoint tensors),
 // written once on top of gemm (kernels/cpu/gemm.h); the router logits; and the grouped (per-expert)
 // products over an expert-major row buffer.
 #pragma once

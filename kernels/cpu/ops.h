@@ -17,14 +17,16 @@
 
 namespace unipool::cpu {
 
-// ---- layers (kernels/cpu/layers.h) ----------------------------------------------------------------
-// out[t,:] = E[tokens[t],:]                                    out [N,d] =, E [V,d]
+// ---- layers (kernels/cpu/layers.h)
+// ---------------------------------------------------------------- out[t,:] = E[tokens[t],:] out
+// [N,d] =, E [V,d]
 template <typename T>
 void embedding_forward(T* out, const int32_t* tokens, const T* E, int N, int d);
 // dE[v,:] += Σ_{t: tokens[t]=v} dout[t,:]                       dE [V,d] +=, in token order
 template <typename T>
 void embedding_backward(T* dE, const T* dout, const int32_t* tokens, int N, int d);
-// rstd[t] = 1/sqrt(mean x[t,:]² + eps); out = x·rstd·w           out [N,d] = (may alias x), rstd [N] =
+// rstd[t] = 1/sqrt(mean x[t,:]² + eps); out = x·rstd·w           out [N,d] = (may alias x), rstd
+// [N] =
 template <typename T>
 void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int N, int d, double eps);
 // dx [N,d] +=, dw [d] +=
@@ -44,8 +46,9 @@ void scale_rows(T* out, const T* in, const T* scale, int rows, int cols);
 template <typename T>
 void row_dot(T* out, const T* a, const T* b, int rows, int cols);
 
-// ---- attention (kernels/cpu/attention.h) ------------------------------------------------------------
-// qkv [B·T, (nh + 2·nkv)·hd]: rotate q and k in place by the tables [T, hd/2] of rope_tables.
+// ---- attention (kernels/cpu/attention.h)
+// ------------------------------------------------------------ qkv [B·T, (nh + 2·nkv)·hd]: rotate q
+// and k in place by the tables [T, hd/2] of rope_tables.
 template <typename T>
 void rope_forward(T* qkv, const T* cos_table, const T* sin_table, int B, int Tlen, int nh, int nkv,
                   int hd);
@@ -60,8 +63,8 @@ template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B,
                         int Tlen, int nh, int nkv, int hd);
 
-// ---- matrix products (kernels/cpu/matmul.h) ---------------------------------------------------------
-// out[N,O] (+)= in[N,I] · W[O,I]ᵀ
+// ---- matrix products (kernels/cpu/matmul.h)
+// --------------------------------------------------------- out[N,O] (+)= in[N,I] · W[O,I]ᵀ
 template <typename T>
 void matmul_forward(T* out, const T* in, const T* W, int N, int I, int O, bool accumulate = false);
 // dIn[N,I] (+)= dOut[N,O] · W[O,I]
@@ -92,7 +95,8 @@ template <typename T>
 void grouped_matmul_backward_weight(T* dW, const T* dOut, const T* in, const int32_t* offsets,
                                     int rows, int E, int I, int O);
 
-// ---- routers, top-k, balancing terms (kernels/cpu/router.h) ------------------------------------------
+// ---- routers, top-k, balancing terms (kernels/cpu/router.h)
+// ------------------------------------------
 template <typename T>
 void softmax_forward(T* s, const T* z, int N, int E);  // s =
 template <typename T>
@@ -135,9 +139,9 @@ void axpy(T* y, const T* x, double a, int n);
 template <typename T>
 void pool_counts_update(T* running, T* ghat, const int32_t* counts, bool finish, int layers, int E);
 
-// ---- dispatch (kernels/cpu/dispatch.h) -------------------------------------------------------------
-// Stable counting sort of the N·k slots by expert: offsets [E+1] =, row_slot [N·k] =,
-// slot_row [N·k] =.
+// ---- dispatch (kernels/cpu/dispatch.h)
+// ------------------------------------------------------------- Stable counting sort of the N·k
+// slots by expert: offsets [E+1] =, row_slot [N·k] =, slot_row [N·k] =.
 inline void dispatch_plan(int32_t* offsets, int32_t* row_slot, int32_t* slot_row,
                           const int32_t* ids, int N, int k, int E);
 // dst[r,:] = src[row_slot[r]/k,:]                               dst [N·k,d] =
@@ -152,15 +156,17 @@ void slot_to_row_values(T* row_vals, const T* slot_vals, const int32_t* row_slot
 template <typename T>
 void row_to_slot_values(T* slot_vals, const T* row_vals, const int32_t* row_slot, int n);
 
-// ---- LM head loss (kernels/cpu/crossentropy.h) -------------------------------------------------------
-// losses [rows] = logsumexp(logits[r,:]) − logits[r,targets[r]]; when dloss != 0 the logits are
-// overwritten in place by (softmax − onehot)·dloss.
+// ---- LM head loss (kernels/cpu/crossentropy.h)
+// ------------------------------------------------------- losses [rows] = logsumexp(logits[r,:]) −
+// logits[r,targets[r]]; when dloss != 0 the logits are overwritten in place by (softmax −
+// onehot)·dloss.
 template <typename T>
 void crossentropy_forward_backward(T* losses, T* logits, const int32_t* targets, int rows, int V,
                                    double dloss);
 
-// ---- optimizer (kernels/cpu/optimizer.h) -------------------------------------------------------------
-// sqrt(Σ g²) over every tensor of the table
+// ---- optimizer (kernels/cpu/optimizer.h)
+// ------------------------------------------------------------- sqrt(Σ g²) over every tensor of the
+// table
 template <typename T>
 double global_grad_norm(const TensorTable& tensors, const T* grads);
 // AdamW on every tensor of the table; copy: null or an arena receiving the updated weights
@@ -168,8 +174,9 @@ template <typename T>
 void adamw_step(const TensorTable& tensors, T* params, const T* grads, T* m, T* v, T* copy,
                 const AdamWParams& optim);
 
-// ---- host helpers of the CPU backend (not ops of the list) -------------------------------------------
-// RoPE tables [T, hd/2] (kernels/cpu/attention.h): computed on the host for both backends.
+// ---- host helpers of the CPU backend (not ops of the list)
+// ------------------------------------------- RoPE tables [T, hd/2] (kernels/cpu/attention.h):
+// computed on the host for both backends.
 template <typename T>
 void rope_tables(T* cos_table, T* sin_table, int Tlen, int hd, double base);
 // One query row per head against a cache of Tlen keys/values (model/generator.cpp).

@@ -1,4 +1,4 @@
-// CPU router ops (SPEC.md §1 "NormRouter", "Balancing losses", "Precise conventions"; reference
+// CPU router ops (docs/model.md §NormRouter, §Top-k, dispatch and combine, §Balancing losses; reference
 // unipool-spec.md §5–§6): softmax router, NormRouter, top-k, expert counts, the Switch / pool
 // balancing term, the z-loss and the balancing bookkeeping (counts_to_float, axpy,
 // pool_counts_update). Header-only templates on the float type T, forward and backward side by
@@ -212,7 +212,7 @@ inline void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Balancing term (SPEC.md §1 "Balancing losses"), s [N,E], weight [E], loss [1]:
+// Balancing term (docs/model.md §Balancing losses), s [N,E], weight [E], loss [1]:
 //   forward:  loss[0] = T(coeff · Σ_t Σ_i weight_i·s[t,i])   (the sum in double, in a fixed order;
 //             rounded once)
 //   backward: ds[t,i] += T(coeff·weight_i)                    (the product in double, rounded once)

@@ -83,7 +83,7 @@ void check_non_negative(const char* op, const char* names, std::initializer_list
 // rerun pick the same algorithms. The reduction-scheme mask admits split-K only with partial sums
 // kept in the fp32 compute type and reduced in a separate fixed pass (COMPUTE_TYPE), besides no
 // split-K at all: INPLACE and OUTPUT_TYPE add partials in the output type (bf16-rounded partial
-// sums, against SPEC §2). Not reproducible across toolkit versions or GPU kinds (documented too).
+// sums, against docs/model.md §Numerics by backend). Not reproducible across toolkit versions or GPU kinds (documented too).
 
 void check_cublas(cublasStatus_t status, const char* expr, const char* file, int line) {
   if (status != CUBLAS_STATUS_SUCCESS) {

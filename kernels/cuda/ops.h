@@ -3,7 +3,7 @@
 // (model/backend.h binds the names). Every pointer is a DEVICE pointer; every launcher is
 // asynchronous on cuda::stream() and throws unipool::Error when the launch fails.
 //
-// Precision (SPEC.md §2): activations and the weights the GEMMs read are bf16; every reduction
+// Precision (docs/model.md §Numerics by backend): activations and the weights the GEMMs read are bf16; every reduction
 // accumulates in fp32; master weights, weight gradients, router math (logits, scores, gates), the
 // norms' statistics and the losses are fp32.
 //   Act    = bf16    activations and activation gradients        (CPU: T)

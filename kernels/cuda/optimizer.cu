@@ -109,9 +109,9 @@ __global__ void __launch_bounds__(kFinalThreads)
 }
 
 // ---------------------------------------------------------------------------------------------------
-// AdamW (kernels/cpu/optimizer.h, the same float operations in the same order). One block per chunk,
-// thread k takes the groups of 4 elements k, k + kThreads, ... (float4 loads/stores when kAligned
-// and the group is full).
+// AdamW (kernels/cpu/optimizer.h, the same float operations in the same order). One block per
+// chunk, thread k takes the groups of 4 elements k, k + kThreads, ... (float4 loads/stores when
+// kAligned and the group is full).
 //   grad = g·scale;  m = β1·m + (1−β1)·grad;  v = β2·v + (1−β2)·grad·grad
 //   p = p·decay − lr·(m/bias1) / (sqrt(v/bias2) + eps)       decay = 1 − lr·wd, or 1 (rank < 2)
 //   copy[i] = bf16(p)  when copy != nullptr
