@@ -2,12 +2,14 @@
 // tok/s, achieved FLOP/s (and MFU on a GPU), counting 6 × active matmul parameters + 6·L·d·T per
 // token (model/layout.h flops_per_token), the memory the run holds, and the time per phase of the
 // step (model/profile.h).
+#include "engine/bench.h"
+
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 
+#include "base/clock.h"
+#include "base/random.h"
 #include "engine/backends.h"
-#include "engine/train.h"
 #include "engine/trainer.h"
 #include "model/init.h"
 
@@ -48,16 +50,16 @@ void bench_on(const Config& c, const BenchOptions& options, BackendKind backend)
   for (int i = 0; i < options.warmup; ++i) trainer.train_step(random_batch);
   trainer.model.profile.enabled = true;  // phases are timed only in the timed steps
   trainer.model.profile.reset();
-  const auto t0 = std::chrono::steady_clock::now();
+  const Stopwatch bench_time;
   for (int i = 0; i < options.steps; ++i) {
-    const auto ts = std::chrono::steady_clock::now();
+    const Stopwatch step_time;
     const StepResult r = trainer.train_step(random_batch);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - ts).count();
+    const double dt = step_time.seconds();
     std::printf("  step %d: loss %.4f, %.3f s, %.0f tok/s\n", i + 1, r.loss, dt,
                 tokens_per_step / dt);
     std::fflush(stdout);
   }
-  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double total = bench_time.seconds();
   const double tok_per_s = tokens_per_step * options.steps / total;
   const double flops = tok_per_s * flops_per_token;
   std::printf("result: %.0f tok/s | %.1f GFLOP/s | %.3f s/step | activations %.1f MiB", tok_per_s,

@@ -2,8 +2,9 @@
 // Each file is read whole and encoded three times with `threads` threads (the text cut into equal
 // chunks at line breaks); the best pass is reported as MB/s (1 MB = 1e6 bytes of input) in total
 // and per thread. scripts/bench_tokenizer.sh runs it next to tiktoken on the same texts.
+#include "engine/bench.h"
+
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -11,8 +12,9 @@
 #include <thread>
 #include <vector>
 
-#include "data/gpt2_tokenizer.h"
+#include "base/clock.h"
 #include "base/error.h"
+#include "data/gpt2_tokenizer.h"
 
 namespace unipool {
 
@@ -41,12 +43,11 @@ std::vector<std::pair<size_t, size_t>> split_text(const std::string& text, int p
 
 void run_tokenizer_bench(const std::vector<std::string>& files, int threads) {
   threads = std::max(threads, 1);
-  using clock = std::chrono::steady_clock;
   const std::string dir = data::Gpt2Tokenizer::default_dir();
-  const auto t0 = clock::now();
+  const Stopwatch load_time;
   const data::Gpt2Tokenizer tokenizer = data::Gpt2Tokenizer::load(dir);
   std::printf("bench-tokenizer | GPT-2 BPE from %s loaded in %.2f s | %d thread%s\n", dir.c_str(),
-              std::chrono::duration<double>(clock::now() - t0).count(), threads,
+              load_time.seconds(), threads,
               threads == 1 ? "" : "s");
   for (const std::string& file : files) {
     std::ifstream f(file, std::ios::binary);
@@ -58,7 +59,7 @@ void run_tokenizer_bench(const std::vector<std::string>& files, int threads) {
     std::vector<std::vector<int32_t>> ids(threads);
     double best = 1e30;
     for (int pass = 0; pass < 3; ++pass) {
-      const auto start = clock::now();
+      const Stopwatch pass_time;
       std::vector<std::thread> pool;
       for (int t = 0; t < threads; ++t)
         pool.emplace_back([&, t] {
@@ -67,7 +68,7 @@ void run_tokenizer_bench(const std::vector<std::string>& files, int threads) {
           tokenizer.encode_append(std::string_view(text).substr(b, e - b), ids[t]);
         });
       for (auto& th : pool) th.join();
-      best = std::min(best, std::chrono::duration<double>(clock::now() - start).count());
+      best = std::min(best, pass_time.seconds());
     }
     size_t tokens = 0;
     for (const auto& v : ids) tokens += v.size();

@@ -145,6 +145,36 @@ Config checkpoint_config(const std::string& dir, const nlohmann::json& state,
   }
 }
 
+OpenedCheckpoint open_checkpoint(const std::string& path, const std::vector<std::string>& overrides,
+                                 bool check_data) {
+  check(!path.empty(), "no checkpoint given");
+  check(path_exists(path), "checkpoint '" + path + "' does not exist");
+  OpenedCheckpoint ck;
+  ck.dir = path;
+  if (!path_exists(path + "/state.json")) {
+    ck.dir = latest_checkpoint(path);
+    check(!ck.dir.empty(), "'" + path +
+                               "' is not a checkpoint (no state.json) and holds no ckpt-STEP "
+                               "checkpoint");
+  }
+  ck.state = read_checkpoint_state(ck.dir);
+  ck.step = ck.state["step"].get<int>();
+  ck.config = checkpoint_config(ck.dir, ck.state, overrides, check_data);
+  check(path_exists(ck.dir + "/model.safetensors"),
+        "checkpoint '" + ck.dir + "' has no model.safetensors");
+  return ck;
+}
+
+void check_same_model(const OpenedCheckpoint& ck, const Config& config, const std::string& what) {
+  const nlohmann::json theirs = ck.config.to_json()["model"];
+  const nlohmann::json ours = config.to_json()["model"];
+  for (auto it = ours.begin(); it != ours.end(); ++it) {
+    check(theirs[it.key()] == it.value(),
+          what + ": model." + it.key() + " of the checkpoint (" + theirs[it.key()].dump() +
+              ") differs from this run's (" + it.value().dump() + ")");
+  }
+}
+
 void load_checkpoint(const std::string& dir, const Layout& layout, float* params, float* exp_avg,
                      float* exp_avg_sq) {
   load_weights(dir + "/model.safetensors", layout, params);

@@ -51,6 +51,26 @@ void load_checkpoint(const std::string& dir, const Layout& layout, float* params
 // Loads model weights (the names and shapes of docs/run-directory.md, all present, none extra) from a safetensors file.
 void load_weights(const std::string& path, const Layout& layout, float* params);
 
+// A checkpoint opened for reading (eval, sample, --resume).
+struct OpenedCheckpoint {
+  std::string dir;       // the ckpt-STEP directory
+  int step = -1;         // its optimizer step
+  nlohmann::json state;  // its state.json (read_checkpoint_state)
+  Config config;         // its config over today's defaults, overrides applied (checkpoint_config)
+};
+
+// `path` is a ckpt-STEP directory (holding state.json) or a run directory, whose newest complete
+// checkpoint is used. Error when it does not exist, holds no checkpoint, its state.json or config
+// is bad, or it has no model.safetensors.
+OpenedCheckpoint open_checkpoint(const std::string& path, const std::vector<std::string>& overrides,
+                                 bool check_data);
+
+// Error naming the first model.* key whose value differs between the checkpoint's config and
+// `config` (`what` starts the message, e.g. "--resume"): a checkpoint of another model is refused
+// by name before any tensor is read.
+void check_same_model(const OpenedCheckpoint& checkpoint, const Config& config,
+                      const std::string& what);
+
 // The newest complete ckpt-STEP directory in out_dir, or "" when there is none.
 std::string latest_checkpoint(const std::string& out_dir);
 

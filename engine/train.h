@@ -1,8 +1,9 @@
-// `unipool train` and `unipool bench`: the training loop around Trainer (engine/trainer.h).
+// `unipool train`: the training loop around the trainer (engine/trainer.h).
 #pragma once
 #include <cstddef>
 #include <string>
 
+#include "data/loader.h"
 #include "engine/config.h"
 
 namespace unipool {
@@ -13,15 +14,12 @@ struct TrainOptions {
   std::string init_from;   // --init-from FILE.safetensors
 };
 
+// The data loader of a config (data.*, model.seq_len, model.vocab_size, train.seed): the one
+// place a config becomes a loader, for training, its validation and `unipool eval`.
+data::LoaderSpec loader_spec(const Config& config);
+
 // Runs the whole training; throws Error on bad input or a non-finite loss (after which the last
 // good checkpoint is untouched).
 void run_train(const Config& config, const TrainOptions& options);
-
-struct BenchOptions {
-  int steps = 5;
-  int warmup = 1;
-};
-// Times `steps` training steps of the config on random tokens; prints tok/s and GFLOP/s.
-void run_bench(const Config& config, const BenchOptions& options);
 
 }  // namespace unipool

@@ -1,4 +1,4 @@
-// Tests of generation and evaluation (model/generator.h, engine/evaluate.h, attention_decode):
+// Tests of generation and evaluation (model/generator.h, engine/eval.h, engine/sample.h, attention_decode):
 // the KV-cached generator reproduces the training forward's per-token losses for dense, MoE and
 // UniPool models; attention_decode equals attention_forward's rows; the sampler is greedy at
 // temperature 0 / top-k 1 and reproducible by seed; `eval` on a checkpoint equals the val_loss the
@@ -20,7 +20,8 @@
 #include "data/tokenize.h"
 #include "engine/config.h"
 #include "base/error.h"
-#include "engine/evaluate.h"
+#include "engine/eval.h"
+#include "engine/sample.h"
 #include "base/fsutil.h"
 #include "engine/train.h"
 #include "kernels/cpu/ops.h"

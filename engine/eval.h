@@ -1,4 +1,4 @@
-// `unipool eval` and `unipool sample`: what a trained checkpoint is for.
+// `unipool eval`: the loss and perplexity of a checkpoint on a split of its data (or another).
 //
 // A checkpoint argument is a ckpt-STEP directory (state.json + model.safetensors), or a run
 // directory (train.out_dir), in which case its newest complete checkpoint is used.
@@ -31,23 +31,5 @@ struct EvalResult {
 // Prints "val loss X | ppl Y | N tokens" ("test loss" / "train loss" for the other splits).
 // Error for a missing or invalid checkpoint, a bad override or missing data.
 EvalResult run_eval(const EvalOptions& options);
-
-struct SampleOptions {
-  std::string checkpoint;
-  std::string prompt;        // "" starts from the end-of-document token
-  int tokens = 200;          // new tokens per sample
-  double temperature = 0.8;  // 0: greedy (argmax)
-  int top_k = 40;            // 0: the whole vocabulary
-  uint64_t seed = 1234;      // same seed + same checkpoint = same text
-  int samples = 1;
-  std::string tokenizer = "auto";  // auto | bytes | gpt2 (auto: by model.vocab_size 257 / 50257)
-};
-
-// Generates `samples` continuations of the prompt with the KV-cached CPU generator, printing each
-// (prompt + continuation, streamed as it is drawn) and the speed. End-of-document tokens are
-// printed as "<|endoftext|>" and generation continues past them. Returns the texts printed (prompt
-// + continuation each). Error for a missing checkpoint, an unknown tokenizer, a prompt longer than
-// model.seq_len tokens, or bad options.
-std::vector<std::string> run_sample(const SampleOptions& options);
 
 }  // namespace unipool

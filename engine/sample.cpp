@@ -1,29 +1,22 @@
-// `unipool eval` and `unipool sample` (engine/evaluate.h).
-#include "engine/evaluate.h"
-
-#include "engine/backends.h"
+// `unipool sample` (engine/sample.h): a checkpoint's weights in the KV-cached generator, a seeded
+// sampler, and the tokenizer that turns the prompt into ids and the ids back into text.
+#include "engine/sample.h"
 
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <memory>
 
-#include <nlohmann/json.hpp>
-
-#include "data/loader.h"
+#include "base/clock.h"
+#include "base/error.h"
 #include "data/tokenize.h"
 #include "engine/checkpoint.h"
 #include "engine/config.h"
-#include "base/error.h"
-#include "base/fsutil.h"
-#include "engine/train.h"
 #include "model/generator.h"
 #include "model/layout.h"
-#include "model/model.h"
 
 #if __has_include("data/gpt2_tokenizer.h")
 #include "data/gpt2_tokenizer.h"
@@ -33,55 +26,6 @@
 namespace unipool {
 
 namespace {
-
-// The ckpt-STEP directory named by `path`: the directory itself when it holds state.json, else the
-// newest checkpoint of a run directory.
-std::string resolve_checkpoint(const std::string& path) {
-  check(!path.empty(), "--checkpoint: no checkpoint given");
-  check(path_exists(path), "checkpoint '" + path + "' does not exist");
-  if (path_exists(path + "/state.json")) return path;
-  const std::string latest = latest_checkpoint(path);
-  check(!latest.empty(), "'" + path +
-                             "' is not a checkpoint (no state.json) and holds no ckpt-STEP "
-                             "checkpoint");
-  return latest;
-}
-
-struct LoadedCheckpoint {
-  std::string dir;
-  int step = -1;
-  Config config;
-};
-
-// state.json's config (+ overrides), validated.
-LoadedCheckpoint read_checkpoint(const std::string& path, const std::vector<std::string>& overrides,
-                                 bool check_data) {
-  LoadedCheckpoint ck;
-  ck.dir = resolve_checkpoint(path);
-  const nlohmann::json state = read_checkpoint_state(ck.dir);
-  ck.step = state["step"].get<int>();
-  ck.config = checkpoint_config(ck.dir, state, overrides, check_data);
-  check(path_exists(ck.dir + "/model.safetensors"),
-        "checkpoint '" + ck.dir + "' has no model.safetensors");
-  return ck;
-}
-
-void set_threads(const Config& c) {
-  if (c.train.threads > 0) omp_set_num_threads(c.train.threads);
-}
-
-data::Split parse_split_name(const std::string& s) {
-  if (s == "valid") return data::Split::valid;
-  if (s == "test") return data::Split::test;
-  if (s == "train") return data::Split::train;
-  throw Error("--split: '" + s + "' is not one of valid, test, train");
-}
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tokenizers for sampling: text → ids for the prompt, one id → its bytes for printing.
@@ -157,76 +101,7 @@ TextCodec make_codec(const std::string& name, const ModelConfig& m) {
   throw Error("--tokenizer: '" + name + "' is not one of auto, bytes, gpt2");
 }
 
-// Σ over `batches` micro-batches of the mean LM loss (like TrainerOn::evaluate: the caller divides
-// by batches), with the checkpoint's weights on backend B.
-template <class B>
-double evaluation_sum(const Layout& layout, const Config& c, const std::string& dir,
-                      data::Loader& loader, int batches) {
-  const int Bsz = c.train.micro_batch, T = c.model.seq_len;
-  Model<B> model(layout, c.loss, Bsz, T);
-  std::vector<float> weights(layout.arena_size);
-  load_weights(dir + "/model.safetensors", layout, weights.data());
-  model.params_from_host(weights.data());
-  std::vector<int32_t> inputs(static_cast<size_t>(Bsz) * T), targets(inputs.size());
-  double sum = 0;
-  for (int b = 0; b < batches; ++b) {
-    loader.next_batch(Bsz, inputs.data(), targets.data());
-    sum += model.forward(inputs.data(), targets.data(), /*train=*/false).lm;
-  }
-  return sum;
-}
-
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// eval
-
-EvalResult run_eval(const EvalOptions& o) {
-  const data::Split split = parse_split_name(o.split);
-  check(o.batches >= 0, "--batches: must be >= 0 (0 = train.eval_batches)");
-  const LoadedCheckpoint ck = read_checkpoint(o.checkpoint, o.overrides, /*check_data=*/true);
-  const Config& c = ck.config;
-  set_threads(c);
-  const int batches = o.batches > 0 ? o.batches : c.train.eval_batches;
-  check(batches >= 1, "--batches: train.eval_batches is 0; give --batches N");
-
-  // The same loader as the training loop's validation (engine/train.cpp), from its first sample.
-  data::LoaderSpec spec;
-  spec.blend = c.data.train;
-  spec.format = data::parse_shard_format(c.data.format);
-  spec.split = c.data.split;
-  spec.seq_len = c.model.seq_len;
-  spec.vocab_size = c.model.vocab_size;
-  spec.seed = c.train.seed;
-  data::Loader loader(spec, split);
-
-  const Layout layout = make_layout(c.model);
-  const int B = c.train.micro_batch, T = c.model.seq_len;
-  const BackendKind backend = select_backend(c);  // train.backend: the GPU when there is one
-  std::printf(
-      "unipool eval | %s (step %d) | %s, %d layers, d %d | %s split, %d batches of %d x %d "
-      "tokens | %s\n",
-      ck.dir.c_str(), ck.step, name_of(c.model.ffn), c.model.n_layer, c.model.d_model,
-      data::split_name(split), batches, B, T, backend_banner(backend).c_str());
-  std::fflush(stdout);
-
-  const auto t0 = Clock::now();
-  const double sum = on_backend(backend, [&](auto b) {
-    return evaluation_sum<typename decltype(b)::type>(layout, c, ck.dir, loader, batches);
-  });
-  EvalResult r;
-  r.checkpoint = ck.dir;
-  r.loss = sum / batches;
-  r.tokens = static_cast<int64_t>(batches) * B * T;
-  const char* label = split == data::Split::valid ? "val" : data::split_name(split);
-  std::printf("%s loss %.4f | ppl %.2f | %lld tokens | %.1f s\n", label, r.loss, std::exp(r.loss),
-              static_cast<long long>(r.tokens), seconds_since(t0));
-  std::fflush(stdout);
-  return r;
-}
-
-// ---------------------------------------------------------------------------------------------
-// sample
 
 std::vector<std::string> run_sample(const SampleOptions& o) {
   check(o.tokens >= 0, "--tokens: must be >= 0");
@@ -234,9 +109,14 @@ std::vector<std::string> run_sample(const SampleOptions& o) {
   check(std::isfinite(o.temperature) && o.temperature >= 0,
         "--temperature: must be >= 0 (0 = greedy)");
   check(o.top_k >= 0, "--top-k: must be >= 0 (0 = the whole vocabulary)");
-  const LoadedCheckpoint ck = read_checkpoint(o.checkpoint, {}, /*check_data=*/false);
+  check(o.threads >= 1, "--threads: must be >= 1");
+  const OpenedCheckpoint ck = open_checkpoint(o.checkpoint, {}, /*check_data=*/false);
   const Config& c = ck.config;
-  set_threads(c);
+  struct ThreadCount {  // o.threads while sampling, the caller's count after
+    const int saved = omp_get_max_threads();
+    explicit ThreadCount(int n) { omp_set_num_threads(n); }
+    ~ThreadCount() { omp_set_num_threads(saved); }
+  } thread_count(o.threads);
   const TextCodec codec = make_codec(o.tokenizer, c.model);
 
   std::vector<int32_t> prompt = codec.encode(o.prompt);
@@ -272,14 +152,14 @@ std::vector<std::string> run_sample(const SampleOptions& o) {
     std::printf("--- sample %d/%d\n%s", s + 1, o.samples, o.prompt.c_str());
     std::fflush(stdout);
     std::string text = o.prompt;
-    const auto t0 = Clock::now();
+    const Stopwatch time;
     generate(generator, sampler, prompt, o.tokens, o.temperature, o.top_k, [&](int32_t id) {
       const std::string piece = codec.decode(id);
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
       text += piece;
     });
-    total_seconds += seconds_since(t0);
+    total_seconds += time.seconds();
     total_tokens += o.tokens;
     std::printf("\n");
     texts.push_back(std::move(text));
