@@ -154,6 +154,8 @@ void add_sample_command(CLI::App& app) {
   auto o = options_for<SampleOptions>(cmd, [](SampleOptions& o) { run_sample(o); });
   cmd->add_option("--checkpoint", o->checkpoint, "a ckpt-STEP directory, or a run directory")
       ->required();
+  cmd->add_option("--set", o->overrides,
+                  "override a key of the checkpoint's config (e.g. train.backend=cpu)");
   cmd->add_option("--prompt", o->prompt, "the text to continue (empty: start a new document)");
   cmd->add_option("--tokens", o->tokens, "new tokens per sample")->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", o->temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
@@ -162,9 +164,8 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "same seed + same checkpoint = same text");
   cmd->add_option("--samples", o->samples, "how many samples")->check(CLI::PositiveNumber);
   cmd->add_option("--tokenizer", o->tokenizer, "auto, bytes or gpt2");
-  cmd->add_option("--threads", o->threads,
-                  "CPU threads (one token at a time: 1 is usually fastest)")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", o->threads, "CPU threads (0: the checkpoint's train.threads)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 // unipool bench-tokenizer [--threads N] FILE...   (scripts/bench_tokenizer.sh compares with

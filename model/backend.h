@@ -74,6 +74,7 @@ struct CpuBackend {
   static constexpr auto& rope_backward = cpu::rope_backward<T>;
   static constexpr auto& attention_forward = cpu::attention_forward<T>;
   static constexpr auto& attention_backward = cpu::attention_backward<T>;
+  static constexpr auto& attention_decode = cpu::attention_decode<T>;
   // matrix products
   static constexpr auto& matmul_forward = cpu::matmul_forward<T>;
   static constexpr auto& matmul_backward_input = cpu::matmul_backward_input<T>;
@@ -161,6 +162,7 @@ struct CudaBackend {
   static constexpr auto& rope_backward = cuda::rope_backward;
   static constexpr auto& attention_forward = cuda::attention_forward;
   static constexpr auto& attention_backward = cuda::attention_backward;
+  static constexpr auto& attention_decode = cuda::attention_decode;
   // matrix products
   static constexpr auto& matmul_forward = cuda::matmul_forward;
   static constexpr auto& matmul_backward_input = cuda::matmul_backward_input;

@@ -1,23 +1,19 @@
-// Autoregressive generation on the CPU with a KV cache: the training forward of model/model.cpp
-// rewritten for one token at a time (docs/model.md), plus a seeded sampler.
+// Autoregressive generation with a KV cache, on any backend, and a seeded sampler.
 //
-//   Generator g(layout, params);         weights: the fp32 arena of `layout` (not copied; it must
-//                                        outlive the generator)
+//   GeneratorOn<B> g(layout, params);    weights: the fp32 arena of `layout` (host memory, copied)
 //   g.reset();                           empty cache, next position 0
 //   const float* logits = g.step(tok);   appends `tok` at the next position and returns the
 //                                        logits of the token after it, [vocab_size]
 //
-// One step runs, per layer, exactly the ops of the training forward on a single row:
-//   RMSNorm → Wqkv → RoPE at this position → K, V appended to the layer's cache →
-//   attention of the one query row against the cache (attention_decode) → Wo, residual →
-//   RMSNorm → dense SwiGLU, or router → top-k → the k chosen experts on this token (gate applied
-//   before W2) → the k outputs summed in slot order, residual
-// then the final RMSNorm and the LM head. Every op is the cpu op the training forward calls
-// (kernels/cpu/*), so the logits equal the training forward's row for row (the matmuls even bit
-// for bit: gemm sums each output element in an order independent of the number of rows).
-// Everything is allocated in the constructor; step() allocates nothing. The cache holds
-// max_len() = model.seq_len positions (RoPE was trained on positions 0..seq_len−1); a step beyond
-// it is an Error (generate() below slides the window instead).
+// The generator is the model itself (model/model.h) built for decoding: Model<B> with batch 1,
+// seq_len 1 and a KV cache of model.seq_len positions. step() is Model::decode: per layer the
+// training forward's blocks on one row — RMSNorm → Wqkv → RoPE at this position → K, V appended to
+// the layer's cache → attention of the one query row against the cache (attention_decode) → Wo,
+// residual → RMSNorm → dense SwiGLU, or the MoE block (router → top-k → dispatch → experts →
+// combine) — then the final RMSNorm and the LM head in fp32. So its logits equal the training
+// forward's rows (to rounding: one row instead of many). The cache holds max_len() =
+// model.seq_len positions (RoPE was trained on positions 0..seq_len−1); a step beyond it is an
+// Error (generate() below slides the window instead).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -25,55 +21,39 @@
 
 #include "base/random.h"
 #include "model/layout.h"
+#include "model/model.h"
 
 namespace unipool {
 
-class Generator {
+template <class Backend>
+class GeneratorOn {
  public:
-  Generator(const Layout& layout, const float* params);
+  GeneratorOn(const Layout& layout, const float* params);
 
   void reset() { pos_ = 0; }
   const float* step(int32_t token);  // logits [vocab_size] for the next token
 
-  int max_len() const { return max_len_; }
+  int max_len() const { return model_.kv_cache_len(); }
   int position() const { return pos_; }  // tokens in the cache
-  int vocab_size() const { return layout_.config.vocab_size; }
-  const Layout& layout() const { return layout_; }
+  int vocab_size() const { return model_.layout().config.vocab_size; }
+  const Layout& layout() const { return model_.layout(); }
   // The whole LM-head row of the last step, [padded_vocab] (the padded columns take part in the
   // training loss's softmax; step()'s logits are the first vocab_size of them).
   const float* padded_logits() const { return logits_.data(); }
 
  private:
-  const float* param(int tensor) const { return params_ + layout_.tensors[tensor].offset; }
-  void rope_one_position(float* qkv, int nrot, int hd, int pos) const;
-  void attention_block(int l);
-  void dense_ffn(int l);
-  void moe_ffn(int l);
-
-  Layout layout_;
-  const float* params_;
-  int max_len_;
+  Model<Backend> model_;
   int pos_ = 0;
-  double router_c_ = 0;  // NormRouter constant c(M, k)
-
-  std::vector<float> rope_cos_, rope_sin_;  // [max_len, hd/2]
-  std::vector<float> k_cache_, v_cache_;    // [L, max_len, nkv·hd] keys after RoPE, values
-  std::vector<float> x_;                    // [d] residual stream
-  std::vector<float> h_;                    // [d] residual after attention
-  std::vector<float> xn_;                   // [d] normed input of the current block
-  float rstd_ = 0;
-  std::vector<float> qkv_;     // [qkv_width]
-  std::vector<float> att_;     // [nh·hd] attention output before Wo
-  std::vector<float> scores_;  // attention_decode scratch
-  std::vector<float> h13_;     // [2F]
-  std::vector<float> act_;     // [F]
-  std::vector<float> z_, s_;   // [R] router logits, scores
-  float znorm_ = 0;
-  std::vector<int32_t> ids_;   // [k]
-  std::vector<float> gates_;   // [k]
-  std::vector<float> y_;       // [k, d] expert outputs in slot order
-  std::vector<float> logits_;  // [Vp]
+  std::vector<float> logits_;  // [padded_vocab]
 };
+
+// The CPU generator (fp32).
+using Generator = GeneratorOn<CpuBackend<float>>;
+
+extern template class GeneratorOn<CpuBackend<float>>;
+#ifdef UNIPOOL_HAVE_CUDA
+extern template class GeneratorOn<CudaBackend>;
+#endif
 
 // Token sampling from logits, reproducible: a splitmix64 stream seeded once.
 //   temperature <= 0 or top_k == 1: argmax (ties to the lower id; no random number is drawn)
@@ -98,7 +78,8 @@ int32_t argmax(const float* x, int n);  // ties to the lower index
 // slides: the generator is reset and re-fed the last max_len/2 tokens (positions restart at 0, as
 // in training where every sample starts at position 0 anywhere in the token stream). Returns the
 // new tokens.
-std::vector<int32_t> generate(Generator& generator, Sampler& sampler,
+template <class Backend>
+std::vector<int32_t> generate(GeneratorOn<Backend>& generator, Sampler& sampler,
                               const std::vector<int32_t>& prompt, int tokens, double temperature,
                               int top_k, const std::function<void(int32_t)>& on_token = {});
 

@@ -41,21 +41,32 @@ void PoolLossState::from_json(const nlohmann::json& j, int groups, int M) {
 // Construction: every buffer sized once.
 
 template <class B>
-Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len)
-    : layout_(layout), loss_config_(loss), B_(batch), T_(seq_len), N_(batch * seq_len) {
+Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len,
+                int kv_cache_len)
+    : layout_(layout),
+      loss_config_(loss),
+      B_(batch),
+      T_(seq_len),
+      N_(batch * seq_len),
+      kv_cache_len_(kv_cache_len) {
   const ModelConfig& c = layout_.config;
   check(batch >= 1 && seq_len >= 1, "model: batch and seq_len must be >= 1");
   check(seq_len <= c.seq_len, "model: seq_len " + std::to_string(seq_len) +
                                   " exceeds model.seq_len " + std::to_string(c.seq_len));
+  check(kv_cache_len >= 0 && kv_cache_len <= c.seq_len,
+        "model: the KV cache holds 0.." + std::to_string(c.seq_len) + " positions");
+  const bool decoding = kv_cache_len > 0;
+  check(!decoding || N_ == 1, "model: a decoding model (KV cache) runs one token at a time");
   const int64_t N = N_, d = c.d_model, F = c.ffn_hidden, k = c.top_k, R = c.router_width();
   const int64_t rows = c.is_moe() ? N * k : N;  // FFN rows: every (token, choice) pair
-  auto act = [](int64_t n, const char* what) { return B::template alloc<Act>(size_t(n), what); };
-  auto flt = [](int64_t n, const char* what) { return B::template alloc<Float>(size_t(n), what); };
-  auto ints = [](int64_t n, const char* what) {
-    return B::template alloc<int32_t>(size_t(n), what);
-  };
+  // Every activation, cache and scratch buffer is allocated through these, which count its bytes
+  // (activation_bytes()).
+  auto act = [this](int64_t n, const char* what) { return alloc_counted<Act>(n, what); };
+  auto flt = [this](int64_t n, const char* what) { return alloc_counted<Float>(n, what); };
+  auto ints = [this](int64_t n, const char* what) { return alloc_counted<int32_t>(n, what); };
   params_ = B::template alloc<Param>(layout_.arena_size, "master weights");
-  grads_ = B::template alloc<Param>(layout_.arena_size, "weight gradients");
+  // A decoding model never runs backward(): no gradient arena.
+  grads_ = B::template alloc<Param>(decoding ? 0 : layout_.arena_size, "weight gradients");
   B::zero(params_.data(), params_.size());
   B::zero(grads_.data(), grads_.size());
   if constexpr (B::kWeightCopy) {
@@ -104,17 +115,19 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
   }
   aux_terms_ = flt(3 * int64_t(c.n_layer), "losses");
   if (c.ffn == FfnKind::unipool) {
-    pool_ghat_ = flt(int64_t(c.n_pools()) * c.pool_size, "pool-loss state");
-    pool_running_ = flt(int64_t(c.n_pools()) * c.pool_size, "pool-loss state");
+    const size_t n = size_t(c.n_pools()) * c.pool_size;
+    pool_ghat_ = B::template alloc<Float>(n, "pool-loss state");
+    pool_running_ = B::template alloc<Float>(n, "pool-loss state");
     B::zero(pool_ghat_.data(), pool_ghat_.size());
     B::zero(pool_running_.data(), pool_running_.size());
   }
-  {  // RoPE tables, computed on the host once.
-    const size_t n = static_cast<size_t>(T_) * c.head_dim() / 2;
+  {  // RoPE tables, computed on the host once, for every position a sequence or the cache holds.
+    const int positions = std::max(T_, kv_cache_len_);
+    const size_t n = static_cast<size_t>(positions) * c.head_dim() / 2;
     std::vector<Float> cos_table(n), sin_table(n);
-    cpu::rope_tables(cos_table.data(), sin_table.data(), T_, c.head_dim(), c.rope_base);
-    rope_cos_ = flt(int64_t(n), "rope tables");
-    rope_sin_ = flt(int64_t(n), "rope tables");
+    cpu::rope_tables(cos_table.data(), sin_table.data(), positions, c.head_dim(), c.rope_base);
+    rope_cos_ = B::template alloc<Float>(n, "rope tables");
+    rope_sin_ = B::template alloc<Float>(n, "rope tables");
     B::upload(rope_cos_.data(), cos_table.data(), n);
     B::upload(rope_sin_.data(), sin_table.data(), n);
   }
@@ -137,6 +150,15 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
   dqkv_ = act(N * c.qkv_width(), "backward scratch");
   dh13_ = act(rows * 2 * F, "backward scratch");
   dact_ = act(rows * F, "backward scratch");
+
+  if (decoding) {  // per layer the keys (after RoPE) and values of kv_cache_len positions
+    const int64_t P = kv_cache_len_, kv = int64_t(c.n_kv_head) * c.head_dim();
+    k_cache_ = act(c.n_layer * P * kv, "KV cache");
+    v_cache_ = act(c.n_layer * P * kv, "KV cache");
+    decode_scores_ = flt(int64_t(c.n_head) * (P + 16), "attention_decode scratch");
+    decode_logits_ = flt(c.padded_vocab(), "decode logits");
+    host_decode_logits_.resize(size_t(c.padded_vocab()));
+  }
 }
 
 template <class B>
@@ -178,22 +200,6 @@ template <class B>
 void Model<B>::params_from_host(const Param* host) {
   B::upload(params_.data(), host, params_.size());
   refresh_weight_copy();
-}
-
-template <class B>
-size_t Model<B>::activation_bytes() const {
-  size_t n = 0;
-  auto add = [&n](const auto&... arrays) { ((n += arrays.size() * sizeof(*arrays.data())), ...); };
-  for (const LayerActivations& a : acts_) {
-    add(a.x, a.xn_attn, a.rstd_attn, a.qkv, a.att, a.lse, a.h, a.xn_ffn, a.rstd_ffn, a.h13, a.act);
-  }
-  for (const MoeActivations& m : moe_) {
-    add(m.z, m.s, m.znorm, m.ids, m.gates, m.counts, m.offsets, m.row_slot, m.slot_row, m.row_gate,
-        m.xg, m.aux_grad);
-  }
-  add(x_final_, xn_final_, rstd_final_, dxn_final_, tokens_, targets_, losses_, logits_, aux_terms_,
-      dres_, dxn_, datt_, dqkv_, dh13_, dact_, drows_, dgate_, ds_, dz_, ytmp_, expert_weight_);
-  return n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,24 +316,68 @@ Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool tra
   return losses;
 }
 
+// One token through the same blocks as forward(), at position pos, against the KV cache; the
+// LM head in fp32 (router_logits_forward reads the fp32 master weights: on the GPU the sampled
+// distribution does not go through bf16 logits).
+template <class B>
+const std::vector<typename Model<B>::Float>& Model<B>::decode(int32_t token, int pos) {
+  const ModelConfig& c = layout_.config;
+  check(kv_cache_len_ > 0, "model: decode() needs a model built with a KV cache");
+  check(token >= 0 && token < c.vocab_size, "model: token id " + std::to_string(token) +
+                                                " is outside the vocabulary [0, " +
+                                                std::to_string(c.vocab_size) + ")");
+  check(pos >= 0 && pos < kv_cache_len_, "model: position " + std::to_string(pos) +
+                                             " is outside the KV cache (" +
+                                             std::to_string(kv_cache_len_) + " positions)");
+  B::upload(tokens_.data(), &token, 1);
+  B::embedding_forward(acts_[0].x.data(), tokens_.data(), param(layout_.tok_embeddings), 1,
+                       c.d_model);
+  for (int l = 0; l < c.n_layer; ++l) {
+    attention_block_forward(l, pos);
+    if (c.is_moe()) {
+      moe_forward(l, /*train=*/false, 0.0);
+    } else {
+      dense_ffn_forward(l);
+    }
+  }
+  B::rmsnorm_forward(xn_final_.data(), rstd_final_.data(), x_final_.data(),
+                     param(layout_.final_norm), 1, c.d_model, c.norm_eps);
+  B::router_logits_forward(decode_logits_.data(), xn_final_.data(), param(layout_.output), 1,
+                           c.d_model, c.padded_vocab());
+  B::download(host_decode_logits_.data(), decode_logits_.data(), host_decode_logits_.size());
+  return host_decode_logits_;
+}
+
 // The residual stream after layer l: the next layer's input, or the final norm's input.
 #define LAYER_OUT(l) ((l) + 1 < c.n_layer ? acts_[(l) + 1].x.data() : x_final_.data())
 
-// h = x + Wo · Attn(RoPE(Wqkv · RMSNorm(x))), then the FFN's norm RMSNorm(h).
+// h = x + Wo · Attn(RoPE(Wqkv · RMSNorm(x))), then the FFN's norm RMSNorm(h). Decoding (one token
+// at decode_pos >= 0): RoPE at that position, the token's keys and values appended to the layer's
+// cache, and its query row attends to the cache's decode_pos + 1 positions.
 template <class B>
-void Model<B>::attention_block_forward(int l) {
+void Model<B>::attention_block_forward(int l, int decode_pos) {
   const ModelConfig& c = layout_.config;
   const LayerView& v = layout_.layers[l];
   LayerActivations& a = acts_[l];
-  const int d = c.d_model;
+  const int d = c.d_model, nh = c.n_head, nkv = c.n_kv_head, hd = c.head_dim();
   const auto phase = profile.scope("attention fwd");
   B::rmsnorm_forward(a.xn_attn.data(), a.rstd_attn.data(), a.x.data(), param(v.attn_norm), N_, d,
                      c.norm_eps);
   B::matmul_forward(a.qkv.data(), a.xn_attn.data(), weight(v.wqkv), N_, d, c.qkv_width(), false);
-  B::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B_, T_, c.n_head, c.n_kv_head,
-                  c.head_dim());
-  B::attention_forward(a.att.data(), a.lse.data(), a.qkv.data(), B_, T_, c.n_head, c.n_kv_head,
-                       c.head_dim());
+  if (decode_pos < 0) {
+    B::rope_forward(a.qkv.data(), rope_cos_.data(), rope_sin_.data(), B_, T_, nh, nkv, hd);
+    B::attention_forward(a.att.data(), a.lse.data(), a.qkv.data(), B_, T_, nh, nkv, hd);
+  } else {
+    const int64_t kv = int64_t(nkv) * hd, half = hd / 2;
+    B::rope_forward(a.qkv.data(), rope_cos_.data() + decode_pos * half,
+                    rope_sin_.data() + decode_pos * half, 1, 1, nh, nkv, hd);
+    Act* keys = k_cache_.data() + int64_t(l) * kv_cache_len_ * kv;
+    Act* values = v_cache_.data() + int64_t(l) * kv_cache_len_ * kv;
+    B::copy(keys + decode_pos * kv, a.qkv.data() + int64_t(nh) * hd, size_t(kv));
+    B::copy(values + decode_pos * kv, a.qkv.data() + int64_t(nh + nkv) * hd, size_t(kv));
+    B::attention_decode(a.att.data(), a.qkv.data(), keys, values, int(kv), decode_pos + 1, nh, nkv,
+                        hd, decode_scores_.data());
+  }
   B::copy(a.h.data(), a.x.data(), a.x.size());
   B::matmul_forward(a.h.data(), a.att.data(), weight(v.wo), N_, d, d, /*accumulate=*/true);
   B::rmsnorm_forward(a.xn_ffn.data(), a.rstd_ffn.data(), a.h.data(), param(v.ffn_norm), N_, d,
@@ -349,55 +399,122 @@ void Model<B>::dense_ffn_forward(int l) {
   B::matmul_forward(out, a.act.data(), weight(v.w2), N_, F, d, /*accumulate=*/true);
 }
 
-// The MoE block: router → top-k → dispatch (stable, expert-major) → experts → combine, and the
-// balancing terms whose gradient on the scores is the same for every token (kept in aux_grad).
+// The MoE block, in its phases:
+//   route            router logits z = W_r xn (fp32) → scores s → top-k ids and gates → counts
+//   dispatch         rows ordered by (expert, token), each row's gate, the tokens gathered
+//   experts_forward  all experts in grouped GEMMs: [g; v] = W13_e x, a = silu(g) ⊙ v,
+//                    y = W2_e (gate ⊙ a)   (the gate multiplies before W2)
+//   combine          out[t] = h[t] + Σ_j y[slot (t, j)], summed in slot order
+//   balancing_terms  (training) the Switch / pool / z-loss values, and their gradient on the
+//                    scores, the same for every token (kept in aux_grad for the backward)
 // Routing never goes through the host: counts, offsets and the row order stay in the backend's
 // memory and the expert GEMMs read the offsets there.
 template <class B>
 void Model<B>::moe_forward(int l, bool train, double loss_scale) {
+  route(l);
+  dispatch(l);
+  experts_forward(l);
+  combine(l);
+  if (train) balancing_terms(l, loss_scale);
+}
+
+template <class B>
+void Model<B>::route(int l) {
   const ModelConfig& c = layout_.config;
-  const LossConfig& loss_cfg = loss_config_;
+  const LayerView& v = layout_.layers[l];
+  MoeActivations& m = moe_[l];
+  const int d = c.d_model, k = c.top_k, R = c.router_width();
+  const auto phase = profile.scope("router fwd");
+  B::router_logits_forward(m.z.data(), acts_[l].xn_ffn.data(), param(v.router), N_, d, R);
+  router_scores_forward(l);
+  B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), N_, R, k, c.router_renorm);
+  B::expert_counts(m.counts.data(), m.ids.data(), N_, k, R);
+}
+
+// The router's scores from its logits, forward and backward: the one place the router type is
+// read. Softmax: s = softmax(z). NormRouter: s = ReLU(σ · c · z / ||z||) (docs/model.md §Routers).
+template <class B>
+void Model<B>::router_scores_forward(int l) {
+  const ModelConfig& c = layout_.config;
+  MoeActivations& m = moe_[l];
+  const int R = c.router_width();
+  switch (c.router) {
+    case RouterKind::softmax:
+      B::softmax_forward(m.s.data(), m.z.data(), N_, R);
+      break;
+    case RouterKind::norm:
+      B::norm_router_forward(m.s.data(), m.znorm.data(), m.z.data(),
+                             param(layout_.layers[l].router_scale), m.c, N_, R);
+      break;
+  }
+}
+
+// ds (dL/ds, [N, R]) → dz (dL/dz, overwritten); the NormRouter adds its σ gradient.
+template <class B>
+void Model<B>::router_scores_backward(int l) {
+  const ModelConfig& c = layout_.config;
+  MoeActivations& m = moe_[l];
+  const int R = c.router_width();
+  switch (c.router) {
+    case RouterKind::softmax:
+      B::softmax_backward(dz_.data(), ds_.data(), m.s.data(), N_, R);
+      break;
+    case RouterKind::norm: {
+      const LayerView& v = layout_.layers[l];
+      B::norm_router_backward(dz_.data(), grad(v.router_scale), ds_.data(), m.z.data(),
+                              m.znorm.data(), param(v.router_scale), m.c, N_, R);
+      break;
+    }
+  }
+}
+
+template <class B>
+void Model<B>::dispatch(int l) {
+  const ModelConfig& c = layout_.config;
+  MoeActivations& m = moe_[l];
+  const int d = c.d_model, k = c.top_k, R = c.router_width();
+  const auto phase = profile.scope("dispatch fwd");
+  B::dispatch_plan(m.offsets.data(), m.row_slot.data(), m.slot_row.data(), m.ids.data(), N_, k, R);
+  B::slot_to_row_values(m.row_gate.data(), m.gates.data(), m.row_slot.data(), N_ * k);
+  B::gather_rows(m.xg.data(), acts_[l].xn_ffn.data(), m.row_slot.data(), N_, k, d);
+}
+
+template <class B>
+void Model<B>::experts_forward(int l) {
+  const ModelConfig& c = layout_.config;
   const LayerView& v = layout_.layers[l];
   LayerActivations& a = acts_[l];
   MoeActivations& m = moe_[l];
-  const int d = c.d_model, F = c.ffn_hidden, k = c.top_k, R = c.router_width();
-  const int rows = N_ * k;
-
-  // Router: z = W_r xn in fp32 from the fp32 router weights, then scores s.
-  auto phase = profile.scope("router fwd");
-  B::router_logits_forward(m.z.data(), a.xn_ffn.data(), param(v.router), N_, d, R);
-  if (c.router == RouterKind::norm) {
-    B::norm_router_forward(m.s.data(), m.znorm.data(), m.z.data(), param(v.router_scale), m.c, N_,
-                           R);
-  } else {
-    B::softmax_forward(m.s.data(), m.z.data(), N_, R);
-  }
-  B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), N_, R, k, c.router_renorm);
-  B::expert_counts(m.counts.data(), m.ids.data(), N_, k, R);
-
-  // Dispatch: rows ordered by (expert, token); gather the tokens; all experts in grouped GEMMs:
-  // [g; v] = W13_e x,  a = silu(g) ⊙ v,  y = W2_e (gate ⊙ a)   (the gate multiplies before W2)
-  phase.next("dispatch fwd");
-  B::dispatch_plan(m.offsets.data(), m.row_slot.data(), m.slot_row.data(), m.ids.data(), N_, k, R);
-  B::slot_to_row_values(m.row_gate.data(), m.gates.data(), m.row_slot.data(), rows);
-  B::gather_rows(m.xg.data(), a.xn_ffn.data(), m.row_slot.data(), N_, k, d);
+  const int d = c.d_model, F = c.ffn_hidden, R = c.router_width(), rows = N_ * c.top_k;
+  const auto phase = profile.scope("experts fwd");
   Act* gated = dact_.data();  // scratch in the forward
-  phase.next("experts fwd");
   B::grouped_matmul_forward(a.h13.data(), m.xg.data(), weight(v.w13), m.offsets.data(), rows, R, d,
                             2 * F);
   B::swiglu_forward(a.act.data(), a.h13.data(), rows, F);
   B::scale_rows(gated, a.act.data(), m.row_gate.data(), rows, F);
   B::grouped_matmul_forward(ytmp_.data(), gated, weight(v.w2), m.offsets.data(), rows, R, F, d);
-  // Combine: out[t] = h[t] + Σ_j y[slot (t, j)], summed in slot order.
-  phase.next("dispatch fwd");
-  Act* out = LAYER_OUT(l);
-  B::copy(out, a.h.data(), a.h.size());
-  B::sum_slot_rows(out, ytmp_.data(), m.slot_row.data(), N_, k, d, /*accumulate=*/true);
+}
 
-  if (!train) return;
-  phase.next("balancing terms");
-  // Balancing terms. Each is coeff · Σ_i w_i Σ_t s[t,i]; its gradient on s[t,i] is coeff · w_i,
-  // collected (times loss_scale) in aux_grad for the backward. Values go to aux_terms[l, term].
+template <class B>
+void Model<B>::combine(int l) {
+  const ModelConfig& c = layout_.config;
+  const auto phase = profile.scope("dispatch fwd");
+  Act* out = LAYER_OUT(l);
+  B::copy(out, acts_[l].h.data(), acts_[l].h.size());
+  B::sum_slot_rows(out, ytmp_.data(), moe_[l].slot_row.data(), N_, c.top_k, c.d_model,
+                   /*accumulate=*/true);
+}
+
+// Balancing terms. Each is coeff · Σ_i w_i Σ_t s[t,i]; its gradient on s[t,i] is coeff · w_i,
+// collected (times loss_scale) in aux_grad for the backward. Values go to aux_terms[l, term].
+template <class B>
+void Model<B>::balancing_terms(int l, double loss_scale) {
+  const ModelConfig& c = layout_.config;
+  const LossConfig& loss_cfg = loss_config_;
+  const LayerView& v = layout_.layers[l];
+  MoeActivations& m = moe_[l];
+  const int k = c.top_k, R = c.router_width();
+  const auto phase = profile.scope("balancing terms");
   B::zero(m.aux_grad.data(), m.aux_grad.size());
   Float* terms = aux_terms_.data() + 3 * l;
   const double NN = static_cast<double>(N_) * N_;
@@ -414,8 +531,7 @@ void Model<B>::moe_forward(int l, bool train, double loss_scale) {
     B::balance_loss_forward(terms + 1, m.s.data(), ghat, coeff, N_, R);
     B::axpy(m.aux_grad.data(), ghat, loss_scale * coeff, R);
   }
-  if (c.ffn == FfnKind::unipool &&
-      advance_pool_state) {  // ĝ ← layer-mean of this micro-batch's counts
+  if (c.ffn == FfnKind::unipool && advance_pool_state) {  // ĝ ← layer-mean of this batch's counts
     const bool last_layer_of_group = l == (g + 1) * Lg - 1;
     B::pool_counts_update(pool_running_.data() + int64_t(g) * R, ghat, m.counts.data(),
                           last_layer_of_group, Lg, R);
@@ -499,59 +615,80 @@ void Model<B>::dense_ffn_backward(int l) {
   B::matmul_backward_input(dxn_.data(), dh13_.data(), weight(v.w13), N_, d, 2 * F, false);
 }
 
-// Reverse of moe_forward. Per expert e on its rows (dy = dL/dy, p = gate, a = silu(g) ⊙ v):
-//   dW2_e += dyᵀ (p·a);  dA = dy W2_e;  dp = <dA, a>;  da = p·dA;  [dg; dv] = swiglu'(da)
-//   dW13_e += [dg; dv]ᵀ x;  dx = [dg; dv] W13_e, summed back over each token's k slots.
-// Then the router: ds = (aux gradient) + top-k'(dp); dz = router'(ds); dW_r += dzᵀ xn;
-// dxn += dz W_r.
+// Reverse of moe_forward, phase by phase. On entry dres = dL/d(block output); on exit dxn_ =
+// dL/dxn (the router's share included).
 template <class B>
 void Model<B>::moe_backward(int l) {
+  combine_backward(l);
+  experts_backward(l);
+  dispatch_backward(l);
+  route_backward(l);
+}
+
+// The combine summed each token's k slot rows: every row's dy is its token's dres.
+template <class B>
+void Model<B>::combine_backward(int l) {
   const ModelConfig& c = layout_.config;
-  const LossConfig& loss_cfg = loss_config_;
+  const auto phase = profile.scope("dispatch bwd");
+  B::gather_rows(drows_.data(), dres_.data(), moe_[l].row_slot.data(), N_, c.top_k, c.d_model);
+}
+
+// Per expert e on its rows (dy = dL/dy in drows_, p = gate, a = silu(g) ⊙ v):
+//   dW2_e += dyᵀ (p·a);  dA = dy W2_e;  dp = <dA, a>;  da = p·dA;  [dg; dv] = swiglu'(da)
+//   dW13_e += [dg; dv]ᵀ x;  dx = [dg; dv] W13_e  (into drows_; dp per row into dgate_)
+template <class B>
+void Model<B>::experts_backward(int l) {
+  const ModelConfig& c = layout_.config;
   const LayerView& v = layout_.layers[l];
   LayerActivations& a = acts_[l];
   MoeActivations& m = moe_[l];
-  const int d = c.d_model, F = c.ffn_hidden, k = c.top_k, R = c.router_width();
-  const int rows = N_ * k;
+  const int d = c.d_model, F = c.ffn_hidden, R = c.router_width(), rows = N_ * c.top_k;
   const int32_t* offsets = m.offsets.data();
-
-  auto phase = profile.scope("dispatch bwd");
-  B::gather_rows(drows_.data(), dres_.data(), m.row_slot.data(), N_, k, d);  // dy for every row
-  phase.next("experts bwd");
+  const auto phase = profile.scope("experts bwd");
   Act* gated = dh13_.data();  // scratch until dh13 is formed
   B::scale_rows(gated, a.act.data(), m.row_gate.data(), rows, F);
   B::grouped_matmul_backward_weight(grad(v.w2), drows_.data(), gated, offsets, rows, R, F, d);
   B::grouped_matmul_backward_input(dact_.data(), drows_.data(), weight(v.w2), offsets, rows, R, F,
                                    d);
-  Float* dgate_row = dgate_.data();
-  Float* dgate_slot = dgate_.data() + rows;
-  B::row_dot(dgate_row, dact_.data(), a.act.data(), rows, F);
+  B::row_dot(dgate_.data(), dact_.data(), a.act.data(), rows, F);  // dp per row
   B::scale_rows(dact_.data(), dact_.data(), m.row_gate.data(), rows, F);
   B::swiglu_backward(dh13_.data(), dact_.data(), a.h13.data(), rows, F);
   B::grouped_matmul_backward_weight(grad(v.w13), dh13_.data(), m.xg.data(), offsets, rows, R, d,
                                     2 * F);
   B::grouped_matmul_backward_input(drows_.data(), dh13_.data(), weight(v.w13), offsets, rows, R, d,
                                    2 * F);
-  phase.next("dispatch bwd");
-  B::sum_slot_rows(dxn_.data(), drows_.data(), m.slot_row.data(), N_, k, d, /*accumulate=*/false);
+}
 
-  // Router.
-  phase.next("router bwd");
+// The gather copied xn to each of a token's k rows: dxn = Σ of its rows' dx, in slot order.
+template <class B>
+void Model<B>::dispatch_backward(int l) {
+  const ModelConfig& c = layout_.config;
+  const auto phase = profile.scope("dispatch bwd");
+  B::sum_slot_rows(dxn_.data(), drows_.data(), moe_[l].slot_row.data(), N_, c.top_k, c.d_model,
+                   /*accumulate=*/false);
+}
+
+// ds = (balancing terms' gradient) + top-k'(dp); dz = scores'(ds) (+ z-loss); dW_r += dzᵀ xn;
+// dxn += dz W_r.
+template <class B>
+void Model<B>::route_backward(int l) {
+  const ModelConfig& c = layout_.config;
+  const LayerView& v = layout_.layers[l];
+  MoeActivations& m = moe_[l];
+  const int d = c.d_model, k = c.top_k, R = c.router_width(), rows = N_ * k;
+  const auto phase = profile.scope("router bwd");
+  Float* dgate_row = dgate_.data();
+  Float* dgate_slot = dgate_.data() + rows;
   B::row_to_slot_values(dgate_slot, dgate_row, m.row_slot.data(), rows);
   B::zero(ds_.data(), ds_.size());
   B::balance_loss_backward(ds_.data(), m.aux_grad.data(), 1.0, N_, R);
   B::topk_backward(ds_.data(), dgate_slot, m.ids.data(), m.gates.data(), m.s.data(), N_, R, k,
                    c.router_renorm);
-  if (c.router == RouterKind::norm) {
-    B::norm_router_backward(dz_.data(), grad(v.router_scale), ds_.data(), m.z.data(),
-                            m.znorm.data(), param(v.router_scale), m.c, N_, R);
-  } else {
-    B::softmax_backward(dz_.data(), ds_.data(), m.s.data(), N_, R);
+  router_scores_backward(l);
+  if (loss_config_.z_loss_coeff > 0) {
+    B::z_loss_backward(dz_.data(), m.z.data(), loss_config_.z_loss_coeff * loss_scale_, N_, R);
   }
-  if (loss_cfg.z_loss_coeff > 0) {
-    B::z_loss_backward(dz_.data(), m.z.data(), loss_cfg.z_loss_coeff * loss_scale_, N_, R);
-  }
-  B::router_logits_backward(dxn_.data(), grad(v.router), dz_.data(), a.xn_ffn.data(),
+  B::router_logits_backward(dxn_.data(), grad(v.router), dz_.data(), acts_[l].xn_ffn.data(),
                             param(v.router), N_, d, R);
 }
 

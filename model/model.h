@@ -52,7 +52,10 @@ class Model {
   template <class U>
   using Array = typename Backend::template Array<U>;
 
-  Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len);
+  // Buffers for `batch` sequences of `seq_len` tokens. kv_cache_len > 0 makes a decoding model
+  // (batch = seq_len = 1, no gradients): see decode().
+  Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len,
+        int kv_cache_len = 0);
 
   const Layout& layout() const { return layout_; }
   int batch() const { return B_; }
@@ -70,7 +73,8 @@ class Model {
   // After the master weights changed outside the optimizer (init, load): rewrite the copy.
   void refresh_weight_copy();
   void zero_grads();
-  size_t activation_bytes() const;
+  // Bytes of every activation, cache and scratch buffer (counted as they are allocated).
+  size_t activation_bytes() const { return activation_bytes_; }
 
   // Host copies of the master weights and gradients, and the upload of new master weights
   // (which refreshes the weight copy).
@@ -85,6 +89,14 @@ class Model {
   Losses forward(const int32_t* inputs, const int32_t* targets, bool train,
                  double loss_scale = 1.0);
   void backward();
+
+  // Decoding with a KV cache (model/generator.h), on a model built with kv_cache_len = P > 0:
+  // the forward of one token at position pos (0 <= pos < P) whose positions 0..pos−1 are in the
+  // cache from earlier calls. Runs the training forward's blocks on one row (RoPE at pos, its keys
+  // and values appended to each layer's cache, attention_decode against the cache, the FFN or MoE
+  // block as in evaluation) and returns the LM-head row in fp32, [padded_vocab] (a host copy).
+  const std::vector<Float>& decode(int32_t token, int pos);
+  int kv_cache_len() const { return kv_cache_len_; }
 
   // The pool loss's state ĝ (host copy), and its replacement (checkpoints, tests).
   PoolLossState pool_state() const;
@@ -141,17 +153,37 @@ class Model {
     double c = 0;                       // NormRouter constant c(R, k)
   };
 
-  void attention_block_forward(int l);
+  // decode_pos < 0: B_ sequences of T_ tokens; else one token at that position (decode()).
+  void attention_block_forward(int l, int decode_pos = -1);
   void attention_block_backward(int l);
   void dense_ffn_forward(int l);
   void dense_ffn_backward(int l);
+  // The MoE block's phases (model.cpp), forward and backward.
   void moe_forward(int l, bool train, double loss_scale);
+  void route(int l);
+  void router_scores_forward(int l);
+  void dispatch(int l);
+  void experts_forward(int l);
+  void combine(int l);
+  void balancing_terms(int l, double loss_scale);
   void moe_backward(int l);
+  void combine_backward(int l);
+  void experts_backward(int l);
+  void dispatch_backward(int l);
+  void route_backward(int l);
+  void router_scores_backward(int l);
   void lm_head(bool train, double loss_scale);
+  template <class U>
+  Array<U> alloc_counted(int64_t n, const char* what) {
+    activation_bytes_ += size_t(n) * sizeof(U);
+    return Backend::template alloc<U>(size_t(n), what);
+  }
 
   Layout layout_;
   LossConfig loss_config_;
   int B_, T_, N_;
+  int kv_cache_len_ = 0;
+  size_t activation_bytes_ = 0;
   double loss_scale_ = 1.0;
   Array<Param> params_, grads_;
   Array<Weight> weights_;  // the GEMMs' copy of the weights (GPU only; empty on the CPU)
@@ -173,6 +205,11 @@ class Model {
   Array<Float> dgate_, ds_, dz_;
   Array<Float> expert_weight_;  // [R] weights of a balancing term (counts as floats)
   Array<Act> ytmp_;             // [N·k, d] expert outputs before the combine
+  // decoding (kv_cache_len_ > 0): [L, P, nkv·hd] keys after RoPE and values, attention scratch,
+  // the fp32 LM-head row and its host copy
+  Array<Act> k_cache_, v_cache_;
+  Array<Float> decode_scores_, decode_logits_;
+  std::vector<Float> host_decode_logits_;
   int head_chunk_ = 0;
   bool have_forward_ = false;
 };

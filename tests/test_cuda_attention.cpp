@@ -268,4 +268,43 @@ TEST_CASE("cuda attention rejects unsupported head dims naming the value", "[cud
   }
 }
 
+// Decoding: the last row's query against the K/V columns of all T rows (ld = C, the qkv row
+// stride, so the cache rows are strided as in the model's cache rows are packed: both work). The
+// GPU sums in fp32 and rounds out once to bf16: |gpu − cpu| <= 5e-3·A + 1e-5 with A = Σ_s p_s|v_s|
+// of that row (u = 3.9e-3 of the rounding, plus fp32 noise). Any head dim (the generator's tests
+// use hd 8).
+TEST_CASE("cuda attention_decode matches the CPU op and is bitwise reproducible", "[cuda]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  const Shape shapes[] = {{1, 1, 4, 4, 8},    {1, 24, 4, 2, 8},   {1, 37, 4, 2, 32},
+                          {1, 130, 6, 1, 64}, {1, 300, 4, 4, 64}, {1, 64, 4, 2, 128}};
+  for (const Shape& s : shapes) {
+    INFO(shape_name(s));
+    const int C = s.C(), Cout = s.nh * s.hd, kv = s.nkv * s.hd;
+    const std::vector<float> qkv = random_qkv(s, 400u + uint32_t(s.T * 7 + s.hd + s.nkv));
+    const float* last = qkv.data() + size_t(s.T - 1) * C;
+    std::vector<float> ref(Cout), scratch(size_t(s.nh) * (s.T + 16));
+    cpu::attention_decode(ref.data(), last, qkv.data() + Cout, qkv.data() + Cout + kv, C, s.T,
+                          s.nh, s.nkv, s.hd, scratch.data());
+    // The CPU decode row is attention_forward's last row (tests/test_generate.cpp checks that);
+    // the bound's A comes from the full forward's scales.
+    std::vector<float> out(s.out_size()), lse(s.lse_size());
+    cpu::attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.nh, s.nkv, s.hd);
+    const AbsScales a = abs_scales(s, qkv, out, std::vector<float>(s.out_size(), 0.0f));
+    const std::vector<float> a_last(a.out.end() - Cout, a.out.end());
+
+    DeviceBuffer<bf16> d_qkv = upload_bf16(qkv);
+    const bf16* d_last = d_qkv.data() + size_t(s.T - 1) * C;
+    std::vector<std::vector<bf16>> runs;
+    for (int run = 0; run < 2; ++run) {
+      DeviceBuffer<bf16> d_out = poisoned_bf16(size_t(Cout));
+      DeviceBuffer<float> d_scratch = poisoned_floats(scratch.size());
+      cuda::attention_decode(d_out.data(), d_last, d_qkv.data() + Cout, d_qkv.data() + Cout + kv,
+                             C, s.T, s.nh, s.nkv, s.hd, d_scratch.data());
+      runs.push_back(d_out.to_host());
+    }
+    CHECK(bitwise_equal(runs[0], runs[1]));
+    expect_close(from_bf16(runs[0]), ref, "out", 5e-3, 1e-5, &a_last);
+  }
+}
+
 #endif  // UNIPOOL_HAVE_CUDA

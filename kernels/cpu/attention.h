@@ -336,7 +336,8 @@ void rope_forward(T* qkv, const T* cos_table, const T* sin_table, int B, int Tle
   const int half = hd / 2;
   const int C = (nh + 2 * nkv) * hd;
   const int nrot = nh + nkv;  // q heads then k heads are contiguous
-#pragma omp parallel for schedule(static)
+  // One row (decoding) is not worth waking the thread team for.
+#pragma omp parallel for schedule(static) if (B * Tlen > 1)
   for (int r = 0; r < B * Tlen; ++r) {
     const T* c = cos_table + (r % Tlen) * half;
     const T* s = sin_table + (r % Tlen) * half;
@@ -449,7 +450,8 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
 //   q        [nh*hd]   the new row's query heads (after RoPE)
 //   k, v     Tlen rows, row s at k + s*ld (v + s*ld): nkv heads of hd (k after RoPE)
 //   out      [nh*hd]
-//   scratch  at least Tlen + 16 elements (the scores, zero-padded to whole SIMD lanes)
+//   scratch  at least Tlen + 16 elements (the scores, zero-padded to whole SIMD lanes; the op list
+//            asks for nh·(Tlen + 16), what the CUDA kernel uses)
 // The math and the summation order are attention_forward's for its row t = Tlen−1: z_s = scale ·
 // (q·k_s summed over d in order), p_s = exp(z_s − max) by the same softmax_exp, Σ p_s by the same
 // lanes, out = (Σ_s p_s v_s in s order) / Σ p_s. Serial (one row is little work).

@@ -62,6 +62,12 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tlen, int nh, in
 template <typename T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B,
                         int Tlen, int nh, int nkv, int hd);
+// Decoding: ONE query row per head (q [nh·hd], after RoPE, at position Tlen−1) against a cache of
+// Tlen rows (row s of keys/values at k + s·ld, v + s·ld) → out [nh·hd] =; scratch: at least
+// nh·(Tlen + 16) elements
+template <typename T>
+void attention_decode(T* out, const T* q, const T* k, const T* v, int ld, int Tlen, int nh, int nkv,
+                      int hd, T* scratch);
 
 // ---- matrix products (kernels/cpu/matmul.h)
 // --------------------------------------------------------- out[N,O] (+)= in[N,I] · W[O,I]ᵀ
@@ -179,10 +185,6 @@ void adamw_step(const TensorTable& tensors, T* params, const T* grads, T* m, T* 
 // computed on the host for both backends.
 template <typename T>
 void rope_tables(T* cos_table, T* sin_table, int Tlen, int hd, double base);
-// One query row per head against a cache of Tlen keys/values (model/generator.cpp).
-template <typename T>
-void attention_decode(T* out, const T* q, const T* k, const T* v, int ld, int Tlen, int nh, int nkv,
-                      int hd, T* scratch);
 
 }  // namespace unipool::cpu
 

@@ -760,6 +760,50 @@ void launch_rope(bf16* qkv, const float* cos_table, const float* sin_table, int 
   CUDA_CHECK_LAUNCH("rope_kernel");
 }
 
+// ---- decoding -----------------------------------------------------------------------------------
+// attention_decode: one query row per head against a KV cache of Tlen positions (the generator's
+// step; CPU twin attention_decode in kernels/cpu/attention.h). One block of kDecodeThreads per
+// query head h, reading KV group g = h / (nh/nkv):
+//   z_s = scale · Σ_i q_i k_s,i      (fp32, one thread per position s, i in order) → scratch[h]
+//   m = max_s z_s,  p_s = exp(z_s − m),  Σ p   (block_max / block_sum: fixed trees)
+//   out_i = (Σ_s p_s v_s,i, s in order) / Σ p  (one thread per column i)
+// Any head dim; no atomics: every value is written by one thread after a sum in a fixed order.
+constexpr int kDecodeWarps = 4;
+constexpr int kDecodeThreads = 32 * kDecodeWarps;
+
+__global__ void __launch_bounds__(kDecodeThreads)
+    attention_decode_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
+                            const bf16* __restrict__ k, const bf16* __restrict__ v, int ld,
+                            int Tlen, int nh, int nkv, int hd, float* __restrict__ scratch) {
+  __shared__ float red[kDecodeWarps];
+  const int h = blockIdx.x, g = h / (nh / nkv);
+  const float scale = 1.0f / sqrtf(float(hd));
+  float* z = scratch + int64_t(h) * (Tlen + 16);
+  const bf16* qh = q + int64_t(h) * hd;
+  float local_max = -INFINITY;
+  for (int s = threadIdx.x; s < Tlen; s += kDecodeThreads) {
+    const bf16* ks = k + int64_t(s) * ld + int64_t(g) * hd;
+    float acc = 0.0f;
+    for (int i = 0; i < hd; ++i) acc = fmaf(__bfloat162float(qh[i]), __bfloat162float(ks[i]), acc);
+    z[s] = acc * scale;
+    local_max = fmaxf(local_max, z[s]);
+  }
+  const float m = block_max<kDecodeWarps>(local_max, red);
+  float local_sum = 0.0f;
+  for (int s = threadIdx.x; s < Tlen; s += kDecodeThreads) {
+    const float p = expf(z[s] - m);
+    z[s] = p;
+    local_sum += p;
+  }
+  const float sum = block_sum<kDecodeWarps>(local_sum, red);  // its barriers publish z
+  for (int i = threadIdx.x; i < hd; i += kDecodeThreads) {
+    const bf16* vi = v + int64_t(g) * hd + i;
+    float acc = 0.0f;
+    for (int s = 0; s < Tlen; ++s) acc = fmaf(z[s], __bfloat162float(vi[int64_t(s) * ld]), acc);
+    out[int64_t(h) * hd + i] = __float2bfloat16(acc / sum);
+  }
+}
+
 }  // namespace
 
 // ---- ops.h entry points -------------------------------------------------------------------------
@@ -819,6 +863,19 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
       launch_attention_backward<128>(dqkv, dout, qkv, lse, D, B, T, nh, nkv);
       break;
   }
+}
+
+void attention_decode(bf16* out, const bf16* q, const bf16* k, const bf16* v, int ld, int Tlen,
+                      int nh, int nkv, int hd, float* scratch) {
+  check(Tlen >= 1 && hd >= 1 && nh >= 1 && nkv >= 1 && nh % nkv == 0 && nh <= 65535,
+        "attention_decode: Tlen " + std::to_string(Tlen) + ", hd " + std::to_string(hd) + ", nh " +
+            std::to_string(nh) + ", nkv " + std::to_string(nkv) +
+            ": need Tlen, hd >= 1 and nh a multiple of nkv (at most 65535)");
+  check(ld >= nkv * hd, "attention_decode: row stride ld " + std::to_string(ld) +
+                            " is shorter than nkv·hd = " + std::to_string(nkv * hd));
+  attention_decode_kernel<<<unsigned(nh), kDecodeThreads, 0, stream()>>>(out, q, k, v, ld, Tlen, nh,
+                                                                          nkv, hd, scratch);
+  CUDA_CHECK_LAUNCH("attention_decode_kernel");
 }
 
 }  // namespace unipool::cuda

@@ -62,6 +62,11 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int
 // dqkv [B·T, (nh+2·nkv)·hd] = (dK, dV summed over a KV head's query heads in a fixed order)
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                         const float* lse, int B, int T, int nh, int nkv, int hd);
+// Decoding: ONE query row per head (q [nh·hd], after RoPE, at position Tlen−1) against a cache of
+// Tlen rows (row s of keys/values at k + s·ld, v + s·ld) → out [nh·hd] =; scratch: at least
+// nh·(Tlen + 16) floats. One block per head, fp32 scores and sums in a fixed order.
+void attention_decode(bf16* out, const bf16* q, const bf16* k, const bf16* v, int ld, int Tlen,
+                      int nh, int nkv, int hd, float* scratch);
 
 // ---- matrix products (kernels/cuda/matmul.cu; CPU: kernels/cpu/matmul.h) -----------------------
 // cuBLASLt, bf16 inputs, fp32 accumulation, one algorithm fixed per shape (chosen once, cached),
