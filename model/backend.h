@@ -113,8 +113,10 @@ struct CpuBackend {
 };
 
 #ifdef UNIPOOL_HAVE_CUDA
-// The GPU engine (docs/model.md §Numerics by backend): bf16 activations and GEMM weights, fp32 everything else; memory is
-// device memory, every op is asynchronous on cuda::stream().
+// The GPU engine (docs/model.md §Numerics by backend): bf16 activations and GEMM weights, fp32
+// everything else; memory is device memory. Every op runs on the backend's CUDA context
+// (cuda::context(), kernels/cuda/runtime.h: its stream, cuBLASLt workspace and op scratch),
+// asynchronously on its stream.
 struct CudaBackend {
   using Act = cuda::bf16;
   using Float = float;

@@ -46,7 +46,6 @@ constexpr int kRopeThreads = 256;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-Scratch g_delta_scratch("attention_backward D = rowsum(dout * out)");
 
 // ---- tile shapes per head dim -------------------------------------------------------------------
 // LD = HD + 8: shared-memory row stride in elements. The 16-byte pad puts the 8 rows an ldmatrix
@@ -845,7 +844,7 @@ void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf1
   check_aligned16(qkv, "attention_backward", "qkv");
   check_aligned16(out, "attention_backward", "out");
   const int64_t rows = int64_t(B) * T * nh;  // one D value per (b, h, t)
-  float* D = g_delta_scratch.get_as<float>(size_t(rows));
+  float* D = context().attention_delta.get_as<float>(size_t(rows));
   constexpr int kDeltaWarps = 8;
   const int64_t blocks = ceil_div(rows, kDeltaWarps);
   check(blocks <= 0x7fffffff, "attention_backward: B·T·nh " + std::to_string(rows) + " too large");

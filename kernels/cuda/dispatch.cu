@@ -141,7 +141,6 @@ __global__ void plan_scatter_kernel(int32_t* __restrict__ row_slot, int32_t* __r
   }
 }
 
-Scratch g_plan_counts("dispatch_plan per-(expert, chunk) counts");
 
 // ---------------------------------------------------------------------------------------------------
 // Row moves. bf16 rows of d values; one warp per destination row, lanes over 16-byte vectors of 8
@@ -273,7 +272,7 @@ void dispatch_plan(int32_t* offsets, int32_t* row_slot, int32_t* slot_row, const
   }
   const int nchunks = int(ceil_div(n, kChunk));
   const int64_t M = int64_t(E) * nchunks;
-  int32_t* cnt = g_plan_counts.get_as<int32_t>(size_t(M));
+  int32_t* cnt = context().dispatch_counts.get_as<int32_t>(size_t(M));
   const size_t shared = sizeof(int32_t) * size_t(E);
   plan_count_kernel<<<unsigned(nchunks), 32, shared, stream()>>>(cnt, ids, n, E, nchunks);
   CUDA_CHECK_LAUNCH("plan_count_kernel");

@@ -29,10 +29,6 @@ constexpr int kDwRowChunk = 128;   // rmsnorm_backward dw: rows per partial
 constexpr int kDwSlots = 8;        // rmsnorm_backward dw: row slots per block (blockDim.y)
 constexpr int kDwCols = 32;        // rmsnorm_backward dw: columns per block (blockDim.x)
 
-// Scratch: rmsnorm_backward's dw partials, embedding_backward's sorted tokens and sort space.
-Scratch g_dw_partials("rmsnorm_backward dw partials");
-Scratch g_embed_sort("embedding_backward token sort");
-
 // Chunks of fp32 values (E, w, dE), as load_bf16 / store_bf16 of kernels/cuda/common.cuh:
 // f[j] = p[j] for j < n; the other entries are 0.
 template <bool kAligned>
@@ -389,7 +385,7 @@ void embedding_backward(float* dE, const bf16* dout, const int32_t* tokens, int 
       nullptr, sort_bytes, tokens, static_cast<int32_t*>(nullptr),
       static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), N, 0, 32, stream()));
   const size_t ints = round_up_256(sizeof(int32_t) * size_t(N));
-  char* base = static_cast<char*>(g_embed_sort.get(3 * ints + round_up_256(sort_bytes)));
+  char* base = static_cast<char*>(context().embedding_sort.get(3 * ints + round_up_256(sort_bytes)));
   int32_t* sorted_tokens = reinterpret_cast<int32_t*>(base);
   int32_t* positions = reinterpret_cast<int32_t*>(base + ints);
   int32_t* sorted_pos = reinterpret_cast<int32_t*>(base + 2 * ints);
@@ -436,7 +432,7 @@ void rmsnorm_backward(bf16* dx, float* dw, const bf16* dout, const bf16* x, cons
 
   const int nchunks = (N + kDwRowChunk - 1) / kDwRowChunk;
   check(nchunks <= 65535, "cuda::rmsnorm_backward: N = " + std::to_string(N) + " is too large");
-  float* part = g_dw_partials.get_as<float>(size_t(nchunks) * size_t(d));
+  float* part = context().rmsnorm_dw_partials.get_as<float>(size_t(nchunks) * size_t(d));
   const unsigned col_blocks = unsigned((d + kDwCols - 1) / kDwCols);
   const dim3 block(kDwCols, kDwSlots);
   rmsnorm_backward_dw_partial_kernel<<<dim3(col_blocks, unsigned(nchunks)), block, 0, stream()>>>(

@@ -106,7 +106,6 @@ cublasLtHandle_t lt_handle() {
   return handle;
 }
 
-Scratch g_lt_workspace("cuBLASLt workspace (32 MiB)");
 
 enum class DenseOp : int { kForward = 0, kBackwardInput = 1, kBackwardWeight = 2 };
 const char* dense_op_name(DenseOp op) {
@@ -239,7 +238,7 @@ const DensePlan& dense_plan(DenseOp op, int N, int I, int O, const void* A, cons
 // D = alpha·op(A)·op(B) + beta·C with C = D, on stream(), with the cached plan.
 void run_dense(DenseOp op, void* D, const void* A, const void* B, int N, int I, int O, float beta) {
   const DensePlan& p = dense_plan(op, N, I, O, A, B, D);
-  void* workspace = g_lt_workspace.get(kWorkspaceBytes);
+  void* workspace = context().lt_workspace.get(kWorkspaceBytes);
   const float alpha = 1.0f;
   CUBLASLT_CHECK(cublasLtMatmul(lt_handle(), p.desc, &alpha, A, p.a, B, p.b, &beta, D, p.c, D, p.c,
                                 &p.algo, workspace, kWorkspaceBytes, stream()));
@@ -391,7 +390,6 @@ __global__ void router_logits_backward_weight_final_kernel(float* __restrict__ d
   dWr[j] += s;
 }
 
-Scratch g_router_partials("router_logits_backward dWr partials");
 
 // =================================================================================================
 // Part 3. Grouped expert products: bf16 WMMA (16x16x16, fp32 accumulators), one launch per call.
@@ -771,7 +769,7 @@ void router_logits_backward(bf16* dxn, float* dWr, const float* dz, const bf16* 
     throw Error("router_logits_backward: " + shape_string("N,R", {N, R}) + " exceeds the grid");
   }
   const int64_t n = int64_t(R) * d;
-  float* part = g_router_partials.get_as<float>(size_t(nchunks) * size_t(n));
+  float* part = context().router_dw_partials.get_as<float>(size_t(nchunks) * size_t(n));
   const dim3 grid_dw(unsigned(ceil_div(d, 64)), unsigned(ceil_div(R, 32)), unsigned(nchunks));
   router_logits_backward_weight_partial_kernel<<<grid_dw, kRouterThreads, 0, stream()>>>(
       part, dz, xn, N, d, R);

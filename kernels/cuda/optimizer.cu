@@ -36,9 +36,6 @@ struct Chunk {
 };
 static_assert(sizeof(Chunk) == 16, "Chunk is compared with memcmp: no padding");
 
-Scratch g_chunk_table("optimizer chunk table");
-Scratch g_norm_partials("global_grad_norm partials");
-std::vector<Chunk> g_chunk_table_host;  // what g_chunk_table holds
 
 // The chunk table of the tensors on the device (uploaded when it differs from the last one);
 // count = number of chunks, all_aligned = every chunk starts at a multiple of 4 elements.
@@ -56,13 +53,16 @@ const Chunk* chunk_table(const TensorTable& tensors, int* count, bool* all_align
   *count = int(table.size());
   *all_aligned = aligned;
   if (table.empty()) return nullptr;
-  if (table.size() != g_chunk_table_host.size() ||
-      std::memcmp(table.data(), g_chunk_table_host.data(), table.size() * sizeof(Chunk)) != 0) {
-    Chunk* dev = g_chunk_table.get_as<Chunk>(table.size());
-    memcpy_to_device(dev, table.data(), table.size() * sizeof(Chunk));  // stream-ordered, waits
-    g_chunk_table_host = std::move(table);
+  Context& ctx = context();
+  const size_t bytes = table.size() * sizeof(Chunk);
+  if (bytes != ctx.chunk_table_host.size() ||
+      std::memcmp(table.data(), ctx.chunk_table_host.data(), bytes) != 0) {
+    Chunk* dev = ctx.chunk_table.get_as<Chunk>(table.size());
+    memcpy_to_device(dev, table.data(), bytes);  // stream-ordered, waits
+    const auto* first = reinterpret_cast<const unsigned char*>(table.data());
+    ctx.chunk_table_host.assign(first, first + bytes);
   }
-  return static_cast<const Chunk*>(g_chunk_table.get(g_chunk_table_host.size() * sizeof(Chunk)));
+  return static_cast<const Chunk*>(ctx.chunk_table.get(bytes));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ double global_grad_norm(const TensorTable& tensors, const float* grads) {
   bool offsets_aligned = false;
   const Chunk* chunks = chunk_table(tensors, &nchunks, &offsets_aligned);
   if (nchunks == 0) return 0.0;
-  double* partial = g_norm_partials.get_as<double>(size_t(nchunks) + 1);
+  double* partial = context().grad_norm_partials.get_as<double>(size_t(nchunks) + 1);
   double* total = partial + nchunks;
   const bool aligned = offsets_aligned && aligned_to(grads, 16);
   const auto kernel = aligned ? grad_norm_partial_kernel<true> : grad_norm_partial_kernel<false>;

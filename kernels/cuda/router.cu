@@ -178,7 +178,6 @@ __global__ void norm_router_backward_kernel(float* dz, double* __restrict__ part
   store_chunk_partial(partial, acc);
 }
 
-Scratch g_norm_router_partials("norm_router_backward dsigma partials");
 
 // ---------------------------------------------------------------------------------------------------
 // Top-k.  s [N,E]; ids, gates, dgates [N,k].
@@ -327,7 +326,6 @@ __global__ void balance_loss_backward_kernel(float* __restrict__ ds,
   for (int i = lane; i < E; i += 32) dsr[i] += float(coeff * double(weight[i]));
 }
 
-Scratch g_balance_partials("balance_loss_forward partials");
 
 // ---------------------------------------------------------------------------------------------------
 // z-loss on the raw logits z [N,E]; loss [1].  Per row (warp): m = max z, S = Σ exp(z − m) (fp32),
@@ -373,7 +371,6 @@ __global__ void z_loss_backward_kernel(float* dz, const float* z, double coeff, 
   for (int i = lane; i < E; i += 32) dzr[i] += f * expf(zr[i] - m);
 }
 
-Scratch g_z_loss_partials("z_loss_forward partials");
 
 // ---------------------------------------------------------------------------------------------------
 // Balancing bookkeeping, one thread per element.
@@ -438,7 +435,7 @@ void norm_router_backward(float* dz, float* dsigma, const float* ds, const float
                           const float* norm, const float* sigma, double c, int N, int E) {
   check_rows("norm_router_backward", N, E);
   const int nparts = int(blocks_for(N, kChunkRows));
-  double* partial = g_norm_router_partials.get_as<double>(size_t(std::max(nparts, 1)));
+  double* partial = context().norm_router_partials.get_as<double>(size_t(std::max(nparts, 1)));
   if (nparts > 0) {
     norm_router_backward_kernel<<<unsigned(nparts), kThreads, 0, stream()>>>(dz, partial, ds, z,
                                                                              norm, sigma, c, N, E);
@@ -494,7 +491,7 @@ void balance_loss_forward(float* loss, const float* s, const float* weight, doub
                           int E) {
   check_rows("balance_loss_forward", N, E);
   const int nparts = int(blocks_for(N, kChunkRows));
-  double* partial = g_balance_partials.get_as<double>(size_t(std::max(nparts, 1)));
+  double* partial = context().balance_partials.get_as<double>(size_t(std::max(nparts, 1)));
   if (nparts > 0) {
     balance_loss_forward_kernel<<<unsigned(nparts), kThreads, 0, stream()>>>(partial, s, weight, N,
                                                                              E);
@@ -520,7 +517,7 @@ void z_loss_forward(float* loss, const float* z, double coeff, int N, int E) {
     return;
   }
   const int nparts = int(blocks_for(N, kChunkRows));
-  double* partial = g_z_loss_partials.get_as<double>(size_t(nparts));
+  double* partial = context().z_loss_partials.get_as<double>(size_t(nparts));
   z_loss_forward_kernel<<<unsigned(nparts), kThreads, 0, stream()>>>(partial, z, N, E);
   CUDA_CHECK_LAUNCH("z_loss_forward_kernel");
   // loss[0] = float(coeff · Σ / N)

@@ -1,5 +1,5 @@
-// The CUDA runtime pieces of kernels/cuda/runtime.h: device query, the stream, device memory
-// accounting and scratch.
+// The CUDA runtime pieces of kernels/cuda/runtime.h: device query, the context and its stream,
+// device memory accounting and scratch.
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -25,13 +25,17 @@ DeviceInfo device_info() {
   return DeviceInfo{prop.name, prop.totalGlobalMem};
 }
 
+Context::Context() {
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+}
+
+Context& context() {
+  static Context the_context;
+  return the_context;
+}
+
 cudaStream_t stream() {
-  static cudaStream_t s = [] {
-    cudaStream_t created = nullptr;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking));
-    return created;
-  }();
-  return s;
+  return context().stream;
 }
 
 void synchronize() {

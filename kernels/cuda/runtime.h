@@ -1,6 +1,7 @@
-// The CUDA runtime pieces every CUDA op and the CUDA backend share: error checking, the one stream
-// all ops run on, bf16 host conversions, device buffers (the only place device memory is
-// allocated, so its total can be reported), and per-op scratch that is sized on first use.
+// The CUDA runtime pieces every CUDA op and the CUDA backend share: error checking, bf16 host
+// conversions, device buffers (the only place device memory is allocated, so its total can be
+// reported), per-op scratch that is sized on first use, and the context that holds the
+// process-wide state (the stream all ops run on, the cuBLASLt workspace, every op's scratch).
 //
 // Host-only: includable from g++-compiled .cpp files (no device code here).
 #pragma once
@@ -46,8 +47,8 @@ struct DeviceInfo {
 };
 DeviceInfo device_info();
 
-// The stream every op of the backend is enqueued on (created on first use, never destroyed).
-// All op launchers are asynchronous on it; synchronize() waits for everything enqueued.
+// The stream every op of the backend is enqueued on: context().stream (below). All op launchers
+// are asynchronous on it; synchronize() waits for everything enqueued.
 cudaStream_t stream();
 void synchronize();
 
@@ -168,6 +169,35 @@ class Scratch {
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
 };
+
+// The CUDA context: every piece of process-wide CUDA state the ops share, in one object — the
+// stream all ops are enqueued on, the cuBLASLt workspace, and each op's scratch, named after the op
+// that owns it (sized by that op's first call; the shapes never change after the first step). The
+// CUDA backend runs on one context, context(), created on first use (which creates the stream) and
+// destroyed at exit. State that later capabilities add (a communication stream for data
+// parallelism, its events) joins it here.
+struct Context {
+  Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  cudaStream_t stream = nullptr;                                            // never destroyed
+  Scratch lt_workspace{"cuBLASLt workspace (32 MiB)"};                      // matmul.cu
+  Scratch router_dw_partials{"router_logits_backward dWr partials"};       // matmul.cu
+  Scratch attention_delta{"attention_backward D = rowsum(dout * out)"};    // attention.cu
+  Scratch dispatch_counts{"dispatch_plan per-(expert, chunk) counts"};      // dispatch.cu
+  Scratch rmsnorm_dw_partials{"rmsnorm_backward dw partials"};             // layers.cu
+  Scratch embedding_sort{"embedding_backward token sort"};                  // layers.cu
+  Scratch norm_router_partials{"norm_router_backward dsigma partials"};     // router.cu
+  Scratch balance_partials{"balance_loss_forward partials"};                // router.cu
+  Scratch z_loss_partials{"z_loss_forward partials"};                       // router.cu
+  Scratch grad_norm_partials{"global_grad_norm partials"};                  // optimizer.cu
+  Scratch chunk_table{"optimizer chunk table"};                             // optimizer.cu
+  std::vector<unsigned char> chunk_table_host;  // the bytes chunk_table holds (optimizer.cu)
+};
+
+// The CUDA backend's context.
+Context& context();
 
 // Asynchronous memory helpers on stream() (n elements; pointers are device pointers unless named
 // host). The backend's generic memory moves are these.

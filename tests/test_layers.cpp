@@ -1,6 +1,7 @@
-// CPU layer ops (kernels/cpu/layers.h) and the fused cross-entropy (kernels/cpu/crossentropy.h):
-// forward values against direct formulas, every backward against central differences in double,
-// bitwise independence of the OpenMP thread count, and full overwrite of "=" outputs.
+// CPU layer ops (kernels/cpu/layers.h): embedding, RMSNorm, SwiGLU, scale_rows, row_dot. Forward
+// values against direct formulas, every backward against central differences in double, bitwise
+// independence of the OpenMP thread count, and full overwrite of "=" outputs. GPU twin:
+// tests/test_cuda_layers.cpp.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -26,10 +27,8 @@ using unipool::test::Vec;
 using unipool::test::weighted_sum;
 using unipool::test::with_thread_counts;
 
-namespace {}  // namespace
-
 // ------------------------------------------------------------------------------------------------
-TEST_CASE("embedding forward copies rows, backward accumulates per token", "[ops]") {
+TEST_CASE("embedding forward copies rows, backward accumulates per token", "[layers]") {
   const int V = 6, d = 11, N = 9;
   const std::vector<int32_t> tokens = {0, 3, 3, 1, 5, 3, 0, 2, 3};  // row 4 unused, 3 repeated
   Vec E = random_vector(size_t(V) * d, 1);
@@ -56,7 +55,7 @@ TEST_CASE("embedding forward copies rows, backward accumulates per token", "[ops
   for (size_t i = 0; i < dE.size(); ++i) CHECK(dE2[i] == Approx(2 * dE[i]).margin(1e-15));
 }
 
-TEST_CASE("embedding_backward sums a row's tokens in token order", "[ops]") {
+TEST_CASE("embedding_backward sums a row's tokens in token order", "[layers]") {
   // Token order is the contract: ((0 + 1e8) + 1) + (−1e8) = 0 in float, any other order differs.
   const int d = 1, N = 3;
   const std::vector<int32_t> tokens = {2, 2, 2};
@@ -66,7 +65,7 @@ TEST_CASE("embedding_backward sums a row's tokens in token order", "[ops]") {
   CHECK(dE[2] == (((0.0f + 1e8f) + 1.0f) + -1e8f));
 }
 
-TEST_CASE("rmsnorm forward matches the formula and backward matches finite differences", "[ops]") {
+TEST_CASE("rmsnorm forward matches the formula and backward matches finite differences", "[layers]") {
   const int N = 4, d = 19;  // 19 = two 8-lanes + a tail
   const double eps = 1e-5;
   Vec x = random_vector(size_t(N) * d, 3, 2.0);
@@ -103,7 +102,7 @@ TEST_CASE("rmsnorm forward matches the formula and backward matches finite diffe
   for (int i = 0; i < d; ++i) CHECK(dw2[i] == Approx(dw[i] - 2.0).margin(1e-13));
 }
 
-TEST_CASE("swiglu forward matches silu(g)*v and backward matches finite differences", "[ops]") {
+TEST_CASE("swiglu forward matches silu(g)*v and backward matches finite differences", "[layers]") {
   const int N = 3, F = 11;
   Vec h13 = random_vector(size_t(N) * 2 * F, 6, 4.0);
   const Vec R = random_vector(size_t(N) * F, 7);
@@ -134,7 +133,7 @@ TEST_CASE("swiglu forward matches silu(g)*v and backward matches finite differen
   CHECK(af[1] == Approx(200.f * 5.f));
 }
 
-TEST_CASE("scale_rows, row_dot and add: values, aliasing and finite differences", "[ops]") {
+TEST_CASE("scale_rows and row_dot: values, aliasing and finite differences", "[layers]") {
   const int rows = 4, cols = 13;
   Vec in = random_vector(size_t(rows) * cols, 8);
   Vec scale = random_vector(rows, 9, 2.0);
@@ -187,51 +186,6 @@ TEST_CASE("scale_rows, row_dot and add: values, aliasing and finite differences"
   }
 }
 
-// ------------------------------------------------------------------------------------------------
-TEST_CASE("crossentropy: losses match the formula, dlogits match finite differences", "[ops]") {
-  const int rows = 3, V = 37;
-  Vec logits = random_vector(size_t(rows) * V, 15, 3.0);
-  const std::vector<int32_t> targets = {0, 36, 17};
-  const double dloss = 0.7;
-
-  Vec losses(rows);
-  Vec untouched = logits;
-  cpu::crossentropy_forward_backward(losses.data(), untouched.data(), targets.data(), rows, V, 0.0);
-  CHECK(untouched == logits);  // dloss = 0: forward only
-  for (int r = 0; r < rows; ++r) {
-    double m = -1e300, s = 0;
-    for (int i = 0; i < V; ++i) m = std::max(m, logits[size_t(r) * V + i]);
-    for (int i = 0; i < V; ++i) s += std::exp(logits[size_t(r) * V + i] - m);
-    CHECK(losses[r] == Approx(m + std::log(s) - logits[size_t(r) * V + targets[r]]).epsilon(1e-14));
-  }
-
-  Vec dlogits = logits;
-  cpu::crossentropy_forward_backward(losses.data(), dlogits.data(), targets.data(), rows, V, dloss);
-  for (int r = 0; r < rows; ++r) {  // rows of dlogits sum to 0
-    double s = 0;
-    for (int i = 0; i < V; ++i) s += dlogits[size_t(r) * V + i];
-    CHECK(std::fabs(s) < 1e-14);
-  }
-  check_gradient(
-      [&] {
-        cpu::crossentropy_forward_backward(losses.data(), logits.data(), targets.data(), rows, V,
-                                           0.0);
-        return dloss * (losses[0] + losses[1] + losses[2]);
-      },
-      logits, dlogits, "dlogits");
-}
-
-TEST_CASE("crossentropy is stable for large logits and rejects bad targets", "[ops]") {
-  std::vector<float> logits = {1000.f, 999.f, -1000.f, 0.f};
-  std::vector<float> losses(1);
-  const std::vector<int32_t> t = {1};
-  cpu::crossentropy_forward_backward(losses.data(), logits.data(), t.data(), 1, 4, 1.0f);
-  CHECK(losses[0] == Approx(1.0 + std::log1p(std::exp(-1.0))).epsilon(1e-6));
-  CHECK(all_finite(logits));
-  const std::vector<int32_t> bad = {4};
-  CHECK_THROWS(
-      cpu::crossentropy_forward_backward(losses.data(), logits.data(), bad.data(), 1, 4, 1.0f));
-}
 
 // ------------------------------------------------------------------------------------------------
 // Each check runs for float and double: the sums run in double, and a float result could hide an
@@ -271,26 +225,7 @@ void check_rmsnorm_threads() {
   CHECK(bitwise_equal(res[0], res[2]));
 }
 
-template <typename T>
-void check_crossentropy_threads() {
-  const int rows = 7, V = 51200;
-  const Vec logits64 = random_vector(size_t(rows) * V, 21, 8.0);
-  const std::vector<T> logits(logits64.begin(), logits64.end());
-  std::vector<int32_t> targets(rows);
-  for (int r = 0; r < rows; ++r) targets[r] = (r * 12345) % V;
-  auto res = with_thread_counts([&] {
-    std::vector<T> lg = logits, losses(rows);
-    cpu::crossentropy_forward_backward(losses.data(), lg.data(), targets.data(), rows, V,
-                                       T(1) / rows);
-    lg.insert(lg.end(), losses.begin(), losses.end());
-    return lg;
-  });
-  CHECK(bitwise_equal(res[0], res[1]));
-  CHECK(bitwise_equal(res[0], res[2]));
-  CHECK(all_finite(res[0]));
-}
-
-TEST_CASE("layer ops and crossentropy are bitwise independent of the thread count", "[ops]") {
+TEST_CASE("layer ops are bitwise independent of the thread count", "[layers]") {
   SECTION("embedding_backward with repeated tokens") {
     check_embedding_threads<float>();
     check_embedding_threads<double>();
@@ -299,14 +234,10 @@ TEST_CASE("layer ops and crossentropy are bitwise independent of the thread coun
     check_rmsnorm_threads<float>();
     check_rmsnorm_threads<double>();
   }
-  SECTION("crossentropy at V = 51200") {
-    check_crossentropy_threads<float>();
-    check_crossentropy_threads<double>();
-  }
 }
 
 // ------------------------------------------------------------------------------------------------
-TEST_CASE("'=' outputs of the layer ops are fully overwritten", "[ops]") {
+TEST_CASE("'=' outputs of the layer ops are fully overwritten", "[layers]") {
   const int N = 37, d = 29, F = 21, V = 45;
   const std::vector<float> x = to_float(random_vector(size_t(N) * d, 22));
   const std::vector<float> w = to_float(random_vector(d, 23));
@@ -339,13 +270,4 @@ TEST_CASE("'=' outputs of the layer ops are fully overwritten", "[ops]") {
   auto dots = nan_vector<float>(N);
   cpu::row_dot(dots.data(), x.data(), x.data(), N, d);
   CHECK(all_finite(dots));
-
-  std::vector<float> logits = to_float(random_vector(size_t(N) * V, 27));
-  auto losses = nan_vector<float>(N);
-  cpu::crossentropy_forward_backward(losses.data(), logits.data(), tokens.data(), N, V, 0.0f);
-  CHECK(all_finite(losses));
-  losses = nan_vector<float>(N);
-  cpu::crossentropy_forward_backward(losses.data(), logits.data(), tokens.data(), N, V, 0.5f);
-  CHECK(all_finite(losses));
-  CHECK(all_finite(logits));
 }
