@@ -1,5 +1,5 @@
 // The model variants the tests sweep (finite differences in tests/test_model.cpp, GPU vs CPU in
-// tests/test_cuda_model.cpp, generation in tests/test_generate.cpp): one struct and one way to
+// tests/test_cuda_model.cpp, generation in tests/test_generator.cpp): one struct and one way to
 // apply it to a config, so every test names a variant the same way.
 #pragma once
 #include "engine/config.h"

@@ -1,5 +1,4 @@
-// The small training configs of the end-to-end tests (tests/test_train.cpp,
-// tests/test_generate.cpp).
+// The small training configs of the end-to-end tests (tests/test_train.cpp, tests/test_eval.cpp).
 #pragma once
 #include <string>
 

@@ -285,7 +285,7 @@ TEST_CASE("cuda attention_decode matches the CPU op and is bitwise reproducible"
     std::vector<float> ref(Cout), scratch(size_t(s.nh) * (s.T + 16));
     cpu::attention_decode(ref.data(), last, qkv.data() + Cout, qkv.data() + Cout + kv, C, s.T,
                           s.nh, s.nkv, s.hd, scratch.data());
-    // The CPU decode row is attention_forward's last row (tests/test_generate.cpp checks that);
+    // The CPU decode row is attention_forward's last row (tests/test_generator.cpp checks that);
     // the bound's A comes from the full forward's scales.
     std::vector<float> out(s.out_size()), lse(s.lse_size());
     cpu::attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.nh, s.nkv, s.hd);

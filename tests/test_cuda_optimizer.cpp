@@ -1,6 +1,6 @@
 // CUDA optimizer ops (kernels/cuda/optimizer.cu) against the CPU optimizer (engine/optimizer.h,
-// T = float) on small layouts from model/layout.h. Without a device (or without nvcc) the tests
-// skip.
+// T = float) on the small layouts of tests/small_layouts.h. Without a device (or without nvcc) the
+// tests skip.
 //
 // The arenas' alignment gaps between tensors hold NaN in the gradients and sentinel values in the
 // weights and moments: the GPU must neither read them (the norm would be NaN) nor write them.
@@ -22,48 +22,15 @@
 #ifdef UNIPOOL_HAVE_CUDA
 #include "kernels/cpu/ops.h"
 #include "model/layout.h"
+#include "tests/small_layouts.h"
 
 namespace {
 
 using unipool::AdamWParams;
 using unipool::Layout;
-using unipool::ModelConfig;
 using unipool::ParamTensor;
 namespace cuda = unipool::cuda;
 using namespace unipool::test;
-
-// A small UniPool layout: tensors of 1 element (router scale), partial chunks and several chunks of
-// the GPU's 32768 (tok_embeddings [1024, 64], pool w13 [8, 192, 64], w2 [8, 64, 96]).
-Layout unipool_layout() {
-  ModelConfig c;
-  c.vocab_size = 1000;
-  c.vocab_multiple = 64;
-  c.seq_len = 32;
-  c.n_layer = 2;
-  c.d_model = 64;
-  c.n_head = 2;
-  c.n_kv_head = 1;
-  c.ffn_hidden = 96;
-  c.ffn = unipool::FfnKind::unipool;
-  c.pool_size = 8;
-  c.router = unipool::RouterKind::norm;
-  return unipool::make_layout(c);
-}
-
-// A different (dense) layout: the GPU's cached chunk table must follow a change of layout.
-Layout dense_layout() {
-  ModelConfig c;
-  c.vocab_size = 300;
-  c.vocab_multiple = 64;
-  c.seq_len = 16;
-  c.n_layer = 1;
-  c.d_model = 40;
-  c.n_head = 2;
-  c.n_kv_head = 1;
-  c.ffn_hidden = 52;
-  c.ffn = unipool::FfnKind::dense;
-  return unipool::make_layout(c);
-}
 
 // in_tensor[i]: element i of the arena belongs to a tensor (else it is alignment padding).
 std::vector<bool> tensor_mask(const Layout& layout) {

@@ -1,8 +1,12 @@
-// The optimizer step: LR schedule, clipping, AdamW with decay on rank >= 2 only, and a global norm
-// that counts each shared tensor once and does not depend on the thread count.
+// The CPU optimizer step (engine/optimizer.h, kernels/cpu/optimizer.h): LR schedule, clipping,
+// AdamW with decay on rank >= 2 only, and a global norm that counts each shared tensor once and
+// does not depend on the thread count; on the small layouts of tests/small_layouts.h, which the
+// GPU twin (tests/test_cuda_optimizer.cpp) shares.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "engine/config.h"
@@ -10,8 +14,12 @@
 #include "kernels/cpu/ops.h"
 #include "model/layout.h"
 #include "tests/catch.h"
+#include "tests/small_layouts.h"
 
 using namespace unipool;
+using unipool::test::dense_layout;
+using unipool::test::small_pool_layout;
+using unipool::test::unipool_layout;
 
 TEST_CASE("warmup + cosine schedule", "[optim]") {
   OptimConfig o;
@@ -34,27 +42,10 @@ TEST_CASE("clip factor", "[optim]") {
 }
 
 namespace {
-Layout small_pool_layout() {
-  ModelConfig m;
-  m.vocab_size = 11;
-  m.vocab_multiple = 4;
-  m.seq_len = 4;
-  m.n_layer = 4;
-  m.d_model = 8;
-  m.n_head = 2;
-  m.n_kv_head = 1;
-  m.ffn_hidden = 6;
-  m.ffn = FfnKind::unipool;
-  m.pool_size = 6;
-  m.router = RouterKind::norm;
-  m.router_share = 2;
-  return make_layout(m);
-}
-}  // namespace
 
-TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tensor moves",
-          "[optim]") {
-  const Layout layout = small_pool_layout();
+// One AdamW step (step 1, weight decay 0.1) on every tensor of `layout` against the formula, in
+// double; every updated weight lands in the copy arena, and exactly the rank >= 2 tensors decay.
+void check_adamw_step(const Layout& layout) {
   std::vector<double> p(layout.arena_size, 0.5), g(layout.arena_size, 0.0),
       m(layout.arena_size, 0.0), v(layout.arena_size, 0.0);
   for (int64_t i = 0; i < layout.arena_size; ++i) g[i] = 0.01 * ((i % 7) - 3);
@@ -83,6 +74,34 @@ TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tenso
     }
     CHECK(t.decay == (t.shape.size() >= 2));
   }
+}
+
+// The global grad norm over `layout` equals the direct sum of squares over its tensors (each
+// once), with 1 and 3 threads alike.
+void check_global_grad_norm(const Layout& layout) {
+  std::vector<float> g(layout.arena_size, 0.0f);
+  double expected = 0;
+  for (const ParamTensor& t : layout.tensors)
+    for (int64_t i = 0; i < t.numel; ++i) {
+      g[t.offset + i] = 0.001f * static_cast<float>((i * 37 + t.offset) % 101 - 50);
+      expected += double(g[t.offset + i]) * g[t.offset + i];
+    }
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const double n1 = cpu::global_grad_norm(layout.optimizer_table, g.data());
+  omp_set_num_threads(3);
+  const double n3 = cpu::global_grad_norm(layout.optimizer_table, g.data());
+  omp_set_num_threads(saved);
+  CHECK(n1 == n3);
+  CHECK(n1 == Approx(std::sqrt(expected)).epsilon(1e-12));
+}
+
+}  // namespace
+
+TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tensor moves",
+          "[optim]") {
+  const Layout layout = small_pool_layout();
+  check_adamw_step(layout);
   // A zero gradient still decays a matrix and still moves through its moments on the next step.
   const ParamTensor& pool = layout[layout.find("pools.0.w13")];
   CHECK(pool.decay);
@@ -93,22 +112,21 @@ TEST_CASE("AdamW: decoupled decay on rank >= 2, bias-corrected step, every tenso
 TEST_CASE("global grad norm counts each shared tensor once and ignores the thread count",
           "[optim]") {
   const Layout layout = small_pool_layout();
-  std::vector<float> g(layout.arena_size, 0.0f);
-  double expected = 0;
-  for (const ParamTensor& t : layout.tensors)
-    for (int64_t i = 0; i < t.numel; ++i) {
-      g[t.offset + i] = 0.001f * static_cast<float>((i * 37 + t.offset) % 101 - 50);
-      expected += double(g[t.offset + i]) * g[t.offset + i];
-    }
   // The pool tensors are used by 4 layers but appear once in the layout: counted once.
   CHECK(layout[layout.find("pools.0.w13")].uses == 4);
   CHECK(layout[layout.find("routers.1.weight")].uses == 2);
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  const double n1 = cpu::global_grad_norm(layout.optimizer_table, g.data());
-  omp_set_num_threads(3);
-  const double n3 = cpu::global_grad_norm(layout.optimizer_table, g.data());
-  omp_set_num_threads(saved);
-  CHECK(n1 == n3);
-  CHECK(n1 == Approx(std::sqrt(expected)).epsilon(1e-12));
+  check_global_grad_norm(layout);
+}
+
+TEST_CASE("AdamW and the global grad norm on the CUDA optimizer test's layouts", "[optim]") {
+  SECTION("unipool_layout") {
+    const Layout layout = unipool_layout();
+    check_adamw_step(layout);
+    check_global_grad_norm(layout);
+  }
+  SECTION("dense_layout") {
+    const Layout layout = dense_layout();
+    check_adamw_step(layout);
+    check_global_grad_norm(layout);
+  }
 }

@@ -1,29 +1,18 @@
-// Tests of generation and evaluation (model/generator.h, engine/eval.h, engine/sample.h, attention_decode):
-// the KV-cached generator reproduces the training forward's per-token losses for dense, MoE and
-// UniPool models; attention_decode equals attention_forward's rows; the sampler is greedy at
-// temperature 0 / top-k 1 and reproducible by seed; `eval` on a checkpoint equals the val_loss the
-// training loop logged; `sample` runs end to end; bad input is an Error.
+// The KV-cached generator and sampler (model/generator.h, model/generator.cpp) and the decode
+// attention it uses (cpu::attention_decode, kernels/cpu/attention.h): the generator reproduces the
+// training forward's per-token losses for dense, MoE and UniPool models; attention_decode equals
+// attention_forward's rows; the sampler is greedy at temperature 0 / top-k 1 and reproducible by
+// seed; generation slides its window past seq_len; bad input is an Error. The `eval` and `sample`
+// commands on top of it: tests/test_eval.cpp.
+#include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
+#include <cstdint>
 #include <map>
 #include <random>
-#include <sstream>
-#include <string>
 #include <vector>
 
-#include <unistd.h>
-
-#include <nlohmann/json.hpp>
-
-#include "data/shards.h"
-#include "data/tokenize.h"
-#include "engine/config.h"
 #include "base/error.h"
-#include "engine/eval.h"
-#include "engine/sample.h"
-#include "base/fsutil.h"
-#include "engine/train.h"
+#include "engine/config.h"
 #include "kernels/cpu/ops.h"
 #include "model/generator.h"
 #include "model/init.h"
@@ -31,11 +20,6 @@
 #include "model/model.h"
 #include "tests/catch.h"
 #include "tests/model_variants.h"
-#include "tests/small_config.h"
-#include "tests/tempdir.h"
-
-using unipool::test::small_config;
-using unipool::test::TempDir;
 
 using namespace unipool;
 
@@ -85,7 +69,7 @@ double cross_entropy(const float* row, int n, int target) {
 
 }  // namespace
 
-TEST_CASE("generator: per-token losses equal the training forward's", "[generate]") {
+TEST_CASE("generator: per-token losses equal the training forward's", "[generator]") {
   for (const test::ModelVariant& variant : kGenVariants) {
     DYNAMIC_SECTION(variant.name) {
       const Config c = gen_config(variant);
@@ -135,7 +119,7 @@ TEST_CASE("generator: per-token losses equal the training forward's", "[generate
   }
 }
 
-TEST_CASE("attention_decode equals attention_forward's rows", "[generate]") {
+TEST_CASE("attention_decode equals attention_forward's rows", "[generator]") {
   const int Tlen = 37, nh = 4, nkv = 2, hd = 16, C = (nh + 2 * nkv) * hd;
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
@@ -176,7 +160,7 @@ TEST_CASE("attention_decode equals attention_forward's rows", "[generate]") {
   CHECK(worstd < 1e-12);
 }
 
-TEST_CASE("sampler: greedy, top-k, temperature and seeds", "[generate]") {
+TEST_CASE("sampler: greedy, top-k, temperature and seeds", "[generator]") {
   SECTION("fixed logits") {
     const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
     CHECK(argmax(logits.data(), 5) == 1);  // ties to the lower index
@@ -246,90 +230,4 @@ TEST_CASE("sampler: greedy, top-k, temperature and seeds", "[generate]") {
     CHECK_THROWS_AS(generate(gen, s3, std::vector<int32_t>(c.model.seq_len + 1, 1), 5, 1.0, 0),
                     Error);
   }
-}
-
-TEST_CASE("eval equals the training loop's val_loss, sample runs end to end", "[generate]") {
-  TempDir tmp;
-  // A small byte corpus: 240 documents of generated sentences.
-  const char* words[] = {"the", "pool",  "of",    "experts", "routes", "each", "token", "to",
-                         "one", "layer", "model", "learns",  "shared", "tiny", "and",   "a"};
-  std::mt19937 rng(42);
-  std::vector<std::vector<int32_t>> docs;
-  for (int d = 0; d < 240; ++d) {
-    std::string text;
-    const int n = 8 + static_cast<int>(rng() % 12);
-    for (int w = 0; w < n; ++w) text += std::string(w ? " " : "") + words[rng() % 16];
-    text += ".\n";
-    docs.push_back(data::encode_bytes(text));
-  }
-  const std::string prefix = tmp / "corpus";
-  data::write_megatron(prefix, docs);
-
-  Config c = small_config(FfnKind::unipool, prefix, tmp / "run");
-  c.train.grad_accum = 1;
-  c.train.steps = 4;
-  c.train.eval_every = 2;
-  c.train.eval_batches = 3;
-  c.train.ckpt_every = 2;
-  c.data.split = "90,9,1";
-  validate_config(c, /*check_data=*/true);
-  run_train(c, TrainOptions{});
-
-  std::map<int, double> logged;  // step → val_loss of metrics.jsonl
-  {
-    std::istringstream in(read_file(c.train.out_dir + "/metrics.jsonl"));
-    std::string line;
-    while (std::getline(in, line)) {
-      const auto j = nlohmann::json::parse(line);
-      if (j.contains("val_loss")) logged[j["step"].get<int>()] = j["val_loss"].get<double>();
-    }
-  }
-  REQUIRE(logged.count(2) == 1);
-  REQUIRE(logged.count(4) == 1);
-
-  EvalOptions eo;
-  eo.checkpoint = c.train.out_dir + "/ckpt-2";
-  const EvalResult r2 = run_eval(eo);
-  CHECK(std::isfinite(r2.loss));
-  CHECK(r2.loss == Approx(logged[2]).epsilon(1e-7));
-  CHECK(r2.tokens == 3LL * 4 * 32);
-  eo.checkpoint = c.train.out_dir;  // a run directory: its newest checkpoint
-  const EvalResult r4 = run_eval(eo);
-  CHECK(r4.checkpoint == c.train.out_dir + "/ckpt-4");
-  CHECK(r4.loss == Approx(logged[4]).epsilon(1e-7));
-  eo.batches = 1;
-  eo.split = "test";
-  eo.overrides = {"train.micro_batch=2"};
-  const EvalResult rt = run_eval(eo);
-  CHECK(std::isfinite(rt.loss));
-  CHECK(rt.tokens == 2LL * 32);
-  eo.split = "nonsense";
-  CHECK_THROWS_AS(run_eval(eo), Error);
-  eo.split = "valid";
-  eo.checkpoint = tmp / "no-such-dir";
-  CHECK_THROWS_AS(run_eval(eo), Error);
-  eo.checkpoint = tmp.path;  // exists, but neither a checkpoint nor a run directory
-  CHECK_THROWS_AS(run_eval(eo), Error);
-
-  SampleOptions so;
-  so.checkpoint = c.train.out_dir;
-  so.prompt = "the pool";
-  so.tokens = 40;  // 8 + 40 > seq_len 32: the window slides
-  so.samples = 2;
-  const std::vector<std::string> a = run_sample(so);
-  REQUIRE(a.size() == 2);
-  for (const std::string& text : a) CHECK(text.rfind("the pool", 0) == 0);
-  CHECK(run_sample(so) == a);  // same seed, same checkpoint: same text
-  so.samples = 1;
-  so.prompt = "";  // starts from the end-of-document token
-  so.temperature = 0;
-  CHECK(run_sample(so).size() == 1);
-  so.prompt = std::string(33, 'x');  // 33 byte tokens > seq_len 32
-  CHECK_THROWS_AS(run_sample(so), Error);
-  so.prompt = "ok";
-  so.tokenizer = "gpt2";  // the model's vocabulary is 257
-  CHECK_THROWS_AS(run_sample(so), Error);
-  so.tokenizer = "auto";
-  so.checkpoint = tmp / "missing";
-  CHECK_THROWS_AS(run_sample(so), Error);
 }

@@ -1,0 +1,34 @@
+// Fixtures of the token-file and loader tests (tests/test_shards.cpp, tests/test_loader.cpp): the
+// worked example of docs/data.md §Token files, and the message of the Error a call throws.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+
+namespace unipool::test {
+
+// The message of the unipool::Error that f throws, or "<no error>".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const unipool::Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+inline bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// The worked example of docs/data.md §Token files (Megatron): three GPT-2 documents with the EOD
+// appended.
+inline const std::vector<std::vector<int32_t>> kExampleDocs = {
+    {15496, 995, 0, 50256},
+    {464, 2068, 7586, 21831, 13, 50256},
+    {600, 1388, 3419, 1391, 1441, 657, 26, 1782, 50256}};
+
+}  // namespace unipool::test
