@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -162,6 +163,45 @@ void remove_tree(const std::string& path) {
   std::error_code ec;
   fs::remove_all(path, ec);
   if (ec) throw Error("cannot remove " + path + ": " + ec.message());
+}
+
+void remove_tree_quietly(const std::string& path) noexcept {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+DirLock DirLock::acquire(const std::string& dir, const std::string& what) {
+  const std::string path = dir + "/.lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot open the lock file " + path + ": " + errno_str(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    if (err == EWOULDBLOCK) {
+      char buf[32] = {0};
+      const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+      ::close(fd);
+      std::string pid = n > 0 ? std::string(buf, size_t(n)) : std::string("unknown");
+      while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+      throw Error(dir + " is in use by another process (pid " + pid + " holds " + path +
+                  "): two writers would mix their files; wait for it, or give " + what +
+                  " another directory");
+    }
+    ::close(fd);
+    std::fprintf(stderr,
+                 "warning: cannot lock %s (%s): a second run on this directory would not be "
+                 "detected\n",
+                 path.c_str(), errno_str(err).c_str());
+    return DirLock(-1);
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != ssize_t(pid.size())) {
+    // The lock holds without the pid in the file; only the message of a second run is poorer.
+  }
+  return DirLock(fd);
+}
+
+DirLock::~DirLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the flock
 }
 
 bool path_exists(const std::string& path) {

@@ -54,7 +54,28 @@ std::string read_file(const std::string& path);
 
 void make_dirs(const std::string& path);  // mkdir -p; Error on failure (e.g. a file is in the way)
 void remove_tree(const std::string& path);  // rm -rf; a missing path is not an error
+void remove_tree_quietly(const std::string& path) noexcept;  // the same, errors ignored (cleanup)
 bool path_exists(const std::string& path);  // file, directory or anything else (no symlink follow)
+
+// An exclusive lock on a directory, held by this process until the object is destroyed (or the
+// process dies: the kernel drops it). It is a flock(2) on DIR/.lock, a file that also records the
+// holder's pid. acquire() does not wait: when another process holds the lock it throws Error naming
+// the directory, `what` uses it, and the holder's pid. On a file system without flock (some NFS
+// mounts) it warns on stderr and returns an inactive lock: the run continues unprotected.
+class DirLock {
+ public:
+  static DirLock acquire(const std::string& dir, const std::string& what);
+  DirLock(DirLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  DirLock& operator=(DirLock&&) = delete;
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+  ~DirLock();
+  bool active() const { return fd_ >= 0; }
+
+ private:
+  explicit DirLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
 
 // The directory part of path ("." when path has none). "a/b/c.bin" -> "a/b".
 std::string parent_dir(const std::string& path);

@@ -1,8 +1,13 @@
 #include "engine/checkpoint.h"
 
-#include <algorithm>
 #include <dirent.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <ctime>
+#include <set>
 #include <vector>
 
 #include "base/error.h"
@@ -46,24 +51,71 @@ void load_arena(const SafetensorsFile& file, const std::string& path, const Layo
 
 }  // namespace
 
-int checkpoint_step(const std::string& dir) {
-  const size_t slash = dir.find_last_of('/');
-  const std::string base = slash == std::string::npos ? dir : dir.substr(slash + 1);
-  if (base.rfind("ckpt-", 0) != 0 || base.size() == 5) return -1;
-  for (size_t i = 5; i < base.size(); ++i)
-    if (base[i] < '0' || base[i] > '9') return -1;
-  return std::stoi(base.substr(5));
+namespace {
+
+std::string base_name(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// "<digits>" with 1..10 digits and a value <= INT32_MAX, else -1 (no exception, no overflow).
+int64_t parse_step(const std::string& digits) {
+  if (digits.empty() || digits.size() > 10) return -1;
+  int64_t v = 0;
+  for (char ch : digits) {
+    if (ch < '0' || ch > '9') return -1;
+    v = v * 10 + (ch - '0');
+  }
+  return v <= INT32_MAX ? v : -1;
+}
+
+// A leftover of a checkpoint write: "ckpt-STEP.tmp-PID" (being filled) or "ckpt-STEP.old-PID" (a
+// checkpoint of the same step moved aside while its replacement is published). Returns false for
+// any other name.
+bool parse_leftover(const std::string& name, int64_t* step, bool* old, int64_t* pid) {
+  if (name.rfind("ckpt-", 0) != 0) return false;
+  const size_t dot = name.find('.', 5);
+  if (dot == std::string::npos) return false;
+  const std::string kind = name.substr(dot, 5);
+  if (kind != ".tmp-" && kind != ".old-") return false;
+  *step = parse_step(name.substr(5, dot - 5));
+  *pid = parse_step(name.substr(dot + 5));
+  *old = kind == ".old-";
+  return *step >= 0 && *pid >= 0;
+}
+
+}  // namespace
+
+int checkpoint_step(const std::string& dir) {
+  const std::string base = base_name(dir);
+  if (base.rfind("ckpt-", 0) != 0) return -1;
+  return static_cast<int>(parse_step(base.substr(5)));
+}
+
+// The checkpoints of out_dir, oldest first. An entry named like a checkpoint that is not one (a
+// step out of range, no state.json, not a directory) is ignored with a warning (once per name);
+// write leftovers (.tmp-PID, .old-PID) are recover_run_directory's.
 static std::vector<std::pair<int, std::string>> list_checkpoints(const std::string& out_dir) {
+  static std::set<std::string> warned;
   std::vector<std::pair<int, std::string>> found;
   DIR* dir = opendir(out_dir.c_str());
   if (!dir) return found;
   while (dirent* entry = readdir(dir)) {
     const std::string name = entry->d_name;
+    if (name.rfind("ckpt-", 0) != 0) continue;
+    const std::string path = out_dir + "/" + name;
+    int64_t leftover_step = 0, pid = 0;
+    bool old = false;
+    if (parse_leftover(name, &leftover_step, &old, &pid)) continue;
     const int step = checkpoint_step(name);
-    if (step >= 0 && path_exists(out_dir + "/" + name + "/state.json"))
-      found.emplace_back(step, out_dir + "/" + name);
+    if (step >= 0 && path_exists(path + "/state.json")) {
+      found.emplace_back(step, path);
+    } else if (warned.insert(path).second) {
+      std::fprintf(stderr,
+                   "warning: ignoring '%s': not a checkpoint (a checkpoint is ckpt-STEP, STEP "
+                   "0..%d, holding state.json)\n",
+                   path.c_str(), INT32_MAX);
+    }
   }
   closedir(dir);
   std::sort(found.begin(), found.end());
@@ -82,15 +134,21 @@ std::string save_checkpoint(const std::string& out_dir, int step, int keep, cons
   const std::string final_dir = out_dir + "/ckpt-" + std::to_string(step);
   const std::string tmp_dir = final_dir + ".tmp-" + std::to_string(getpid());
   remove_tree(tmp_dir);
-  make_dirs(tmp_dir);
-  write_safetensors(tmp_dir + "/model.safetensors", arena_tensors(layout, params, ""),
-                    {{"format", "unipool"}, {"step", std::to_string(step)}});
-  std::vector<TensorRef> moments = arena_tensors(layout, exp_avg, "exp_avg.");
-  for (const TensorRef& r : arena_tensors(layout, exp_avg_sq, "exp_avg_sq.")) moments.push_back(r);
-  write_safetensors(tmp_dir + "/optimizer.safetensors", moments, {{"step", std::to_string(step)}});
-  write_file_atomic(tmp_dir + "/state.json", state.dump(1) + "\n");
-  fsync_path(tmp_dir);
-  // An older checkpoint of the same step (a rerun after resuming earlier) is moved aside first.
+  try {
+    make_dirs(tmp_dir);
+    write_safetensors(tmp_dir + "/model.safetensors", arena_tensors(layout, params, ""),
+                      {{"format", "unipool"}, {"step", std::to_string(step)}});
+    std::vector<TensorRef> moments = arena_tensors(layout, exp_avg, "exp_avg.");
+    for (const TensorRef& r : arena_tensors(layout, exp_avg_sq, "exp_avg_sq.")) moments.push_back(r);
+    write_safetensors(tmp_dir + "/optimizer.safetensors", moments, {{"step", std::to_string(step)}});
+    write_file_atomic(tmp_dir + "/state.json", state.dump(1) + "\n");
+    fsync_path(tmp_dir);
+  } catch (...) {
+    remove_tree_quietly(tmp_dir);  // a failed write (a full disk) leaves no half checkpoint
+    throw;
+  }
+  // An older checkpoint of the same step (a rerun after resuming earlier) is moved aside first;
+  // recover_run_directory() puts it back if the process dies before the new one is in place.
   const std::string old_dir = final_dir + ".old-" + std::to_string(getpid());
   const bool replacing = path_exists(final_dir);
   if (replacing) publish_dir(final_dir, old_dir);
@@ -100,6 +158,59 @@ std::string save_checkpoint(const std::string& out_dir, int step, int keep, cons
   auto found = list_checkpoints(out_dir);
   for (size_t i = 0; i + keep < found.size(); ++i) remove_tree(found[i].second);
   return final_dir;
+}
+
+std::vector<std::string> recover_run_directory(const std::string& out_dir) {
+  std::vector<std::string> done;
+  DIR* dir = opendir(out_dir.c_str());
+  if (!dir) return done;
+  std::vector<std::string> names;
+  while (dirent* entry = readdir(dir)) names.push_back(entry->d_name);
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+  const std::string own = std::to_string(getpid());
+  for (const std::string& name : names) {
+    const std::string path = out_dir + "/" + name;
+    int64_t step = 0, pid = 0;
+    bool old = false;
+    if (parse_leftover(name, &step, &old, &pid)) {
+      if (std::to_string(pid) == own) continue;
+      const std::string final_dir = out_dir + "/ckpt-" + std::to_string(step);
+      if (old && !path_exists(final_dir)) {  // died between moving it aside and the replacement
+        publish_dir(path, final_dir);
+        done.push_back("restored " + final_dir + " from " + name);
+      } else {
+        remove_tree(path);
+        done.push_back("removed " + path + (old ? " (replaced)" : " (incomplete)"));
+      }
+      continue;
+    }
+    // write_file_atomic's temp files: "<file>.tmp.<pid>" (metrics.jsonl, config.json).
+    const size_t tmp = name.rfind(".tmp.");
+    if (tmp != std::string::npos && tmp > 0 && parse_step(name.substr(tmp + 5)) >= 0 &&
+        name.substr(tmp + 5) != own) {
+      remove_tree(path);
+      done.push_back("removed " + path + " (incomplete)");
+    }
+  }
+  return done;
+}
+
+std::string abandon_checkpoints_after(const std::string& out_dir, int step) {
+  std::vector<std::pair<int, std::string>> newer;
+  for (const auto& found : list_checkpoints(out_dir))
+    if (found.first > step) newer.push_back(found);
+  if (newer.empty()) return "";
+  char stamp[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
+  std::string dest = out_dir + "/abandoned-" + stamp;
+  for (int n = 2; path_exists(dest); ++n) dest = out_dir + "/abandoned-" + stamp + "-" + std::to_string(n);
+  make_dirs(dest);
+  for (const auto& [s, path] : newer) publish_dir(path, dest + "/" + base_name(path));
+  return dest;
 }
 
 nlohmann::json read_checkpoint_state(const std::string& dir) {

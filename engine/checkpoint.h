@@ -71,10 +71,23 @@ OpenedCheckpoint open_checkpoint(const std::string& path, const std::vector<std:
 void check_same_model(const OpenedCheckpoint& checkpoint, const Config& config,
                       const std::string& what);
 
+// At the start of a run that holds the run directory's lock (so no other writer is alive): the
+// leftovers of interrupted checkpoint writes are cleaned up. ckpt-N.tmp-PID (never published) and
+// write_file_atomic's FILE.tmp.PID are removed; ckpt-N.old-PID (a checkpoint moved aside while its
+// replacement was published) is moved back to ckpt-N if the replacement never arrived, else
+// removed. Returns one line per action, for the console.
+std::vector<std::string> recover_run_directory(const std::string& out_dir);
+
+// Resuming from an older checkpoint branches the run: the checkpoints of steps > step move into
+// out_dir/abandoned-<UTC time>/ (each rename atomic), so that a later plain --resume cannot
+// continue the abandoned branch. Returns that directory ("" when nothing was newer).
+std::string abandon_checkpoints_after(const std::string& out_dir, int step);
+
 // The newest complete ckpt-STEP directory in out_dir, or "" when there is none.
 std::string latest_checkpoint(const std::string& out_dir);
 
-// The step number of a ckpt-STEP directory name (path allowed), or -1.
+// The step number of a ckpt-STEP directory name (path allowed): STEP is 1 to 10 digits with a value
+// of at most INT32_MAX; anything else gives -1.
 int checkpoint_step(const std::string& dir);
 
 }  // namespace unipool

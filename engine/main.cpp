@@ -205,6 +205,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);  // runs the chosen subcommand's callback
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const RunStopped& e) {  // a stop signal, after a checkpoint: 128 + signal, as a shell
+    report(e.what());
+    return 128 + e.signal;
   } catch (const Error& e) {
     return report(e.what());
   } catch (const std::bad_alloc&) {

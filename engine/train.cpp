@@ -4,8 +4,14 @@
 // (docs/run-directory.md).
 #include "engine/train.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <sstream>
 
@@ -31,6 +37,91 @@ data::LoaderSpec loader_spec(const Config& c) {
 
 namespace {
 
+// ---- stop signals (docs/failure.md §Signals) ----------------------------------------------------
+// SIGINT (Ctrl-C), SIGTERM (Slurm's, before a job's time limit) and SIGUSR1 (the usual pre-emption
+// warning) ask the run to stop: the handler only records the signal, the loop finishes the step in
+// progress, writes a checkpoint and throws RunStopped. A second signal ends the process at once.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {  // the second one: the default action, now
+    ::signal(sig, SIG_DFL);
+    ::raise(sig);
+    return;
+  }
+  g_stop_signal = sig;
+  static const char msg[] =
+      "\nunipool: stop requested: finishing this step, then a checkpoint (a second signal aborts "
+      "at once)\n";
+  const ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);  // async-signal-safe
+  (void)ignored;
+}
+
+std::string signal_name(int sig) {
+  switch (sig) {
+    case SIGINT:
+      return "SIGINT";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGUSR1:
+      return "SIGUSR1";
+    default:
+      return "signal " + std::to_string(sig);
+  }
+}
+
+// Installs the handlers for one run and puts the previous ones back afterwards.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;  // reads and writes in progress continue
+    for (int i = 0; i < kCount; ++i) ::sigaction(kSignals[i], &sa, &previous_[i]);
+  }
+  ~StopSignals() {
+    for (int i = 0; i < kCount; ++i) ::sigaction(kSignals[i], &previous_[i], nullptr);
+    g_stop_signal = 0;
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  int requested() const { return g_stop_signal; }
+
+ private:
+  static constexpr int kCount = 3;
+  static constexpr int kSignals[kCount] = {SIGINT, SIGTERM, SIGUSR1};
+  struct sigaction previous_[kCount];
+};
+
+// How this run continues an earlier one (--resume): written to metrics.jsonl as an event line.
+struct ResumeInfo {
+  std::string checkpoint;  // the ckpt-STEP directory resumed from ("": a fresh start)
+  int step = 0;
+  nlohmann::json changed = nlohmann::json::object();  // "key": [checkpoint's value, this run's]
+};
+
+// The config keys ("optim.lr") whose values differ between two configs: key → [before, after].
+nlohmann::json config_changes(const Config& before, const Config& after) {
+  // flatten() names a value by its JSON pointer ("/optim/lr"; an array element "/data/train/0/1").
+  auto dotted = [](const std::string& pointer) {
+    std::string key = pointer.substr(1);
+    std::replace(key.begin(), key.end(), '/', '.');
+    return key;
+  };
+  const nlohmann::json a = before.to_json().flatten(), b = after.to_json().flatten();
+  nlohmann::json changed = nlohmann::json::object();
+  for (auto it = b.begin(); it != b.end(); ++it) {
+    const auto other = a.find(it.key());
+    const nlohmann::json old = other == a.end() ? nlohmann::json() : *other;
+    if (old != it.value()) changed[dotted(it.key())] = {old, it.value()};
+  }
+  for (auto it = a.begin(); it != a.end(); ++it)
+    if (!b.contains(it.key())) changed[dotted(it.key())] = {it.value(), nullptr};
+  return changed;
+}
+
 // metrics.jsonl: one object per optimizer step (loss with 9 significant digits) and one per
 // evaluation (docs/run-directory.md §metrics.jsonl). The file is created (or, on resume, cut back
 // to the checkpoint's step) only when the first line is written, i.e. after the first step has
@@ -38,11 +129,8 @@ namespace {
 // loss leaves a previous run's files as they were. config.json is written at the same moment.
 class MetricsLog {
  public:
-  MetricsLog(const Config& config, bool resume, int first_step)
-      : config_(config),
-        path_(config.train.out_dir + "/metrics.jsonl"),
-        resume_(resume),
-        first_step_(first_step) {}
+  MetricsLog(const Config& config, const ResumeInfo& resume)
+      : config_(config), path_(config.train.out_dir + "/metrics.jsonl"), resume_(resume) {}
   ~MetricsLog() {
     if (file_) std::fclose(file_);
   }
@@ -68,45 +156,67 @@ class MetricsLog {
     std::fflush(file_);
   }
 
+  // The first line of this run. A resume from an older checkpoint branches the run: the newer
+  // checkpoints and the metrics lines of steps after it move into abandoned-<time>/ (said on the
+  // console), so the directory holds one history; then the resume event line records where the
+  // run continues from and which config keys changed.
   void open() {
     const std::string& out = config_.train.out_dir;
     make_dirs(out);
-    if (resume_) {
-      truncate_after(first_step_);
+    if (!resume_.checkpoint.empty()) {
+      const std::string abandoned = abandon_checkpoints_after(out, resume_.step);
+      const std::string dropped = truncate_after(resume_.step);
+      // Lines after the step with no checkpoint beyond it (a crash) are simply rewritten.
+      if (!abandoned.empty()) {
+        if (!dropped.empty()) write_file_atomic(abandoned + "/metrics.jsonl", dropped);
+        std::printf("resume: the checkpoints after step %d and their metrics moved to %s\n",
+                    resume_.step, abandoned.c_str());
+      }
     } else {
       write_file_atomic(path_, "");
     }
     write_file_atomic(out + "/config.json", config_.to_json().dump(2) + "\n");
     file_ = std::fopen(path_.c_str(), "a");
     check(file_ != nullptr, "cannot open " + path_ + " for appending");
+    if (!resume_.checkpoint.empty()) {
+      const nlohmann::json event = {{"step", resume_.step},
+                                    {"event", "resume"},
+                                    {"checkpoint", resume_.checkpoint},
+                                    {"changed", resume_.changed}};
+      std::fprintf(file_, "%s\n",
+                   event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    }
   }
 
   // On resume: keep only the lines of steps <= the checkpoint's (this run rewrites the rest).
-  void truncate_after(int keep_through_step) {
-    if (!path_exists(path_)) return;
+  // Returns the lines dropped.
+  std::string truncate_after(int keep_through_step) {
+    if (!path_exists(path_)) return "";
     std::istringstream in(read_file(path_));
-    std::string line, kept;
+    std::string line, kept, dropped;
     while (std::getline(in, line)) {
       const auto j = nlohmann::json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.contains("step") && j["step"].get<int>() <= keep_through_step)
-        kept += line + "\n";
+      const bool keep = !j.is_discarded() && j.is_object() && j.contains("step") &&
+                        j["step"].is_number_integer() &&
+                        j["step"].get<int64_t>() <= keep_through_step;
+      (keep ? kept : dropped) += line + "\n";
     }
     write_file_atomic(path_, kept);
+    return dropped;
   }
 
   const Config& config_;
   const std::string path_;
-  const bool resume_;
-  const int first_step_;
+  const ResumeInfo resume_;
   std::FILE* file_ = nullptr;
 };
 
 // --resume: the trainer, the data position and the model's extra state from a checkpoint (the
-// newest in train.out_dir unless a directory is named). --init-from: weights only. Returns the
-// checkpoint resumed from ("" for a fresh start).
+// newest in train.out_dir unless a directory is named). --init-from: weights only. Returns what was
+// resumed (an empty checkpoint for a fresh start).
 template <class B>
-std::string restore(TrainerOn<B>& trainer, data::Loader& train_data, const Config& c,
-                    const TrainOptions& options) {
+ResumeInfo restore(TrainerOn<B>& trainer, data::Loader& train_data, const Config& c,
+                   const TrainOptions& options) {
   if (options.resume) {
     std::string dir = options.resume_dir;
     if (dir.empty()) {
@@ -124,13 +234,13 @@ std::string restore(TrainerOn<B>& trainer, data::Loader& train_data, const Confi
     trainer.step = ck.step;
     train_data.restore(ck.state.at("data").at("train"));
     trainer.model.import_state(ck.state);
-    return ck.dir;
+    return ResumeInfo{ck.dir, ck.step, config_changes(ck.config, c)};
   }
   if (!options.init_from.empty()) {
     load_weights(options.init_from, trainer.layout, trainer.host_state().params);
     trainer.commit_host_state();
   }
-  return "";
+  return ResumeInfo{};
 }
 
 template <class B>
@@ -158,6 +268,13 @@ bool due(int step, int every, int last) { return every > 0 && (step % every == 0
 
 template <class B>
 void train_on(const Config& c, const TrainOptions& options, BackendKind backend) {
+  // The run directory is this process's until it exits (a second run on it fails at once), and
+  // the leftovers of an interrupted writer are cleaned up.
+  make_dirs(c.train.out_dir);
+  const DirLock lock = DirLock::acquire(c.train.out_dir, "train.out_dir");
+  for (const std::string& line : recover_run_directory(c.train.out_dir))
+    std::printf("run directory: %s\n", line.c_str());
+
   // Data first: a bad shard should stop the run before any work.
   data::Loader train_data(loader_spec(c), data::Split::train);
   std::unique_ptr<data::Loader> valid_data;
@@ -165,20 +282,26 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
     valid_data = std::make_unique<data::Loader>(loader_spec(c), data::Split::valid);
 
   TrainerOn<B> trainer(c);
-  const std::string resumed_from = restore(trainer, train_data, c, options);
+  const ResumeInfo resumed = restore(trainer, train_data, c, options);
   const int first_step = trainer.step, last_step = c.train.steps;
   const int64_t tokens_per_step =
       static_cast<int64_t>(c.train.micro_batch) * c.model.seq_len * c.train.grad_accum;
-  print_run_header(trainer, train_data, backend, tokens_per_step, resumed_from);
+  print_run_header(trainer, train_data, backend, tokens_per_step, resumed.checkpoint);
+  if (!resumed.changed.empty()) {
+    for (auto it = resumed.changed.begin(); it != resumed.changed.end(); ++it)
+      std::printf("resume: %s changed from %s to %s\n", it.key().c_str(),
+                  it.value()[0].dump().c_str(), it.value()[1].dump().c_str());
+  }
 
-  MetricsLog metrics(c, options.resume, first_step);
+  MetricsLog metrics(c, resumed);
+  const StopSignals stop;
   auto next_train = [&](int32_t* in, int32_t* tg) {
     train_data.next_batch(c.train.micro_batch, in, tg);
   };
   auto next_valid = [&](int32_t* in, int32_t* tg) {
     valid_data->next_batch(c.train.micro_batch, in, tg);
   };
-  std::string last_ckpt = resumed_from;
+  std::string last_ckpt = resumed.checkpoint;
   const Stopwatch run_time;
   while (trainer.step < last_step) {
     // One optimizer step. A non-finite loss stops the run before the update, naming the
@@ -212,7 +335,8 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
                   std::exp(val));
       std::fflush(stdout);
     }
-    if (due(step, c.train.ckpt_every, last_step)) {
+    const int stop_signal = stop.requested();
+    if (due(step, c.train.ckpt_every, last_step) || stop_signal != 0) {
       const nlohmann::json state = make_checkpoint_state(
           step, tokens_per_step * step, c, train_data.state(), trainer.model.export_state());
       const auto host = trainer.host_state();
@@ -220,6 +344,12 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
                                   host.params, host.exp_avg, host.exp_avg_sq, state);
       std::printf("step %5d/%d | checkpoint %s\n", step, last_step, last_ckpt.c_str());
       std::fflush(stdout);
+    }
+    if (stop_signal != 0 && step < last_step) {
+      throw RunStopped("stopped by " + signal_name(stop_signal) + " after step " +
+                           std::to_string(step) + " of " + std::to_string(last_step) +
+                           "; checkpoint " + last_ckpt + " written: continue with --resume",
+                       stop_signal);
     }
   }
   std::printf("done: %d steps in %s\n", last_step - first_step,

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <string>
 
+#include "base/error.h"
 #include "data/loader.h"
 #include "engine/config.h"
 
@@ -17,6 +18,14 @@ struct TrainOptions {
 // The data loader of a config (data.*, model.seq_len, model.vocab_size, train.seed): the one
 // place a config becomes a loader, for training, its validation and `unipool eval`.
 data::LoaderSpec loader_spec(const Config& config);
+
+// A run ended by a stop signal (SIGINT, SIGTERM, SIGUSR1) after finishing its step and writing a
+// checkpoint (docs/failure.md §Signals). `main` prints the message and exits with 128 + signal.
+struct RunStopped : Error {
+  RunStopped(const std::string& message, int signal_number)
+      : Error(message), signal(signal_number) {}
+  int signal;
+};
 
 // Runs the whole training; throws Error on bad input or a non-finite loss (after which the last
 // good checkpoint is untouched).

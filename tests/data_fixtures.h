@@ -1,5 +1,5 @@
 // Fixtures of the token-file and loader tests (tests/test_shards.cpp, tests/test_loader.cpp): the
-// worked example of docs/data.md §Token files, and the message of the Error a call throws.
+// worked example of docs/data.md §Token files (and tests/errors.h).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -7,22 +7,9 @@
 #include <vector>
 
 #include "base/error.h"
+#include "tests/errors.h"  // error_of, contains
 
 namespace unipool::test {
-
-// The message of the unipool::Error that f throws, or "<no error>".
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const unipool::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-inline bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 // The worked example of docs/data.md §Token files (Megatron): three GPT-2 documents with the EOD
 // appended.

@@ -44,120 +44,16 @@
 #include "tests/cuda_test_util.h"
 #include "tests/small_config.h"
 #include "tests/tempdir.h"
+#include "tests/train_fixtures.h"
 
 using unipool::test::small_config;
 using unipool::test::TempDir;
+using namespace unipool::test;  // tests/train_fixtures.h, tests/errors.h
 
 using namespace unipool;
 using json = nlohmann::json;
 
 namespace {
-
-const char* const kGplPath = "/usr/share/common-licenses/GPL-3";
-
-// A text (GPL-3 by default) cut at blank lines into paragraph documents, byte-encoded with EOD
-// appended. Returns false (nothing written) when the file is missing.
-bool write_gpl_corpus(const std::string& prefix, const std::string& source = kGplPath) {
-  if (!path_exists(source)) return false;
-  const std::string text = read_file(source);
-  std::vector<std::vector<int32_t>> docs;
-  std::istringstream in(text);
-  std::string line, paragraph;
-  auto flush = [&]() {
-    if (!paragraph.empty()) docs.push_back(data::encode_bytes(paragraph));
-    paragraph.clear();
-  };
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) {
-      flush();
-    } else {
-      paragraph += line + "\n";
-    }
-  }
-  flush();
-  REQUIRE(docs.size() > 30);
-  data::write_megatron(prefix, docs);
-  return true;
-}
-
-#define REQUIRE_CORPUS(prefix)                                                              \
-  if (!write_gpl_corpus(prefix)) {                                                          \
-    WARN("skipped: " << kGplPath << " is missing (the training tests use it as a corpus)"); \
-    return;                                                                                 \
-  }
-
-std::vector<json> read_jsonl(const std::string& path) {
-  std::vector<json> out;
-  std::istringstream in(read_file(path));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    out.push_back(json::parse(line));
-  }
-  return out;
-}
-
-// The training lines (those with "loss") of metrics.jsonl, by step.
-std::map<int, json> train_lines(const std::string& out_dir) {
-  std::map<int, json> lines;
-  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl"))
-    if (j.contains("loss")) lines[j.at("step").get<int>()] = j;
-  return lines;
-}
-
-std::map<int, double> val_losses(const std::string& out_dir) {
-  std::map<int, double> v;
-  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl"))
-    if (j.contains("val_loss")) v[j.at("step").get<int>()] = j.at("val_loss").get<double>();
-  return v;
-}
-
-std::vector<std::string> list_dir(const std::string& path) {
-  std::vector<std::string> names;
-  DIR* dir = ::opendir(path.c_str());
-  if (!dir) return names;
-  while (dirent* e = ::readdir(dir)) {
-    const std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(dir);
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-std::vector<std::string> checkpoint_dirs(const std::string& out_dir) {
-  std::vector<std::string> found;
-  for (const std::string& n : list_dir(out_dir))
-    if (n.rfind("ckpt-", 0) == 0) found.push_back(n);
-  return found;
-}
-
-// Names anywhere under path that look like leftovers of an atomic write (".tmp", ".old").
-std::vector<std::string> leftovers(const std::string& path) {
-  std::vector<std::string> bad;
-  for (const std::string& n : list_dir(path)) {
-    if (n.find(".tmp") != std::string::npos || n.find(".old") != std::string::npos)
-      bad.push_back(path + "/" + n);
-    for (const std::string& sub : leftovers(path + "/" + n)) bad.push_back(sub);
-  }
-  return bad;
-}
-
-const char* const kCkptFiles[] = {"model.safetensors", "optimizer.safetensors", "state.json"};
-
-void copy_checkpoint(const std::string& from, const std::string& to) {
-  make_dirs(to);
-  for (const char* f : kCkptFiles) write_file_atomic(to + "/" + f, read_file(from + "/" + f));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::vector<TensorRef> arena_refs(const Layout& layout, const float* arena) {
   std::vector<TensorRef> refs;
@@ -178,10 +74,6 @@ std::string g9(double x) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.9g", x);
   return buf;
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
 }
 
 const FfnKind kVariantNames[] = {FfnKind::dense, FfnKind::moe, FfnKind::unipool};
@@ -727,23 +619,6 @@ TEST_CASE("train: --init-from starts from exactly the given weights, bad files a
 // 7. Bad input through the binary
 
 namespace {
-
-struct Outcome {
-  int status;
-  std::string out, err;
-};
-
-Outcome run_binary(const std::string& args, const std::string& scratch) {
-  const std::string out = scratch + "/stdout.txt", err = scratch + "/stderr.txt";
-  const std::string cmd = std::string("OMP_NUM_THREADS=2 '") + UNIPOOL_BINARY + "' " + args +
-                          " >'" + out + "' 2>'" + err + "'";
-  const int raw = std::system(cmd.c_str());
-  Outcome o;
-  o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  o.out = path_exists(out) ? read_file(out) : "";
-  o.err = path_exists(err) ? read_file(err) : "";
-  return o;
-}
 
 }  // namespace
 

@@ -1,0 +1,186 @@
+// Fixtures of the end-to-end training tests (tests/test_train.cpp, tests/test_run_directory.cpp): a
+// byte-encoded corpus cut from /usr/share/common-licenses/GPL-3 (the cases that need it skip with a
+// warning when it is missing), readers of metrics.jsonl and of a run directory, and the `unipool`
+// binary run as a child process.
+#pragma once
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/fsutil.h"
+#include "data/shards.h"
+#include "data/tokenize.h"
+#include "tests/catch.h"
+#include "tests/errors.h"  // error_of, contains
+
+namespace unipool::test {
+
+using json = nlohmann::json;
+
+inline const char* const kGplPath = "/usr/share/common-licenses/GPL-3";
+
+// A text (GPL-3 by default) cut at blank lines into paragraph documents, byte-encoded with EOD
+// appended. Returns false (nothing written) when the file is missing.
+inline bool write_gpl_corpus(const std::string& prefix, const std::string& source = kGplPath) {
+  if (!path_exists(source)) return false;
+  const std::string text = read_file(source);
+  std::vector<std::vector<int32_t>> docs;
+  std::istringstream in(text);
+  std::string line, paragraph;
+  auto flush = [&]() {
+    if (!paragraph.empty()) docs.push_back(data::encode_bytes(paragraph));
+    paragraph.clear();
+  };
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      flush();
+    } else {
+      paragraph += line + "\n";
+    }
+  }
+  flush();
+  REQUIRE(docs.size() > 30);
+  data::write_megatron(prefix, docs);
+  return true;
+}
+
+#define REQUIRE_CORPUS(prefix)                                                              \
+  if (!::unipool::test::write_gpl_corpus(prefix)) {                                                          \
+    WARN("skipped: " << ::unipool::test::kGplPath << " is missing (the training tests use it as a corpus)"); \
+    return;                                                                                 \
+  }
+
+inline std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> out;
+  std::istringstream in(read_file(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    out.push_back(json::parse(line));
+  }
+  return out;
+}
+
+// The training lines (those with "loss") of metrics.jsonl, by step.
+inline std::map<int, json> train_lines(const std::string& out_dir) {
+  std::map<int, json> lines;
+  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl"))
+    if (j.contains("loss")) lines[j.at("step").get<int>()] = j;
+  return lines;
+}
+
+inline std::map<int, double> val_losses(const std::string& out_dir) {
+  std::map<int, double> v;
+  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl"))
+    if (j.contains("val_loss")) v[j.at("step").get<int>()] = j.at("val_loss").get<double>();
+  return v;
+}
+
+inline std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(path.c_str());
+  if (!dir) return names;
+  while (dirent* e = ::readdir(dir)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+inline std::vector<std::string> checkpoint_dirs(const std::string& out_dir) {
+  std::vector<std::string> found;
+  for (const std::string& n : list_dir(out_dir))
+    if (n.rfind("ckpt-", 0) == 0) found.push_back(n);
+  return found;
+}
+
+// Names anywhere under path that look like leftovers of an atomic write (".tmp", ".old").
+inline std::vector<std::string> leftovers(const std::string& path) {
+  std::vector<std::string> bad;
+  for (const std::string& n : list_dir(path)) {
+    if (n.find(".tmp") != std::string::npos || n.find(".old") != std::string::npos)
+      bad.push_back(path + "/" + n);
+    for (const std::string& sub : leftovers(path + "/" + n)) bad.push_back(sub);
+  }
+  return bad;
+}
+
+inline const char* const kCkptFiles[] = {"model.safetensors", "optimizer.safetensors", "state.json"};
+
+inline void copy_checkpoint(const std::string& from, const std::string& to) {
+  make_dirs(to);
+  for (const char* f : kCkptFiles) write_file_atomic(to + "/" + f, read_file(from + "/" + f));
+}
+
+struct Outcome {
+  int status;
+  std::string out, err;
+};
+
+// `unipool ARGS` through the shell, stdout and stderr captured; shell_prefix runs first in the
+// same shell (e.g. "ulimit -f 64;").
+inline Outcome run_binary(const std::string& args, const std::string& scratch,
+                          const std::string& shell_prefix = "") {
+  const std::string out = scratch + "/stdout.txt", err = scratch + "/stderr.txt";
+  const std::string cmd = shell_prefix + " OMP_NUM_THREADS=2 '" + UNIPOOL_BINARY + "' " + args +
+                          " >'" + out + "' 2>'" + err + "'";
+  const int raw = std::system(cmd.c_str());
+  Outcome o;
+  o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  o.out = path_exists(out) ? read_file(out) : "";
+  o.err = path_exists(err) ? read_file(err) : "";
+  return o;
+}
+
+// `unipool ARGS` started in the background (fork + exec, stdout and stderr to the files named);
+// wait_for_child() reaps it and returns its raw wait status.
+inline pid_t spawn_binary(const std::vector<std::string>& args, const std::string& out_path,
+                          const std::string& err_path) {
+  std::vector<std::string> argv_s = {UNIPOOL_BINARY};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out < 0 || err < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(127);
+    std::vector<char*> argv;
+    for (std::string& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::setenv("OMP_NUM_THREADS", "2", 1);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+inline int wait_for_child(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+  }
+  return status;
+}
+
+// Polls `ready` every millisecond for up to `seconds`; returns whether it became true.
+template <class Ready>
+bool wait_until(Ready ready, double seconds) {
+  for (int i = 0; i < int(seconds * 1000); ++i) {
+    if (ready()) return true;
+    ::usleep(1000);
+  }
+  return ready();
+}
+
+}  // namespace unipool::test
