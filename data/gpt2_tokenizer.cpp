@@ -4,6 +4,7 @@
 // loading the vocabulary; BPE (a short-piece loop and a heap for long pieces); the word cache;
 // encode / decode.
 #include "data/gpt2_tokenizer.h"
+#include "base/json_depth.h"
 
 #include <utf8proc.h>
 
@@ -343,6 +344,7 @@ Gpt2Tokenizer Gpt2Tokenizer::load(const std::string& dir) {
   t.instance_ = ++instances;
 
   // encoder.json: {"<token as byte-to-unicode string>": id, ...} with ids 0..50256.
+  check_json_depth(encoder_text, "GPT-2 vocabulary encoder.json");
   const nlohmann::json encoder = nlohmann::json::parse(encoder_text);
   const size_t vocab = encoder.size();
   if (vocab != size_t(kEot) + 1) throw Error(encoder_path + ": expected 50257 entries");

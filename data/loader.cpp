@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/json_fields.h"
 #include "base/random.h"
 
 namespace unipool::data {
@@ -478,77 +479,77 @@ nlohmann::json Loader::Impl::state() const {
 }
 
 void Loader::Impl::restore(const nlohmann::json& st) {
-  const std::string what = "data loader state: ";
+  const std::string what = "data loader state";
   Cursor restored;
-  try {
-    check(st.is_object() && st.value("kind", "") == "unipool.data.Loader" &&
-              st.at("version").get<int>() == 1,
-          what + "not a unipool data loader state (version 1)");
-    auto mismatch = [&](const std::string& field, const std::string& mine,
-                        const std::string& theirs) {
-      throw Error(what + "does not match this loader: " + field + " is " + mine +
-                  ", the state has " + theirs);
-    };
-    if (st.at("split").get<std::string>() != split_name(split)) {
-      mismatch("split", split_name(split), st.at("split").get<std::string>());
-    }
-    if (st.at("format").get<std::string>() != shard_format_name(spec.format)) {
-      mismatch("format", shard_format_name(spec.format), st.at("format").get<std::string>());
-    }
-    if (st.at("seed").get<uint64_t>() != spec.seed) {
-      mismatch("seed", std::to_string(spec.seed), st.at("seed").dump());
-    }
-    if (st.at("seq_len").get<int>() != spec.seq_len) {
-      mismatch("seq_len", std::to_string(spec.seq_len), st.at("seq_len").dump());
-    }
-    const nlohmann::json& dss = st.at("datasets");
-    if (!dss.is_array() || dss.size() != datasets.size()) {
-      mismatch("the number of datasets", std::to_string(datasets.size()),
-               std::to_string(dss.size()));
-    }
-    int64_t sum = 0;
-    for (size_t d = 0; d < datasets.size(); ++d) {
-      const Dataset& ds = datasets[d];
-      const nlohmann::json& j = dss[d];
-      const std::string who = "dataset " + std::to_string(d) + " (" + ds.file.name() + ") ";
-      auto same_int = [&](const char* key, int64_t mine) {
-        const int64_t theirs = j.at(key).get<int64_t>();
-        if (theirs != mine)
-          mismatch(who + key, std::to_string(mine), std::to_string(theirs) + " (different data?)");
-      };
-      same_int("num_tokens", ds.file.num_tokens());
-      same_int("num_documents", ds.file.num_documents());
-      same_int("num_samples", ds.num_samples);
-      const nlohmann::json docs = j.at("documents");
-      if (docs != nlohmann::json({ds.doc_lo, ds.doc_hi})) {
-        mismatch(who + "split documents",
-                 "[" + std::to_string(ds.doc_lo) + ", " + std::to_string(ds.doc_hi) + ")",
-                 docs.dump());
-      }
-      if (j.at("fingerprint").get<std::string>() != ds.fingerprint) {
-        mismatch(who + "content fingerprint", ds.fingerprint,
-                 j.at("fingerprint").get<std::string>() + " (different data?)");
-      }
-      if (j.at("weight").get<double>() != spec.blend[d].first) {
-        mismatch(who + "blend weight", std::to_string(spec.blend[d].first), j.at("weight").dump());
-      }
-      const int64_t epoch = j.at("epoch").get<int64_t>();
-      const int64_t pos = j.at("position").get<int64_t>();
-      const bool ok = epoch >= 0 && pos >= 0 &&
-                      (ds.num_samples == 0 ? epoch == 0 && pos == 0 : pos < ds.num_samples);
-      check(ok, what + who + "has an invalid position: epoch " + std::to_string(epoch) +
-                    ", position " + std::to_string(pos) + " of " + std::to_string(ds.num_samples) +
-                    " samples");
-      restored.ds.push_back({static_cast<uint64_t>(epoch), pos, epoch * ds.num_samples + pos});
-      sum += epoch * ds.num_samples + pos;
-    }
-    restored.drawn_total = st.at("samples_drawn").get<int64_t>();
-    check(restored.drawn_total == sum,
-          what + "samples_drawn " + std::to_string(restored.drawn_total) +
-              " does not equal the sum over the datasets' positions " + std::to_string(sum));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(what + "malformed: " + e.what());
+  check(st.is_object() && st.contains("kind") && st["kind"] == "unipool.data.Loader",
+        what + ": not a unipool data loader state");
+  check(json_int(st, "version", 0, INT32_MAX, what) == 1,
+        what + ": version " + describe_json(st.at("version")) + ", this build reads 1");
+  auto mismatch = [&](const std::string& field, const std::string& mine,
+                      const std::string& theirs) {
+    throw Error(what + ": does not match this loader: " + field + " is " + mine +
+                ", the state has " + theirs);
+  };
+  const std::string their_split = json_string(st, "split", what);
+  if (their_split != split_name(split)) mismatch("split", split_name(split), their_split);
+  const std::string their_format = json_string(st, "format", what);
+  if (their_format != shard_format_name(spec.format))
+    mismatch("format", shard_format_name(spec.format), their_format);
+  const uint64_t their_seed = json_uint64(st, "seed", what);
+  if (their_seed != spec.seed)
+    mismatch("seed", std::to_string(spec.seed), std::to_string(their_seed));
+  const int64_t their_seq_len = json_int(st, "seq_len", 1, INT32_MAX, what);
+  if (their_seq_len != spec.seq_len)
+    mismatch("seq_len", std::to_string(spec.seq_len), std::to_string(their_seq_len));
+  const nlohmann::json& dss = json_at(st, "datasets", what);
+  if (!dss.is_array() || dss.size() != datasets.size()) {
+    mismatch("the number of datasets", std::to_string(datasets.size()),
+             dss.is_array() ? std::to_string(dss.size()) : describe_json(dss));
   }
+  int64_t sum = 0;
+  for (size_t d = 0; d < datasets.size(); ++d) {
+    const Dataset& ds = datasets[d];
+    const nlohmann::json& j = dss[d];
+    const std::string who = "dataset " + std::to_string(d) + " (" + ds.file.name() + ")";
+    const std::string where = what + ": " + who;
+    auto same_int = [&](const char* key, int64_t mine) {
+      const int64_t theirs = json_int(j, key, 0, INT64_MAX, where);
+      if (theirs != mine)
+        mismatch(who + " " + key, std::to_string(mine),
+                 std::to_string(theirs) + " (different data?)");
+    };
+    same_int("num_tokens", ds.file.num_tokens());
+    same_int("num_documents", ds.file.num_documents());
+    same_int("num_samples", ds.num_samples);
+    const nlohmann::json& docs = json_at(j, "documents", where);
+    if (docs != nlohmann::json({ds.doc_lo, ds.doc_hi})) {
+      mismatch(who + " split documents",
+               "[" + std::to_string(ds.doc_lo) + ", " + std::to_string(ds.doc_hi) + ")",
+               describe_json(docs));
+    }
+    const std::string fingerprint = json_string(j, "fingerprint", where);
+    if (fingerprint != ds.fingerprint)
+      mismatch(who + " content fingerprint", ds.fingerprint, fingerprint + " (different data?)");
+    const double weight = json_number(j, "weight", where);
+    if (weight != spec.blend[d].first)
+      mismatch(who + " blend weight", std::to_string(spec.blend[d].first), describe_json(weight));
+    // The position: epoch · num_samples + position samples drawn from this dataset, a number that
+    // must fit (with the other datasets') in 64 bits.
+    const int64_t n = std::max<int64_t>(ds.num_samples, 1);
+    const int64_t epoch = json_int(j, "epoch", 0, INT64_MAX / n - 1, where);
+    const int64_t pos = json_int(j, "position", 0, INT64_MAX, where);
+    const bool ok = ds.num_samples == 0 ? epoch == 0 && pos == 0 : pos < ds.num_samples;
+    check(ok, where + " has an invalid position: epoch " + std::to_string(epoch) + ", position " +
+                  std::to_string(pos) + " of " + std::to_string(ds.num_samples) + " samples");
+    const int64_t drawn = epoch * ds.num_samples + pos;
+    check(sum <= INT64_MAX - drawn, where + ": the samples drawn overflow 64 bits");
+    restored.ds.push_back({static_cast<uint64_t>(epoch), pos, drawn});
+    sum += drawn;
+  }
+  restored.drawn_total = json_int(st, "samples_drawn", 0, INT64_MAX, what);
+  check(restored.drawn_total == sum,
+        what + ": samples_drawn " + std::to_string(restored.drawn_total) +
+            " does not equal the sum over the datasets' positions " + std::to_string(sum));
   // everything checked: apply, and prefetch from the new position
   cancel();
   cursor = std::move(restored);

@@ -3,6 +3,7 @@
 // the layouts of data/shards.h (the same bytes write_megatron/write_llmc produce, checked by the
 // tests against docs/data.md §Token files), so the corpus is never copied into per-document int32 vectors.
 #include "data/tokenize.h"
+#include "base/json_depth.h"
 
 #include <omp.h>
 
@@ -324,8 +325,9 @@ void read_jsonl(const std::string& path, BatchEncoder& enc) {
     parallel_for(lines.size(), enc.threads(), [&](size_t i) {
       const std::string_view line = lines[i];
       if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // blank line
-      const auto j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
       const std::string where = path + ":" + std::to_string(first_line + int64_t(i));
+      check_json_depth(line, where);
+      const auto j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
       check(!j.is_discarded(), where + ": not valid JSON (or not valid UTF-8)");
       check(j.is_object() && j.contains("text") && j["text"].is_string(),
             where + ": expected a JSON object with a \"text\" string");

@@ -1,4 +1,6 @@
 #include "engine/checkpoint.h"
+#include "base/json_depth.h"
+#include "base/json_fields.h"
 
 #include <dirent.h>
 #include <unistd.h>
@@ -141,7 +143,7 @@ std::string save_checkpoint(const std::string& out_dir, int step, int keep, cons
     std::vector<TensorRef> moments = arena_tensors(layout, exp_avg, "exp_avg.");
     for (const TensorRef& r : arena_tensors(layout, exp_avg_sq, "exp_avg_sq.")) moments.push_back(r);
     write_safetensors(tmp_dir + "/optimizer.safetensors", moments, {{"step", std::to_string(step)}});
-    write_file_atomic(tmp_dir + "/state.json", state.dump(1) + "\n");
+    write_file_atomic(tmp_dir + "/state.json", dump_json(state, 1) + "\n");
     fsync_path(tmp_dir);
   } catch (...) {
     remove_tree_quietly(tmp_dir);  // a failed write (a full disk) leaves no half checkpoint
@@ -214,18 +216,28 @@ std::string abandon_checkpoints_after(const std::string& out_dir, int step) {
 }
 
 nlohmann::json read_checkpoint_state(const std::string& dir) {
-  check(path_exists(dir + "/state.json"), "'" + dir + "' is not a checkpoint (no state.json)");
-  nlohmann::json state = nlohmann::json::parse(read_file(dir + "/state.json"), nullptr, false);
-  check(!state.is_discarded() && state.is_object(), dir + "/state.json: not valid JSON");
-  check(state.contains("format_version") && state["format_version"].is_number_integer(),
-        dir + "/state.json: missing format_version");
-  const int version = state["format_version"].get<int>();
+  const std::string file = dir + "/state.json";
+  check(path_exists(file), "'" + dir + "' is not a checkpoint (no state.json)");
+  const std::string text = read_file(file);
+  check_json_depth(text, file);
+  nlohmann::json state = nlohmann::json::parse(text, nullptr, false);
+  check(!state.is_discarded() && state.is_object(), file + ": not valid JSON");
+  const int64_t version = json_int(state, "format_version", 0, INT32_MAX, file);
   check(version == kStateFormatVersion,
-        dir + "/state.json: format_version " + std::to_string(version) + ", this build reads " +
+        file + ": format_version " + std::to_string(version) + ", this build reads " +
             std::to_string(kStateFormatVersion) + " (a checkpoint of another unipool version)");
-  check(state.contains("step") && state["step"].is_number_integer() && state.contains("config") &&
-            state["config"].is_object(),
-        dir + "/state.json: missing step or config");
+  // Every field this build reads, checked here with its range (the loader position and the
+  // model's state are checked by their readers).
+  json_int(state, "step", 0, INT32_MAX, file);
+  json_int(state, "tokens", 0, INT64_MAX, file);
+  check(json_at(state, "config", file).is_object(), file + ": \"config\" must be an object");
+  check(json_at(state, "data", file).is_object(), file + ": \"data\" must be an object");
+  json_at(state.at("data"), "train", file + ": data");
+  const int step = state.at("step").get<int>();
+  const int named = checkpoint_step(dir);
+  check(named < 0 || named == step, file + ": step " + std::to_string(step) +
+                                        " does not match the directory name (step " +
+                                        std::to_string(named) + ")");
   return state;
 }
 
@@ -281,8 +293,8 @@ void check_same_model(const OpenedCheckpoint& ck, const Config& config, const st
   const nlohmann::json ours = config.to_json()["model"];
   for (auto it = ours.begin(); it != ours.end(); ++it) {
     check(theirs[it.key()] == it.value(),
-          what + ": model." + it.key() + " of the checkpoint (" + theirs[it.key()].dump() +
-              ") differs from this run's (" + it.value().dump() + ")");
+          what + ": model." + it.key() + " of the checkpoint (" + describe_json(theirs[it.key()]) +
+              ") differs from this run's (" + describe_json(it.value()) + ")");
   }
 }
 

@@ -2,9 +2,12 @@
 // driven by one key table (kKeys below): a key is declared once, with its name, its JSON type and
 // its rule; its default is the initialiser of its struct member (engine/config.h, model/config.h).
 #include "engine/config.h"
+#include "base/json_depth.h"
+#include "base/json_fields.h"
 
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -23,11 +26,7 @@ bool file_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// A JSON value for messages, cut to a readable length.
-std::string describe(const json& v) {
-  std::string s = v.dump();
-  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
-}
+std::string describe(const json& v) { return describe_json(v); }
 
 // ---- typed conversion from JSON: each throws an Error naming the key ---------------------------
 void from_json_value(const json& v, const std::string& name, int* out) {
@@ -309,6 +308,7 @@ void apply_override(json& tree, const std::string& assignment) {
   check(eq != std::string::npos && eq > 0, "--set expects key=value, got '" + assignment + "'");
   const std::string key = assignment.substr(0, eq);
   const std::string text = assignment.substr(eq + 1);
+  check_json_depth(text, "--set " + key);
   json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) value = text;  // not JSON: take it as a string
   json* node = &tree;
@@ -350,9 +350,11 @@ json read_config_chain(const std::string& path_or_preset, std::set<std::string>&
   const std::string path = resolve_config_path(path_or_preset);
   check(visiting.insert(path).second,
         "--config: '" + path + "' is its own base (a cycle of \"base\")");
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   check(in.good(), "--config: cannot open '" + path + "'");
-  json j = json::parse(in, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  check_json_depth(text, "--config: '" + path + "'");
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
   check(!j.is_discarded(), "--config: '" + path + "' is not valid JSON");
   check(j.is_object(), "--config: '" + path + "' must hold a JSON object");
   if (!j.contains("base")) return j;

@@ -1,5 +1,7 @@
 // safetensors reader/writer (F32 only). The format is described in safetensors.h.
 #include "engine/safetensors.h"
+#include "base/json_depth.h"
+#include "base/json_fields.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -182,7 +184,7 @@ static Entry parse_entry(const std::string& name, const ojson& j, uint64_t data_
   check(it->is_array() && it->size() == 2 && json_u64((*it)[0], &e.begin) &&
             json_u64((*it)[1], &e.end),
         where + t + ": data_offsets must be [begin, end] with non-negative integers, got " +
-            it->dump());
+            describe_json(*it));
   const std::string offs =
       "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]";
   check(e.begin <= e.end, where + t + ": " + offs + " has begin > end");
@@ -232,6 +234,8 @@ SafetensorsFile read_safetensors(const std::string& path) {
     }
     return true;
   };
+  check(json_nesting_depth(text) <= kMaxJsonDepth,
+        where + "header nests more than " + std::to_string(kMaxJsonDepth) + " levels deep");
   ojson header;
   try {
     header = ojson::parse(text, on_event);

@@ -3,6 +3,8 @@
 // The helpers above it each own one file or one line format of the run directory
 // (docs/run-directory.md).
 #include "engine/train.h"
+#include "base/json_depth.h"
+#include "base/json_fields.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -175,7 +177,7 @@ class MetricsLog {
     } else {
       write_file_atomic(path_, "");
     }
-    write_file_atomic(out + "/config.json", config_.to_json().dump(2) + "\n");
+    write_file_atomic(out + "/config.json", dump_json(config_.to_json(), 2) + "\n");
     file_ = std::fopen(path_.c_str(), "a");
     check(file_ != nullptr, "cannot open " + path_ + " for appending");
     if (!resume_.checkpoint.empty()) {
@@ -183,8 +185,7 @@ class MetricsLog {
                                     {"event", "resume"},
                                     {"checkpoint", resume_.checkpoint},
                                     {"changed", resume_.changed}};
-      std::fprintf(file_, "%s\n",
-                   event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      std::fprintf(file_, "%s\n", dump_json(event).c_str());
     }
   }
 
@@ -195,8 +196,9 @@ class MetricsLog {
     std::istringstream in(read_file(path_));
     std::string line, kept, dropped;
     while (std::getline(in, line)) {
-      const auto j = nlohmann::json::parse(line, nullptr, false);
-      const bool keep = !j.is_discarded() && j.is_object() && j.contains("step") &&
+      const bool shallow = json_nesting_depth(line) <= kMaxJsonDepth;
+      const auto j = shallow ? nlohmann::json::parse(line, nullptr, false) : nlohmann::json();
+      const bool keep = shallow && !j.is_discarded() && j.is_object() && j.contains("step") &&
                         j["step"].is_number_integer() &&
                         j["step"].get<int64_t>() <= keep_through_step;
       (keep ? kept : dropped) += line + "\n";
@@ -290,7 +292,7 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
   if (!resumed.changed.empty()) {
     for (auto it = resumed.changed.begin(); it != resumed.changed.end(); ++it)
       std::printf("resume: %s changed from %s to %s\n", it.key().c_str(),
-                  it.value()[0].dump().c_str(), it.value()[1].dump().c_str());
+                  describe_json(it.value()[0]).c_str(), describe_json(it.value()[1]).c_str());
   }
 
   MetricsLog metrics(c, resumed);

@@ -10,6 +10,7 @@
 #include <functional>
 
 #include "base/error.h"
+#include "base/json_fields.h"
 #include "model/normrouter_constant.h"
 
 namespace unipool {
@@ -22,19 +23,34 @@ nlohmann::json PoolLossState::to_json() const {
 }
 
 void PoolLossState::from_json(const nlohmann::json& j, int groups, int M) {
-  check(j.is_object() && j.contains("valid") && j.contains("ghat") && j.contains("running"),
-        "checkpoint state: pool_loss must hold valid, ghat and running");
-  const auto g = j.at("ghat").get<std::vector<std::vector<double>>>();
-  const auto r = j.at("running").get<std::vector<std::vector<double>>>();
-  check(static_cast<int>(g.size()) == groups && static_cast<int>(r.size()) == groups,
-        "checkpoint state: pool_loss has " + std::to_string(g.size()) + " pool groups, the model " +
-            std::to_string(groups));
-  for (int i = 0; i < groups; ++i)
-    check(static_cast<int>(g[i].size()) == M && static_cast<int>(r[i].size()) == M,
-          "checkpoint state: pool_loss counts do not match pool_size " + std::to_string(M));
-  ghat = g;
-  running = r;
-  valid = j.at("valid").get<bool>();
+  const std::string where = "checkpoint state: pool_loss";
+  // [groups][M] finite counts >= 0 (they are means of expert counts).
+  auto counts = [&](const char* key) {
+    const nlohmann::json& v = json_at(j, key, where);
+    check(v.is_array() && v.size() == size_t(groups),
+          where + "." + key + " must hold " + std::to_string(groups) + " pool groups, got " +
+              describe_json(v));
+    std::vector<std::vector<double>> out(static_cast<size_t>(groups),
+                                         std::vector<double>(static_cast<size_t>(M)));
+    for (int g = 0; g < groups; ++g) {
+      const nlohmann::json& row = v[size_t(g)];
+      check(row.is_array() && row.size() == size_t(M),
+            where + "." + key + "[" + std::to_string(g) + "] must hold pool_size = " +
+                std::to_string(M) + " counts, got " + describe_json(row));
+      for (int i = 0; i < M; ++i) {
+        const nlohmann::json& x = row[size_t(i)];
+        check(x.is_number() && std::isfinite(x.get<double>()) && x.get<double>() >= 0,
+              where + "." + key + "[" + std::to_string(g) + "][" + std::to_string(i) +
+                  "] must be a finite count >= 0, got " + describe_json(x));
+        out[size_t(g)][size_t(i)] = x.get<double>();
+      }
+    }
+    return out;
+  };
+  const bool v = json_bool(j, "valid", where);
+  ghat = counts("ghat");
+  running = counts("running");
+  valid = v;
 }
 
 // ---------------------------------------------------------------------------------------------
