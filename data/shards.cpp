@@ -436,12 +436,17 @@ void MegatronWriter::add_document(const uint16_t* tokens, size_t n, int32_t eod)
   lengths_.push_back(static_cast<int32_t>(length));
   pointers_.push_back(bytes_);
   bytes_ += static_cast<int64_t>(length) * 2;
+  document_indices_.push_back(static_cast<int64_t>(lengths_.size()));
+}
+
+void MegatronWriter::add_empty_document() {
+  document_indices_.push_back(static_cast<int64_t>(lengths_.size()));
 }
 
 void MegatronWriter::finish() {
   const uint64_t n = lengths_.size();
   AtomicFile idx(prefix_ + ".idx");
-  const uint64_t version = 1, sequences = n, documents = n + 1;
+  const uint64_t version = 1, sequences = n, documents = document_indices_.size();
   idx.write(kMegatronMagic, sizeof(kMegatronMagic));
   idx.write(&version, 8);
   idx.write(&kDtypeUint16, 1);
@@ -449,10 +454,7 @@ void MegatronWriter::finish() {
   idx.write(&documents, 8);
   idx.write(lengths_.data(), n * 4);
   idx.write(pointers_.data(), n * 8);
-  for (uint64_t i = 0; i <= n; ++i) {  // one sequence per document
-    const int64_t first = static_cast<int64_t>(i);
-    idx.write(&first, 8);
-  }
+  idx.write(document_indices_.data(), documents * 8);
   files_->bin.drain();
   files_->bin.file.commit();
   idx.commit();

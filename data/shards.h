@@ -116,6 +116,9 @@ class MegatronWriter {
   MegatronWriter& operator=(const MegatronWriter&) = delete;
   // One document = one sequence: its n tokens, then `eod` when eod >= 0.
   void add_document(const uint16_t* tokens, size_t n, int32_t eod = -1);
+  // A document with no sequence (an empty text, as Megatron-LM's preprocessing writes it: no
+  // tokens, not even the EOD): document_indices repeats the previous entry.
+  void add_empty_document();
   void finish();  // writes PREFIX.idx, commits PREFIX.bin and PREFIX.idx
 
  private:
@@ -124,6 +127,7 @@ class MegatronWriter {
   Files* files_;
   std::vector<int32_t> lengths_;
   std::vector<int64_t> pointers_;
+  std::vector<int64_t> document_indices_ = {0};  // first sequence of each document, then N
   int64_t bytes_ = 0;
 };
 

@@ -65,14 +65,6 @@ std::vector<int32_t> encode_bytes(const std::string& document) {
   return ids;
 }
 
-std::string_view strip_bom(std::string_view document) {
-  if (document.size() >= 3 && static_cast<unsigned char>(document[0]) == 0xEF &&
-      static_cast<unsigned char>(document[1]) == 0xBB &&
-      static_cast<unsigned char>(document[2]) == 0xBF) {
-    document.remove_prefix(3);
-  }
-  return document;
-}
 
 std::vector<size_t> safe_split_points(std::string_view text, size_t stride) {
   auto graphic = [](char c) { return c > 0x20 && c < 0x7f; };  // printable ASCII, not a space
@@ -194,22 +186,24 @@ class BatchEncoder {
       size_t doc, begin, end;
     };
     std::vector<Piece> pieces;
+    // Every byte of a document is text, a leading U+FEFF (byte-order mark) included, as tiktoken,
+    // Python's UTF-8 readers and Megatron-LM's preprocessing keep it. An empty document is one
+    // piece of no bytes: it becomes a document with no tokens.
     for (size_t d = 0; d < docs_.size(); ++d) {
-      const std::string_view text = strip_bom(docs_[d]);
-      if (text.empty()) continue;  // empty documents are dropped
-      const size_t offset = static_cast<size_t>(text.data() - docs_[d].data());
+      const std::string_view text = docs_[d];
       size_t begin = 0;
       for (size_t p : safe_split_points(text, kPieceBytes)) {
-        pieces.push_back({d, offset + begin, offset + p});
+        pieces.push_back({d, begin, p});
         begin = p;
       }
-      pieces.push_back({d, offset + begin, offset + text.size()});
+      pieces.push_back({d, begin, text.size()});
       text_bytes_ += static_cast<int64_t>(text.size());
     }
     std::vector<std::vector<int32_t>> ids(pieces.size());
     parallel_for(pieces.size(), threads_, [&](size_t i) {
       const Piece& p = pieces[i];
-      ids[i] = tok_.encode(std::string_view(docs_[p.doc]).substr(p.begin, p.end - p.begin));
+      if (p.end > p.begin)
+        ids[i] = tok_.encode(std::string_view(docs_[p.doc]).substr(p.begin, p.end - p.begin));
     });
     for (size_t i = 0; i < pieces.size(); ++i) {
       const Piece& p = pieces[i];
@@ -322,6 +316,7 @@ void read_jsonl(const std::string& path, BatchEncoder& enc) {
       pos = nl + 1;
     }
     std::vector<std::string> texts(lines.size());
+    std::vector<char> is_document(lines.size(), 0);  // blank lines are not documents
     parallel_for(lines.size(), enc.threads(), [&](size_t i) {
       const std::string_view line = lines[i];
       if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // blank line
@@ -332,9 +327,10 @@ void read_jsonl(const std::string& path, BatchEncoder& enc) {
       check(j.is_object() && j.contains("text") && j["text"].is_string(),
             where + ": expected a JSON object with a \"text\" string");
       texts[i] = j["text"].get<std::string>();
+      is_document[i] = 1;
     });
     for (size_t i = 0; i < lines.size(); ++i) {
-      if (!texts[i].empty())
+      if (is_document[i])  // {"text": ""} is an (empty) document
         enc.add(std::move(texts[i]), path + ":" + std::to_string(first_line + int64_t(i)));
     }
     first_line += static_cast<int64_t>(lines.size());
@@ -347,20 +343,30 @@ void read_jsonl(const std::string& path, BatchEncoder& enc) {
 void write_megatron_corpus(const std::string& prefix, const Corpus& c,
                            const std::vector<int64_t>& order, int32_t eod) {
   MegatronWriter writer(prefix);
-  for (const int64_t d : order)
-    writer.add_document(c.tokens.data() + c.begin(d), static_cast<size_t>(c.length(d)), eod);
+  for (const int64_t d : order) {
+    if (c.length(d) == 0) {
+      writer.add_empty_document();  // as Megatron-LM: no sequence, no EOD
+    } else {
+      writer.add_document(c.tokens.data() + c.begin(d), static_cast<size_t>(c.length(d)), eod);
+    }
+  }
   writer.finish();
 }
 
 // llm.c shard (docs/data.md §Token files (llm.c)): documents order[lo, hi), each preceded by EOT 50256.
 void write_llmc_part(const std::string& path, const Corpus& c, const std::vector<int64_t>& order,
                      int64_t lo, int64_t hi) {
+  // An empty document has no tokens: nothing is written for it (llm.c has no document index).
   int64_t ntok = 0;
-  for (int64_t i = lo; i < hi; ++i) ntok += 1 + c.length(order[static_cast<size_t>(i)]);
+  for (int64_t i = lo; i < hi; ++i) {
+    const int64_t n = c.length(order[static_cast<size_t>(i)]);
+    ntok += n > 0 ? 1 + n : 0;
+  }
   LlmcWriter writer(path, ntok);
   const uint16_t eot = static_cast<uint16_t>(kGpt2Eot);
   for (int64_t i = lo; i < hi; ++i) {
     const int64_t d = order[static_cast<size_t>(i)];
+    if (c.length(d) == 0) continue;
     writer.add(&eot, 1);
     writer.add(c.tokens.data() + c.begin(d), static_cast<size_t>(c.length(d)));
   }
@@ -415,7 +421,10 @@ TokenizeStats run_tokenize(const TokenizeOptions& o) {
   const auto t_encoded = std::chrono::steady_clock::now();
   const Corpus& corpus = enc.corpus();
   const int64_t num_docs = corpus.num_documents();
-  check(num_docs > 0, "tokenize: the inputs hold no documents");
+  if (num_docs == 0 || corpus.tokens.empty()) {  // as Megatron-LM: an empty dataset, said
+    std::fprintf(stderr, "tokenize: warning: %s: the dataset written holds no tokens\n",
+                 num_docs == 0 ? "the inputs hold no documents" : "every document is empty");
+  }
 
   // a seeded Fisher–Yates shuffle of the documents (base/random.h, unbiased)
   std::vector<int64_t> order(static_cast<size_t>(num_docs));

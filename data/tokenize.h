@@ -5,10 +5,13 @@
 //              skipped. Read in blocks of whole lines, so a JSONL file may be larger than memory.
 //   any other  one document per file, or several when --doc-separator names a line that separates
 //              documents (e.g. "%" in fortune files). The whole file is read at once.
-// Each document loses one leading UTF-8 byte-order mark (EF BB BF), if it has one; documents that
-// are then empty are dropped. The text is encoded as is: a literal "<|endoftext|>" inside a
-// document is ordinary text (tiktoken's encode_ordinary, Megatron's GPT2BPETokenizer); only the
-// writers put end-of-document ids into the stream.
+// The text is encoded as is, every byte of it: a leading U+FEFF (byte-order mark) stays text, as
+// tiktoken, Python's UTF-8 readers and Megatron-LM's preprocessing keep it, and a literal
+// "<|endoftext|>" inside a document is ordinary text (tiktoken's encode_ordinary, Megatron's
+// GPT2BPETokenizer); only the writers put end-of-document ids into the stream. An empty document
+// (an empty file, {"text": ""}) is kept as Megatron-LM's writer keeps it: a document with no
+// sequence (no tokens, no EOD) in the Megatron index, nothing in an llm.c shard. Inputs with no
+// tokens at all give an empty dataset and a warning.
 //
 // Tokenizers:
 //   gpt2   GPT-2 byte-level BPE (data/gpt2_tokenizer.h), vocabulary 50257, end-of-document 50256;
@@ -64,7 +67,7 @@ struct TokenizeOptions {
 // What run_tokenize did (also printed).
 struct TokenizeStats {
   int64_t documents = 0;
-  int64_t text_bytes = 0;  // bytes of document text encoded (after JSON decoding and BOM removal)
+  int64_t text_bytes = 0;  // bytes of document text encoded (after JSON decoding)
   int64_t tokens = 0;      // text tokens, without the end-of-document ids
   int64_t part_documents[3] = {0, 0, 0};  // train, valid, test
   double seconds = 0;
@@ -80,9 +83,6 @@ std::vector<std::string> split_documents(const std::string& text, const std::str
 
 // Byte-level encoding of one document, end-of-document appended.
 std::vector<int32_t> encode_bytes(const std::string& document);
-
-// The document without one leading UTF-8 byte-order mark (EF BB BF).
-std::string_view strip_bom(std::string_view document);
 
 // Offsets p in (0, text.size()) where the GPT-2 pre-tokenizer always ends a piece, chosen at most
 // every `stride` bytes: text[p-1] is '\n', text[p-2] and text[p] are printable non-space ASCII.

@@ -127,25 +127,31 @@ TokenizeOptions options(const std::vector<std::string>& inputs, const std::strin
   return o;
 }
 
-// Expected Megatron bytes for documents with EOD appended (docs/data.md §Token files (Megatron) layout).
+// Expected Megatron bytes for documents with EOD appended (docs/data.md §Token files (Megatron)
+// layout). An empty id list is an empty document: no sequence, document_indices repeats.
 void expected_megatron(const std::vector<std::vector<int32_t>>& docs, int32_t eod,
                        std::vector<uint8_t>& idx, std::vector<uint8_t>& bin) {
   idx.clear();
   bin.clear();
+  std::vector<std::vector<int32_t>> seqs;
+  for (const auto& d : docs)
+    if (!d.empty()) seqs.push_back(d);
   const char magic[9] = {'M', 'M', 'I', 'D', 'I', 'D', 'X', 0, 0};
   idx.insert(idx.end(), magic, magic + 9);
   put<uint64_t>(idx, 1);
   put<uint8_t>(idx, 8);
-  put<uint64_t>(idx, docs.size());
+  put<uint64_t>(idx, seqs.size());
   put<uint64_t>(idx, docs.size() + 1);
-  for (const auto& d : docs) put<int32_t>(idx, static_cast<int32_t>(d.size() + 1));
+  for (const auto& d : seqs) put<int32_t>(idx, static_cast<int32_t>(d.size() + 1));
   int64_t ptr = 0;
-  for (const auto& d : docs) {
+  for (const auto& d : seqs) {
     put<int64_t>(idx, ptr);
     ptr += 2 * static_cast<int64_t>(d.size() + 1);
   }
-  for (size_t i = 0; i <= docs.size(); ++i) put<int64_t>(idx, static_cast<int64_t>(i));
-  for (const auto& d : docs) {
+  int64_t first = 0;
+  put<int64_t>(idx, 0);
+  for (const auto& d : docs) put<int64_t>(idx, first += d.empty() ? 0 : 1);
+  for (const auto& d : seqs) {
     for (int32_t t : d) put<uint16_t>(bin, static_cast<uint16_t>(t));
     put<uint16_t>(bin, static_cast<uint16_t>(eod));
   }
@@ -222,11 +228,20 @@ TEST_CASE("tokenize: the docs/data.md §Token files worked example, byte for byt
   }
 }
 
-TEST_CASE("tokenize: JSONL input, BOMs stripped, empty documents dropped", "[tokenize]") {
+TEST_CASE("tokenize: JSONL input, BOMs kept as text, empty documents kept as Megatron does",
+          "[tokenize]") {
   if (!gpt2_available()) return;
+  const Gpt2Tokenizer tok = Gpt2Tokenizer::load(Gpt2Tokenizer::default_dir());
+  const std::vector<int32_t> bom = tok.encode("\xef\xbb\xbf");
+  REQUIRE(!bom.empty());
+  auto with_bom = [&](const std::vector<int32_t>& ids) {
+    std::vector<int32_t> v = bom;
+    v.insert(v.end(), ids.begin(), ids.end());
+    return v;
+  };
   TempDir dir;
-  // the same three documents: two JSONL lines (one with an escaped BOM, CRLF line ends, a blank
-  // line and an empty text between) and a plain file with a BOM
+  // four documents: three JSONL lines (CRLF line ends, a blank line that is not a document, an
+  // empty text that is, an escaped BOM) and a plain file that starts with a BOM
   const std::string jsonl = dir.file("a.jsonl"), txt = dir.file("b.txt");
   write_text(jsonl,
              "{\"text\": \"Hello world!\", \"meta\": {\"pile_set_name\": \"x\"}}\r\n"
@@ -237,20 +252,36 @@ TEST_CASE("tokenize: JSONL input, BOMs stripped, empty documents dropped", "[tok
   TempDir out;
   TokenizeOptions o = options({dir.path}, out.file("x"));  // a directory: sorted a, b
   o.shuffle = false;
+  o.format = "both";
+  o.split = "1";
   const TokenizeStats stats = run_tokenize(o);
-  CHECK(stats.documents == 3);
-  CHECK(stats.text_bytes == 12 + 20 + 24);
+  CHECK(stats.documents == 4);
+  CHECK(stats.text_bytes == 12 + 0 + 23 + 27);
+  // tiktoken keeps U+FEFF: its tokens come first, then the text's usual ids
+  const std::vector<std::vector<int32_t>> want = {kIds[0], {}, with_bom(kIds[1]), with_bom(kIds[2])};
   std::vector<uint8_t> want_idx, want_bin;
-  expected_megatron(kIds, 50256, want_idx, want_bin);
+  expected_megatron(want, 50256, want_idx, want_bin);
   CHECK(read_bytes(out.file("x.idx")) == want_idx);
   CHECK(read_bytes(out.file("x.bin")) == want_bin);
+  const TokenFile m = TokenFile::open(out.file("x"), ShardFormat::megatron);
+  CHECK(m.num_documents() == 4);  // the empty one included
+  // llm.c has no index: the empty document leaves nothing, the others start with EOT
+  const TokenFile l = TokenFile::open(out.file("x_train.bin"), ShardFormat::llmc);
+  CHECK(l.num_documents() == 3);
+  CHECK(l.num_tokens() == int64_t(3 + kIds[0].size() + 2 * bom.size() + kIds[1].size() +
+                                  kIds[2].size()));
 
-  // only one BOM is removed; a BOM inside a document is text
-  write_text(jsonl, "{\"text\": \"\\ufeff\\ufeffa\"}\n{\"text\": \"b\\ufeffc\"}\n");
-  write_text(txt, "\xef\xbb\xbf");  // nothing but a BOM: an empty document, dropped
-  const TokenizeStats s2 = run_tokenize(o);
-  CHECK(s2.documents == 2);
-  CHECK(s2.text_bytes == 4 + 5);
+  // only empty documents: an empty dataset and a warning, not an error
+  write_text(jsonl, "{\"text\": \"\"}\n");
+  write_text(txt, "");
+  o.format = "megatron";
+  const TokenizeStats empty = run_tokenize(o);
+  CHECK(empty.documents == 2);
+  CHECK(empty.tokens == 0);
+  std::vector<uint8_t> empty_idx, empty_bin;
+  expected_megatron({{}, {}}, 50256, empty_idx, empty_bin);
+  CHECK(read_bytes(out.file("x.idx")) == empty_idx);
+  CHECK(read_bytes(out.file("x.bin")).empty());
 
   // a malformed line names the file and the line
   write_text(jsonl, "{\"text\": \"ok\"}\n{\"txt\": \"no\"}\n");
@@ -449,8 +480,6 @@ TEST_CASE("tokenize: safe split points are where GPT-2 always splits", "[tokeniz
     prev = p;
   }
   CHECK(safe_split_points("no newline at all", 2).empty());
-  CHECK(strip_bom("\xef\xbb\xbf\xef\xbb\xbfx") == "\xef\xbb\xbfx");
-  CHECK(strip_bom("x\xef\xbb\xbf") == "x\xef\xbb\xbf");
 }
 
 // ---- inspect ------------------------------------------------------------------------------------
