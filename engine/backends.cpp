@@ -51,6 +51,54 @@ std::string backend_banner(BackendKind backend) {
   return buf;
 }
 
+namespace {
+
+// MemAvailable of /proc/meminfo in bytes, or -1 when it cannot be read.
+double host_memory_available() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return -1;
+  char line[256];
+  double kib = -1;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib < 0 ? -1 : kib * 1024.0;
+}
+
+std::string gib(double bytes) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / double(1 << 30));
+  return buf;
+}
+
+}  // namespace
+
+void check_memory(const MemoryNeed& need, const Config& c, BackendKind backend,
+                  const char* command) {
+  const std::string parts =
+      " (parameters: " + std::to_string(need.parameters) + ", " + gib(need.arena_bytes) +
+      " per fp32 copy, sized by model.vocab_size, model.d_model, model.ffn_hidden, "
+      "model.n_layer and the experts; activations: " +
+      gib(need.activation_bytes) + " for train.micro_batch " + std::to_string(c.train.micro_batch) +
+      " × model.seq_len " + std::to_string(c.model.seq_len) + ")";
+  const double host = host_memory_available();
+  check(host < 0 || need.host_bytes <= host,
+        std::string(command) + " needs about " + gib(need.host_bytes) + " of host memory" + parts +
+            ", and " + gib(host) +
+            " is available: reduce the model, train.micro_batch or model.seq_len");
+#ifdef UNIPOOL_HAVE_CUDA
+  if (backend == BackendKind::cuda) {
+    const cuda::DeviceInfo info = cuda::device_info();
+    check(need.device_bytes <= double(info.free_bytes),
+          std::string(command) + " needs about " + gib(need.device_bytes) + " of GPU memory" +
+              parts + ", and the GPU (" + info.name + ") has " + gib(double(info.free_bytes)) +
+              " free: reduce the model, train.micro_batch or model.seq_len");
+  }
+#endif
+  (void)backend;
+}
+
 size_t device_bytes(BackendKind backend) {
 #ifdef UNIPOOL_HAVE_CUDA
   if (backend == BackendKind::cuda) return cuda::allocated_bytes();

@@ -26,6 +26,8 @@ constexpr double kH100PeakFlops = 989e12;
 
 template <class B>
 void bench_on(const Config& c, const BenchOptions& options, BackendKind backend) {
+  check_memory(memory_need<B>(c, make_layout(c.model), Workload::train), c, backend,
+               "unipool bench");
   TrainerOn<B> trainer(c);
   uint64_t counter = 0;
   const int vocab = c.model.vocab_size;

@@ -2,9 +2,11 @@
 // driven by one key table (kKeys below): a key is declared once, with its name, its JSON type and
 // its rule; its default is the initialiser of its struct member (engine/config.h, model/config.h).
 #include "engine/config.h"
+#include "model/layout.h"
 #include "base/json_depth.h"
 #include "base/json_fields.h"
 
+#include <climits>
 #include <cmath>
 #include <fstream>
 #include <iterator>
@@ -441,6 +443,27 @@ void validate_config(const Config& c, bool check_data) {
   } else {
     check(m.router_share == 1, "model.router_share: a dense model has no router to share");
   }
+  // Sizes, in 64 bits: every count the engine indexes with a 32-bit int must fit one (vocabulary,
+  // widths, the rows of a micro-batch), and the parameters must fit the arena (make_layout).
+  const int64_t Vp =
+      (int64_t(m.vocab_size) + m.vocab_multiple - 1) / m.vocab_multiple * m.vocab_multiple;
+  check(Vp <= INT32_MAX, "model.vocab_size: " + std::to_string(m.vocab_size) +
+                             " rounded up to a multiple of model.vocab_multiple (" +
+                             std::to_string(m.vocab_multiple) + ") is " + std::to_string(Vp) +
+                             ", more than 2^31 - 1");
+  check((int64_t(m.n_head) + 2 * int64_t(m.n_kv_head)) * m.head_dim() <= INT32_MAX,
+        "model.n_kv_head: the attention width (n_head + 2 n_kv_head) · head_dim is more than "
+        "2^31 - 1");
+  check(2 * int64_t(m.ffn_hidden) <= INT32_MAX,
+        "model.ffn_hidden: " + std::to_string(m.ffn_hidden) + " is more than 2^30 - 1");
+  const int64_t rows =
+      int64_t(c.train.micro_batch) * m.seq_len * (m.is_moe() ? m.top_k : 1);
+  check(rows <= INT32_MAX,
+        std::string("train.micro_batch: micro_batch × model.seq_len") +
+            (m.is_moe() ? " × model.top_k" : "") + " = " + std::to_string(rows) +
+            " rows, more than 2^31 - 1");
+  make_layout(m);  // Error naming the tensor when the parameters do not fit
+
   const LossConfig& l = c.loss;
   check(l.pool_aux_coeff == 0 || m.has_pools(),
         std::string("loss.pool_aux_coeff: a pool loss needs model.ffn = unipool (got '") +

@@ -68,7 +68,9 @@ EvalResult run_eval(const EvalOptions& o) {
 
   const Stopwatch time;
   const double sum = on_backend(backend, [&](auto b) {
-    return evaluation_sum<typename decltype(b)::type>(layout, c, ck.dir, loader, batches);
+    using B = typename decltype(b)::type;
+    check_memory(memory_need<B>(c, layout, Workload::eval), c, backend, "unipool eval");
+    return evaluation_sum<B>(layout, c, ck.dir, loader, batches);
   });
   EvalResult r;
   r.checkpoint = ck.dir;

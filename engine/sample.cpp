@@ -180,7 +180,9 @@ std::vector<std::string> run_sample(const SampleOptions& o) {
   }
   std::fflush(stdout);
   return on_backend(backend, [&](auto b) {
-    return sample_on<typename decltype(b)::type>(layout, params, prompt, codec, o);
+    using B = typename decltype(b)::type;
+    check_memory(memory_need<B>(c, layout, Workload::sample), c, backend, "unipool sample");
+    return sample_on<B>(layout, params, prompt, codec, o);
   });
 }
 

@@ -283,6 +283,8 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
   if (c.train.eval_every > 0)
     valid_data = std::make_unique<data::Loader>(loader_spec(c), data::Split::valid);
 
+  check_memory(memory_need<B>(c, make_layout(c.model), Workload::train), c, backend,
+               "unipool train");
   TrainerOn<B> trainer(c);
   const ResumeInfo resumed = restore(trainer, train_data, c, options);
   const int first_step = trainer.step, last_step = c.train.steps;

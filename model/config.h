@@ -3,6 +3,7 @@
 // defines what each variant computes. Loading, defaults from other keys and validation are the
 // engine's (engine/config.h); the model only reads these plain structs.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace unipool {
@@ -73,8 +74,10 @@ struct ModelConfig {
   bool router_renorm = false;  // softmax router: renormalise the k gates
   int router_share = 1;        // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
 
+  // Fits an int in a validated config (engine/config.cpp checks it in 64 bits).
   int padded_vocab() const {
-    return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple;
+    return static_cast<int>((int64_t(vocab_size) + vocab_multiple - 1) / vocab_multiple *
+                            vocab_multiple);
   }
   int head_dim() const { return d_model / n_head; }
   bool is_moe() const { return ffn != FfnKind::dense; }

@@ -8,10 +8,14 @@ namespace unipool {
 
 namespace {
 
-int64_t product(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
+// The arena holds at most 2^58 elements: its bytes times the four arenas of a run (weights,
+// gradients, two AdamW moments) fit a signed 64-bit size with room to spare.
+constexpr int64_t kMaxArenaElements = int64_t(1) << 58;
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
 }
 
 struct Builder {
@@ -19,7 +23,16 @@ struct Builder {
   int add(const std::string& name, std::vector<int64_t> shape, InitKind init, double std) {
     ParamTensor t;
     t.name = name;
-    t.numel = product(shape);
+    // Sizes in 64 bits with overflow checks: an absurd config is an error naming the tensor.
+    int64_t numel = 1;
+    for (int64_t dim : shape)
+      if (__builtin_mul_overflow(numel, dim, &numel) || numel > kMaxArenaElements)
+        numel = kMaxArenaElements + 1;
+    check(numel <= kMaxArenaElements && layout.arena_size <= kMaxArenaElements - numel,
+          "model: the parameters do not fit in 2^58 elements (tensor " + name + " " +
+              shape_text(shape) + "): reduce model.vocab_size, model.d_model, " +
+              "model.ffn_hidden, model.n_layer or the number of experts");
+    t.numel = numel;
     t.decay = shape.size() >= 2;
     t.shape = std::move(shape);
     t.init = init;

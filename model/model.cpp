@@ -59,14 +59,29 @@ void PoolLossState::from_json(const nlohmann::json& j, int groups, int M) {
 template <class B>
 Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len,
                 int kv_cache_len)
+    : Model(Build::allocate, layout, loss, batch, seq_len, kv_cache_len) {}
+
+template <class B>
+size_t Model<B>::planned_activation_bytes(const Layout& layout, const LossConfig& loss, int batch,
+                                          int seq_len, int kv_cache_len) {
+  return Model(Build::plan_only, layout, loss, batch, seq_len, kv_cache_len).activation_bytes();
+}
+
+// With Build::plan_only nothing is allocated, uploaded or computed: the same code only adds up the
+// bytes it would allocate (planned_activation_bytes).
+template <class B>
+Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int batch, int seq_len,
+                int kv_cache_len)
     : layout_(layout),
       loss_config_(loss),
       B_(batch),
       T_(seq_len),
       N_(batch * seq_len),
-      kv_cache_len_(kv_cache_len) {
+      kv_cache_len_(kv_cache_len),
+      plan_only_(build == Build::plan_only) {
   const ModelConfig& c = layout_.config;
-  check(batch >= 1 && seq_len >= 1, "model: batch and seq_len must be >= 1");
+  check(batch >= 1 && seq_len >= 1 && int64_t(batch) * seq_len <= INT32_MAX,
+        "model: batch and seq_len must be >= 1, their product at most 2^31 - 1");
   check(seq_len <= c.seq_len, "model: seq_len " + std::to_string(seq_len) +
                                   " exceeds model.seq_len " + std::to_string(c.seq_len));
   check(kv_cache_len >= 0 && kv_cache_len <= c.seq_len,
@@ -80,14 +95,16 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
   auto act = [this](int64_t n, const char* what) { return alloc_counted<Act>(n, what); };
   auto flt = [this](int64_t n, const char* what) { return alloc_counted<Float>(n, what); };
   auto ints = [this](int64_t n, const char* what) { return alloc_counted<int32_t>(n, what); };
-  params_ = B::template alloc<Param>(layout_.arena_size, "master weights");
-  // A decoding model never runs backward(): no gradient arena.
-  grads_ = B::template alloc<Param>(decoding ? 0 : layout_.arena_size, "weight gradients");
-  B::zero(params_.data(), params_.size());
-  B::zero(grads_.data(), grads_.size());
-  if constexpr (B::kWeightCopy) {
-    weights_ = B::template alloc<Weight>(layout_.arena_size, "bf16 weight copy");
-    B::zero(weights_.data(), weights_.size());
+  if (!plan_only_) {
+    params_ = B::template alloc<Param>(layout_.arena_size, "master weights");
+    // A decoding model never runs backward(): no gradient arena.
+    grads_ = B::template alloc<Param>(decoding ? 0 : layout_.arena_size, "weight gradients");
+    B::zero(params_.data(), params_.size());
+    B::zero(grads_.data(), grads_.size());
+    if constexpr (B::kWeightCopy) {
+      weights_ = B::template alloc<Weight>(layout_.arena_size, "bf16 weight copy");
+      B::zero(weights_.data(), weights_.size());
+    }
   }
 
   acts_.resize(c.n_layer);
@@ -119,7 +136,7 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
       m.row_gate = flt(N * k, "routing");
       m.xg = act(N * k * d, "expert inputs (worst-case routing)");
       m.aux_grad = flt(R, "routing");
-      if (c.router == RouterKind::norm)
+      if (c.router == RouterKind::norm && !plan_only_)
         m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
     }
     expert_weight_ = flt(R, "routing");
@@ -130,14 +147,14 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
     dgate_ = flt(2 * rows, "backward scratch");
   }
   aux_terms_ = flt(3 * int64_t(c.n_layer), "losses");
-  if (c.ffn == FfnKind::unipool) {
+  if (c.ffn == FfnKind::unipool && !plan_only_) {
     const size_t n = size_t(c.n_pools()) * c.pool_size;
     pool_ghat_ = B::template alloc<Float>(n, "pool-loss state");
     pool_running_ = B::template alloc<Float>(n, "pool-loss state");
     B::zero(pool_ghat_.data(), pool_ghat_.size());
     B::zero(pool_running_.data(), pool_running_.size());
   }
-  {  // RoPE tables, computed on the host once, for every position a sequence or the cache holds.
+  if (!plan_only_) {  // RoPE tables, computed on the host once, for every position it may see
     const int positions = std::max(T_, kv_cache_len_);
     const size_t n = static_cast<size_t>(positions) * c.head_dim() / 2;
     std::vector<Float> cos_table(n), sin_table(n);
@@ -173,7 +190,7 @@ Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq
     v_cache_ = act(c.n_layer * P * kv, "KV cache");
     decode_scores_ = flt(int64_t(c.n_head) * (P + 16), "attention_decode scratch");
     decode_logits_ = flt(c.padded_vocab(), "decode logits");
-    host_decode_logits_.resize(size_t(c.padded_vocab()));
+    if (!plan_only_) host_decode_logits_.resize(size_t(c.padded_vocab()));
   }
 }
 

@@ -75,6 +75,10 @@ class Model {
   void zero_grads();
   // Bytes of every activation, cache and scratch buffer (counted as they are allocated).
   size_t activation_bytes() const { return activation_bytes_; }
+  // What activation_bytes() of a model built with these arguments would be, computed without
+  // allocating anything (the memory check before a run, engine/backends.h).
+  static size_t planned_activation_bytes(const Layout& layout, const LossConfig& loss, int batch,
+                                         int seq_len, int kv_cache_len = 0);
 
   // Host copies of the master weights and gradients, and the upload of new master weights
   // (which refreshes the weight copy).
@@ -173,9 +177,17 @@ class Model {
   void route_backward(int l);
   void router_scores_backward(int l);
   void lm_head(bool train, double loss_scale);
+  enum class Build { allocate, plan_only };
+  Model(Build build, const Layout& layout, const LossConfig& loss, int batch, int seq_len,
+        int kv_cache_len);
+  // Counts n elements of U (saturating: a plan may be absurdly large) and allocates them.
   template <class U>
   Array<U> alloc_counted(int64_t n, const char* what) {
-    activation_bytes_ += size_t(n) * sizeof(U);
+    size_t bytes = 0;
+    if (__builtin_mul_overflow(size_t(n), sizeof(U), &bytes) ||
+        __builtin_add_overflow(activation_bytes_, bytes, &activation_bytes_))
+      activation_bytes_ = SIZE_MAX;
+    if (plan_only_) return Array<U>{};
     return Backend::template alloc<U>(size_t(n), what);
   }
 
@@ -183,6 +195,7 @@ class Model {
   LossConfig loss_config_;
   int B_, T_, N_;
   int kv_cache_len_ = 0;
+  bool plan_only_ = false;
   size_t activation_bytes_ = 0;
   double loss_scale_ = 1.0;
   Array<Param> params_, grads_;

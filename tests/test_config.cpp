@@ -102,6 +102,22 @@ TEST_CASE("bad keys and values name the key", "[config]") {
   CHECK(config_error({"model.router_share=4"}, kMoe).empty());
 }
 
+TEST_CASE("absurd sizes are refused naming the keys, computed in 64 bits", "[config]") {
+  CHECK_THAT(config_error({"model.vocab_size=2147483000"}),
+             HasSubstring("model.vocab_size: 2147483000 rounded up to a multiple of"));
+  // V + multiple − 1 would overflow an int; the padded vocabulary itself fits
+  CHECK(config_error({"model.vocab_size=1500000000", "model.vocab_multiple=1500000000"}).empty());
+  CHECK(config_error({"model.vocab_size=1", "model.vocab_multiple=2147483647"}).empty());
+  CHECK_THAT(config_error({"model.ffn_hidden=2000000000"}), HasSubstring("model.ffn_hidden"));
+  CHECK_THAT(config_error({"train.micro_batch=100000000"}),
+             HasSubstring("train.micro_batch: micro_batch × model.seq_len = "));
+  CHECK_THAT(config_error({"train.micro_batch=1500000", "model.seq_len=1024", "model.top_k=2"}, kMoe),
+             HasSubstring("× model.top_k"));
+  CHECK_THAT(config_error({"model.d_model=1048576", "model.n_head=16",
+                           "model.ffn_hidden=1000000000", "model.n_layer=200"}),
+             HasSubstring("the parameters do not fit in 2^58 elements"));
+}
+
 TEST_CASE("data paths must exist when training", "[config]") {
   const json file = {
       {"data", {{"train", json::array({json::array({1.0, "/nonexistent/shard"})})}}}};

@@ -204,3 +204,17 @@ TEST_CASE("bytes that are not UTF-8 in --set values and paths work", "[inputs]")
   CHECK(bad.status == 1);
   CHECK(contains(bad.err, "unknown config key"));
 }
+
+TEST_CASE("a run that cannot fit in memory is refused before allocating, with the numbers",
+          "[inputs]") {
+  TempDir tmp;
+  // 100,000 sequences of 256 tokens: about 1.5 TiB of activations for the tiny preset.
+  const Outcome o = run_binary(
+      "bench --config tiny --set train.backend=cpu --set train.micro_batch=100000", tmp.path);
+  INFO(o.out << o.err);
+  CHECK(o.status == 1);
+  CHECK(contains(o.err, "unipool bench needs about"));
+  CHECK(contains(o.err, "GiB of host memory"));
+  CHECK(contains(o.err, "train.micro_batch 100000 × model.seq_len 256"));
+  CHECK(contains(o.err, "is available"));
+}

@@ -1,6 +1,7 @@
 // Whole-model tests: finite differences of the full objective (LM loss + balancing terms) w.r.t.
 // samples of every parameter tensor for every variant; shared experts and shared routers receive
 // the sum of the gradients of an untied copy; parameter totals of the paper's presets.
+#include <array>
 #include <cmath>
 #include <map>
 #include <random>
@@ -163,6 +164,25 @@ void run_pair(CpuModel<double>& model, const std::vector<int32_t>& in,
 }
 
 }  // namespace
+
+TEST_CASE("planned_activation_bytes equals what a model allocates, every variant",
+          "[model]") {
+  for (const ModelVariant& v : kVariants) {
+    DYNAMIC_SECTION(v.name) {
+      const Config c = tiny_config(v);
+      const Layout layout = make_layout(c.model);
+      for (const auto [batch, seq, kv] : {std::array<int, 3>{2, c.model.seq_len, 0},
+                                          std::array<int, 3>{3, 5, 0},
+                                          std::array<int, 3>{1, 1, c.model.seq_len}}) {
+        INFO(batch << " × " << seq << ", KV cache " << kv);
+        const CpuModel<float> model(layout, c.loss, batch, seq, kv);
+        CHECK(model.activation_bytes() > 0);
+        CHECK(CpuModel<float>::planned_activation_bytes(layout, c.loss, batch, seq, kv) ==
+              model.activation_bytes());
+      }
+    }
+  }
+}
 
 TEST_CASE("a shared pool's gradient is the sum of the untied per-layer experts' gradients",
           "[model][shared]") {

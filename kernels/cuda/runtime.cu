@@ -22,7 +22,9 @@ DeviceInfo device_info() {
   CUDA_CHECK(cudaGetDevice(&dev));
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-  return DeviceInfo{prop.name, prop.totalGlobalMem};
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return DeviceInfo{prop.name, prop.totalGlobalMem, free_bytes};
 }
 
 Context::Context() {

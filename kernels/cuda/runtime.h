@@ -40,10 +40,11 @@ namespace unipool::cuda {
 // Number of usable CUDA devices (0 when the driver or a device is missing; never throws).
 int device_count();
 
-// The current device's name and memory.
+// The current device's name and memory (free: what cudaMemGetInfo reports now).
 struct DeviceInfo {
   std::string name;
   size_t total_bytes = 0;
+  size_t free_bytes = 0;
 };
 DeviceInfo device_info();
 
