@@ -95,10 +95,7 @@ TEST_CASE("deeply nested JSON in any input is an error, not a crash", "[inputs]"
     CHECK(contains(o.err, "docs.jsonl:2: JSON nested more than 512 levels deep"));
   }
   SECTION("a checkpoint's state.json, and a safetensors header") {
-    Config c = small_config(FfnKind::dense, corpus, tmp / "run");
-    c.train.steps = 2;
-    c.train.ckpt_every = 2;
-    write_file_atomic(tmp / "c.json", c.to_json().dump());
+    write_config(tmp, corpus, tmp / "run", 2, 2, "c.json");
     REQUIRE(run_binary("train --config '" + tmp / "c.json" + "'", tmp.path).status == 0);
     const std::string ckpt = tmp / "run/ckpt-2";
     const std::string state = read_file(ckpt + "/state.json");
@@ -129,10 +126,7 @@ TEST_CASE("state.json is checked field by field before anything is used", "[inpu
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
-  Config c = small_config(FfnKind::dense, corpus, tmp / "run");
-  c.train.steps = 2;
-  c.train.ckpt_every = 2;
-  write_file_atomic(tmp / "c.json", c.to_json().dump());
+  write_config(tmp, corpus, tmp / "run", 2, 2, "c.json");
   REQUIRE(run_binary("train --config '" + tmp / "c.json" + "'", tmp.path).status == 0);
   const std::string ckpt = tmp / "run/ckpt-2", file = ckpt + "/state.json";
   const nlohmann::json good = nlohmann::json::parse(read_file(file));
@@ -182,10 +176,7 @@ TEST_CASE("bytes that are not UTF-8 in --set values and paths work", "[inputs]")
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
-  Config c = small_config(FfnKind::dense, corpus, tmp / "unused");
-  c.train.steps = 2;
-  c.train.ckpt_every = 2;
-  write_file_atomic(tmp / "c.json", c.to_json().dump());
+  write_config(tmp, corpus, tmp / "unused", 2, 2, "c.json");
   const std::string latin1 = tmp / "r\xe9sultats";  // "résultats" in Latin-1
   const Outcome o = run_binary(
       "train --config '" + tmp / "c.json" + "' --set 'train.out_dir=" + latin1 + "'", tmp.path);

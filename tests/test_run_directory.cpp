@@ -28,18 +28,6 @@ using namespace unipool::test;  // tests/train_fixtures.h, tests/errors.h, small
 
 namespace {
 
-// A config file for `unipool train --config FILE`: the small dense config with the given steps.
-std::string write_config(const TempDir& tmp, const std::string& corpus, const std::string& out_dir,
-                         int steps, int ckpt_every, const std::string& name = "config.json") {
-  Config c = small_config(FfnKind::dense, corpus, out_dir);
-  c.train.steps = steps;
-  c.train.ckpt_every = ckpt_every;
-  c.train.ckpt_keep = 10;
-  const std::string path = tmp / name;
-  write_file_atomic(path, c.to_json().dump(2));
-  return path;
-}
-
 // The metrics.jsonl lines of the "resume" events.
 std::vector<json> resume_events(const std::string& out_dir) {
   std::vector<json> events;

@@ -22,6 +22,8 @@
 #include "data/tokenize.h"
 #include "tests/catch.h"
 #include "tests/errors.h"  // error_of, contains
+#include "tests/small_config.h"
+#include "tests/tempdir.h"
 
 namespace unipool::test {
 
@@ -128,6 +130,20 @@ struct Outcome {
   int status;
   std::string out, err;
 };
+
+// A config file tmp/NAME for `unipool train --config`: the small dense config (tests/small_config.h)
+// training on `corpus` into out_dir for `steps` steps, a checkpoint every `ckpt_every`.
+inline std::string write_config(const TempDir& tmp, const std::string& corpus,
+                                const std::string& out_dir, int steps, int ckpt_every,
+                                const std::string& name = "config.json") {
+  Config c = small_config(FfnKind::dense, corpus, out_dir);
+  c.train.steps = steps;
+  c.train.ckpt_every = ckpt_every;
+  c.train.ckpt_keep = 10;
+  const std::string path = tmp / name;
+  write_file_atomic(path, c.to_json().dump(2));
+  return path;
+}
 
 // `unipool ARGS` through the shell, stdout and stderr captured; shell_prefix runs first in the
 // same shell (e.g. "ulimit -f 64;").
