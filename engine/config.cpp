@@ -104,6 +104,13 @@ json to_json_value(const T& x) {
 template <class T>
 using Rule = std::function<std::string(const T&, const Config&)>;
 
+Rule<int> in_range(int lo, int hi) {
+  return [lo, hi](const int& v, const Config&) {
+    return v >= lo && v <= hi ? std::string()
+                              : "must be in " + std::to_string(lo) + ".." + std::to_string(hi) +
+                                    ", got " + std::to_string(v);
+  };
+}
 Rule<int> at_least(int lo, const char* note = "") {
   return [lo, note](const int& v, const Config&) {
     return v >= lo ? std::string()
@@ -190,7 +197,8 @@ const std::vector<Key>& key_table() {
     t.push_back(key("model.vocab_size", UNIPOOL_FIELD(int, model.vocab_size), at_least(1)));
     t.push_back(key("model.vocab_multiple", UNIPOOL_FIELD(int, model.vocab_multiple), at_least(1)));
     t.push_back(key("model.seq_len", UNIPOOL_FIELD(int, model.seq_len), at_least(1)));
-    t.push_back(key("model.n_layer", UNIPOOL_FIELD(int, model.n_layer), at_least(1)));
+    // (the layout holds a few tensors per layer: 4096 layers bound its size before it is built)
+    t.push_back(key("model.n_layer", UNIPOOL_FIELD(int, model.n_layer), in_range(1, 4096)));
     t.push_back(key("model.d_model", UNIPOOL_FIELD(int, model.d_model), at_least(1)));
     t.push_back(key("model.n_head", UNIPOOL_FIELD(int, model.n_head), at_least(1)));
     t.push_back(key("model.n_kv_head", UNIPOOL_FIELD(int, model.n_kv_head), at_least(1)));

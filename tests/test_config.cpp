@@ -109,6 +109,9 @@ TEST_CASE("absurd sizes are refused naming the keys, computed in 64 bits", "[con
   CHECK(config_error({"model.vocab_size=1500000000", "model.vocab_multiple=1500000000"}).empty());
   CHECK(config_error({"model.vocab_size=1", "model.vocab_multiple=2147483647"}).empty());
   CHECK_THAT(config_error({"model.ffn_hidden=2000000000"}), HasSubstring("model.ffn_hidden"));
+  // a layer count that would make the layout table itself huge (found by fuzz/fuzz_config)
+  CHECK_THAT(config_error({"model.n_layer=40000000"}),
+             HasSubstring("model.n_layer: must be in 1..4096, got 40000000"));
   CHECK_THAT(config_error({"train.micro_batch=100000000"}),
              HasSubstring("train.micro_batch: micro_batch × model.seq_len = "));
   CHECK_THAT(config_error({"train.micro_batch=1500000", "model.seq_len=1024", "model.top_k=2"}, kMoe),
