@@ -24,7 +24,7 @@ nlohmann::json PoolLossState::to_json() const {
 
 void PoolLossState::from_json(const nlohmann::json& j, int groups, int M) {
   const std::string where = "checkpoint state: pool_loss";
-  // [groups][M] finite counts >= 0 (they are means of expert counts).
+  // [groups][M] counts (means of expert counts over layers).
   auto counts = [&](const char* key) {
     const nlohmann::json& v = json_at(j, key, where);
     check(v.is_array() && v.size() == size_t(groups),
@@ -39,9 +39,10 @@ void PoolLossState::from_json(const nlohmann::json& j, int groups, int M) {
                 std::to_string(M) + " counts, got " + describe_json(row));
       for (int i = 0; i < M; ++i) {
         const nlohmann::json& x = row[size_t(i)];
-        check(x.is_number() && std::isfinite(x.get<double>()) && x.get<double>() >= 0,
+        // A count of rows of a micro-batch: at most 2^31 − 1 (so the float state holds it).
+        check(x.is_number() && x.get<double>() >= 0 && x.get<double>() <= 2147483647.0,
               where + "." + key + "[" + std::to_string(g) + "][" + std::to_string(i) +
-                  "] must be a finite count >= 0, got " + describe_json(x));
+                  "] must be a count in [0, 2^31 - 1], got " + describe_json(x));
         out[size_t(g)][size_t(i)] = x.get<double>();
       }
     }

