@@ -1,6 +1,7 @@
 // POSIX file helpers: atomic file writes and directory publication. See fsutil.h.
 #include "base/fsutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -8,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -47,8 +49,25 @@ void fsync_path(const std::string& path) {
 // ----------------------------------------------------------------------------------------------
 // AtomicFile
 
+namespace {
+const char kTempInfix[] = ".tmp.";  // "<file>.tmp.<pid>"
+}  // namespace
+
+int64_t atomic_temp_owner(const std::string& name) {
+  const size_t at = name.rfind(kTempInfix);
+  if (at == std::string::npos || at == 0) return -1;
+  const std::string digits = name.substr(at + sizeof kTempInfix - 1);
+  if (digits.empty() || digits.size() > 10) return -1;
+  int64_t pid = 0;
+  for (char ch : digits) {
+    if (ch < '0' || ch > '9') return -1;
+    pid = pid * 10 + (ch - '0');
+  }
+  return pid;
+}
+
 AtomicFile::AtomicFile(const std::string& path)
-    : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
+    : path_(path), tmp_(path + kTempInfix + std::to_string(::getpid())) {
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0)
     throw Error("cannot create temp file " + tmp_ + " for " + path_ + ": " + errno_str(errno));
@@ -202,6 +221,19 @@ DirLock DirLock::acquire(const std::string& dir, const std::string& what) {
 
 DirLock::~DirLock() {
   if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the flock
+}
+
+std::vector<std::string> list_directory(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(path.c_str());
+  if (!dir) return names;
+  while (dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 bool path_exists(const std::string& path) {

@@ -9,7 +9,9 @@
 // All failures throw unipool::Error naming the path, the step that failed, and strerror(errno).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace unipool {
 
@@ -40,6 +42,10 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// The pid in the name of a temp file of write_file_atomic / AtomicFile ("<file>.tmp.<pid>"), or -1
+// for any other name (the clean-up after a writer that died, engine/checkpoint.cpp).
+int64_t atomic_temp_owner(const std::string& name);
+
 // fsync a file or a directory (Error on failure). For a directory, EINVAL/ENOTSUP from fsync
 // (file systems that cannot sync directories) is not an error, as in PostgreSQL's fsync_fname.
 void fsync_path(const std::string& path);
@@ -56,6 +62,8 @@ void make_dirs(const std::string& path);  // mkdir -p; Error on failure (e.g. a 
 void remove_tree(const std::string& path);  // rm -rf; a missing path is not an error
 void remove_tree_quietly(const std::string& path) noexcept;  // the same, errors ignored (cleanup)
 bool path_exists(const std::string& path);  // file, directory or anything else (no symlink follow)
+// The names in a directory (without . and ..), sorted; empty when it cannot be read.
+std::vector<std::string> list_directory(const std::string& path);
 
 // An exclusive lock on a directory, held by this process until the object is destroyed (or the
 // process dies: the kernel drops it). It is a flock(2) on DIR/.lock, a file that also records the

@@ -2,7 +2,6 @@
 #include "base/json_depth.h"
 #include "base/json_fields.h"
 
-#include <dirent.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -100,10 +99,7 @@ int checkpoint_step(const std::string& dir) {
 static std::vector<std::pair<int, std::string>> list_checkpoints(const std::string& out_dir) {
   static std::set<std::string> warned;
   std::vector<std::pair<int, std::string>> found;
-  DIR* dir = opendir(out_dir.c_str());
-  if (!dir) return found;
-  while (dirent* entry = readdir(dir)) {
-    const std::string name = entry->d_name;
+  for (const std::string& name : list_directory(out_dir)) {
     if (name.rfind("ckpt-", 0) != 0) continue;
     const std::string path = out_dir + "/" + name;
     int64_t leftover_step = 0, pid = 0;
@@ -119,7 +115,6 @@ static std::vector<std::pair<int, std::string>> list_checkpoints(const std::stri
                    path.c_str(), INT32_MAX);
     }
   }
-  closedir(dir);
   std::sort(found.begin(), found.end());
   return found;
 }
@@ -141,8 +136,10 @@ std::string save_checkpoint(const std::string& out_dir, int step, int keep, cons
     write_safetensors(tmp_dir + "/model.safetensors", arena_tensors(layout, params, ""),
                       {{"format", "unipool"}, {"step", std::to_string(step)}});
     std::vector<TensorRef> moments = arena_tensors(layout, exp_avg, "exp_avg.");
-    for (const TensorRef& r : arena_tensors(layout, exp_avg_sq, "exp_avg_sq.")) moments.push_back(r);
-    write_safetensors(tmp_dir + "/optimizer.safetensors", moments, {{"step", std::to_string(step)}});
+    for (const TensorRef& r : arena_tensors(layout, exp_avg_sq, "exp_avg_sq."))
+      moments.push_back(r);
+    write_safetensors(tmp_dir + "/optimizer.safetensors", moments,
+                      {{"step", std::to_string(step)}});
     write_file_atomic(tmp_dir + "/state.json", dump_json(state, 1) + "\n");
     fsync_path(tmp_dir);
   } catch (...) {
@@ -164,19 +161,13 @@ std::string save_checkpoint(const std::string& out_dir, int step, int keep, cons
 
 std::vector<std::string> recover_run_directory(const std::string& out_dir) {
   std::vector<std::string> done;
-  DIR* dir = opendir(out_dir.c_str());
-  if (!dir) return done;
-  std::vector<std::string> names;
-  while (dirent* entry = readdir(dir)) names.push_back(entry->d_name);
-  closedir(dir);
-  std::sort(names.begin(), names.end());
-  const std::string own = std::to_string(getpid());
-  for (const std::string& name : names) {
+  const int64_t own = getpid();
+  for (const std::string& name : list_directory(out_dir)) {
     const std::string path = out_dir + "/" + name;
     int64_t step = 0, pid = 0;
     bool old = false;
     if (parse_leftover(name, &step, &old, &pid)) {
-      if (std::to_string(pid) == own) continue;
+      if (pid == own) continue;
       const std::string final_dir = out_dir + "/ckpt-" + std::to_string(step);
       if (old && !path_exists(final_dir)) {  // died between moving it aside and the replacement
         publish_dir(path, final_dir);
@@ -187,10 +178,9 @@ std::vector<std::string> recover_run_directory(const std::string& out_dir) {
       }
       continue;
     }
-    // write_file_atomic's temp files: "<file>.tmp.<pid>" (metrics.jsonl, config.json).
-    const size_t tmp = name.rfind(".tmp.");
-    if (tmp != std::string::npos && tmp > 0 && parse_step(name.substr(tmp + 5)) >= 0 &&
-        name.substr(tmp + 5) != own) {
+    // write_file_atomic's temp files (metrics.jsonl, config.json).
+    const int64_t writer = atomic_temp_owner(name);
+    if (writer >= 0 && writer != own) {
       remove_tree(path);
       done.push_back("removed " + path + " (incomplete)");
     }
@@ -209,7 +199,8 @@ std::string abandon_checkpoints_after(const std::string& out_dir, int step) {
   gmtime_r(&now, &utc);
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
   std::string dest = out_dir + "/abandoned-" + stamp;
-  for (int n = 2; path_exists(dest); ++n) dest = out_dir + "/abandoned-" + stamp + "-" + std::to_string(n);
+  for (int n = 2; path_exists(dest); ++n)
+    dest = out_dir + "/abandoned-" + stamp + "-" + std::to_string(n);
   make_dirs(dest);
   for (const auto& [s, path] : newer) publish_dir(path, dest + "/" + base_name(path));
   return dest;

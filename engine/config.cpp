@@ -28,8 +28,6 @@ bool file_exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-std::string describe(const json& v) { return describe_json(v); }
-
 // ---- typed conversion from JSON: each throws an Error naming the key ---------------------------
 void from_json_value(const json& v, const std::string& name, int* out) {
   if (v.is_number_integer() || v.is_number_unsigned()) {
@@ -37,51 +35,53 @@ void from_json_value(const json& v, const std::string& name, int* out) {
         v.is_number_unsigned()
             ? static_cast<long long>(std::min<uint64_t>(v.get<uint64_t>(), uint64_t(1) << 62))
             : v.get<long long>();
-    check(x >= -2147483647LL && x <= 2147483647LL, name + ": " + describe(v) + " is out of range");
+    check(x >= -2147483647LL && x <= 2147483647LL,
+          name + ": " + describe_json(v) + " is out of range");
     *out = static_cast<int>(x);
     return;
   }
   if (v.is_number_float()) {
     const double x = v.get<double>();
     check(std::floor(x) == x && std::fabs(x) < 2147483647.0,
-          name + ": expected an integer, got " + describe(v));
+          name + ": expected an integer, got " + describe_json(v));
     *out = static_cast<int>(x);
     return;
   }
-  throw Error(name + ": expected an integer, got " + describe(v));
+  throw Error(name + ": expected an integer, got " + describe_json(v));
 }
 void from_json_value(const json& v, const std::string& name, uint64_t* out) {
   check(v.is_number_unsigned() || (v.is_number_integer() && v.get<long long>() >= 0),
-        name + ": expected a non-negative integer, got " + describe(v));
+        name + ": expected a non-negative integer, got " + describe_json(v));
   *out = v.get<uint64_t>();
 }
 void from_json_value(const json& v, const std::string& name, double* out) {
-  check(v.is_number(), name + ": expected a number, got " + describe(v));
+  check(v.is_number(), name + ": expected a number, got " + describe_json(v));
   *out = v.get<double>();
   check(std::isfinite(*out), name + ": must be finite");
 }
 void from_json_value(const json& v, const std::string& name, bool* out) {
-  check(v.is_boolean(), name + ": expected true or false, got " + describe(v));
+  check(v.is_boolean(), name + ": expected true or false, got " + describe_json(v));
   *out = v.get<bool>();
 }
 void from_json_value(const json& v, const std::string& name, std::string* out) {
-  check(v.is_string(), name + ": expected a string, got " + describe(v));
+  check(v.is_string(), name + ": expected a string, got " + describe_json(v));
   *out = v.get<std::string>();
 }
 // The enums (FfnKind, RouterKind, BackendKind): a string naming one of their values.
 template <class Kind, class = decltype(name_of(Kind{}))>
 void from_json_value(const json& v, const std::string& name, Kind* out) {
-  check(v.is_string(), name + ": expected a string, got " + describe(v));
+  check(v.is_string(), name + ": expected a string, got " + describe_json(v));
   check(parse_kind(v.get<std::string>(), out),
         name + ": unknown value '" + v.get<std::string>() + "'");
 }
 void from_json_value(const json& v, const std::string& name,
                      std::vector<std::pair<double, std::string>>* out) {
-  check(v.is_array(), name + ": expected a list of [weight, prefix] pairs, got " + describe(v));
+  check(v.is_array(),
+        name + ": expected a list of [weight, prefix] pairs, got " + describe_json(v));
   out->clear();
   for (const json& entry : v) {
     check(entry.is_array() && entry.size() == 2 && entry[0].is_number() && entry[1].is_string(),
-          name + ": each entry must be [weight, \"prefix\"], got " + describe(entry));
+          name + ": each entry must be [weight, \"prefix\"], got " + describe_json(entry));
     out->emplace_back(entry[0].get<double>(), entry[1].get<std::string>());
   }
 }
@@ -298,7 +298,7 @@ bool is_comment_key(const std::string& k) {
 // Copies `src` over `dst`, key by key; every key of src must exist in dst (the defaults tree).
 void merge_known(json& dst, const json& src, const std::string& prefix) {
   check(src.is_object(), (prefix.empty() ? std::string("config") : prefix) +
-                             ": expected a JSON object, got " + describe(src));
+                             ": expected a JSON object, got " + describe_json(src));
   for (auto it = src.begin(); it != src.end(); ++it) {
     const std::string name = prefix.empty() ? it.key() : prefix + "." + it.key();
     if (is_comment_key(it.key())) continue;
@@ -464,12 +464,10 @@ void validate_config(const Config& c, bool check_data) {
         "2^31 - 1");
   check(2 * int64_t(m.ffn_hidden) <= INT32_MAX,
         "model.ffn_hidden: " + std::to_string(m.ffn_hidden) + " is more than 2^30 - 1");
-  const int64_t rows =
-      int64_t(c.train.micro_batch) * m.seq_len * (m.is_moe() ? m.top_k : 1);
-  check(rows <= INT32_MAX,
-        std::string("train.micro_batch: micro_batch × model.seq_len") +
-            (m.is_moe() ? " × model.top_k" : "") + " = " + std::to_string(rows) +
-            " rows, more than 2^31 - 1");
+  const int64_t rows = int64_t(c.train.micro_batch) * m.seq_len * (m.is_moe() ? m.top_k : 1);
+  check(rows <= INT32_MAX, std::string("train.micro_batch: micro_batch × model.seq_len") +
+                               (m.is_moe() ? " × model.top_k" : "") + " = " + std::to_string(rows) +
+                               " rows, more than 2^31 - 1");
   make_layout(m);  // Error naming the tensor when the parameters do not fit
 
   const LossConfig& l = c.loss;

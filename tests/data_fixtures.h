@@ -2,6 +2,7 @@
 // worked example of docs/data.md §Token files (and tests/errors.h).
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
@@ -10,6 +11,17 @@
 #include "tests/errors.h"  // error_of, contains
 
 namespace unipool::test {
+
+// The first n bytes as lower-case hex (to compare files with the byte listings of docs/data.md).
+inline std::string hex(const std::vector<uint8_t>& bytes, size_t n) {
+  std::string s;
+  char b[3];
+  for (size_t i = 0; i < n && i < bytes.size(); ++i) {
+    std::snprintf(b, sizeof(b), "%02x", bytes[i]);
+    s += b;
+  }
+  return s;
+}
 
 // The worked example of docs/data.md §Token files (Megatron): three GPT-2 documents with the EOD
 // appended.

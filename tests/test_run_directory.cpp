@@ -225,7 +225,7 @@ TEST_CASE("resuming from an older checkpoint moves the newer ones aside and reco
   CHECK(contains(o.out, "optim.lr changed from"));
   CHECK(contains(o.out, "moved to " + out + "/abandoned-"));
   std::string abandoned;
-  for (const std::string& n : list_dir(out))
+  for (const std::string& n : list_directory(out))
     if (n.rfind("abandoned-", 0) == 0) abandoned = out + "/" + n;
   REQUIRE(!abandoned.empty());
   CHECK(checkpoint_dirs(abandoned) == (std::vector<std::string>{"ckpt-4", "ckpt-6"}));

@@ -23,14 +23,6 @@ using namespace unipool;
 
 namespace {
 
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir))
-    names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 std::string le64(uint64_t v) {
   std::string s(8, '\0');
   for (int i = 0; i < 8; i++) s[i] = char((v >> (8 * i)) & 0xff);
@@ -103,7 +95,7 @@ TEST_CASE("safetensors: bytes of a tiny file are exactly the format", "[safetens
   expected += std::string(reinterpret_cast<const char*>(data), sizeof(data));
   REQUIRE(expected.size() == 72);
   CHECK(read_file(path) == expected);
-  CHECK(list_dir(dir.path) == std::vector<std::string>{"tiny.safetensors"});  // no temp left
+  CHECK(list_directory(dir.path) == std::vector<std::string>{"tiny.safetensors"});  // no temp left
 }
 
 TEST_CASE("safetensors: round trip with scalar, 3-D, empty tensor and metadata", "[safetensors]") {
@@ -167,7 +159,7 @@ TEST_CASE("safetensors: rewriting replaces the file", "[safetensors]") {
   CHECK(f.order == std::vector<std::string>{"y"});
   CHECK(f.tensors.at("y").data == std::vector<float>{2.0f, 3.0f});
   CHECK(f.metadata.at("k") == "v");
-  CHECK(list_dir(dir.path) == std::vector<std::string>{"w.safetensors"});
+  CHECK(list_directory(dir.path) == std::vector<std::string>{"w.safetensors"});
 }
 
 TEST_CASE("safetensors: writer rejects bad input and writes nothing", "[safetensors]") {
@@ -188,7 +180,7 @@ TEST_CASE("safetensors: writer rejects bad input and writes nothing", "[safetens
         write_safetensors(dir / "no/such/dir/x.safetensors", {{"a", {2}, v}});
       },
       {"no/such/dir/x.safetensors", "No such file"});
-  CHECK(list_dir(dir.path).empty());
+  CHECK(list_directory(dir.path).empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -367,7 +359,7 @@ TEST_CASE("fsutil: write_file_atomic creates, replaces, leaves no temp", "[safet
   CHECK(read_file(path) == std::string("sec\0nd", 6));
   write_file_atomic(path, "");
   CHECK(read_file(path).empty());
-  CHECK(list_dir(dir.path) == std::vector<std::string>{"f.bin"});
+  CHECK(list_directory(dir.path) == std::vector<std::string>{"f.bin"});
 }
 
 TEST_CASE("fsutil: failed writes throw and leave the old state", "[safetensors]") {
@@ -391,7 +383,7 @@ TEST_CASE("fsutil: failed writes throw and leave the old state", "[safetensors]"
     CHECK(path_exists(f.temp_path()));
   }
   CHECK(read_file(path) == "original");
-  CHECK(list_dir(dir.path) == std::vector<std::string>{"adir", "f.bin"});
+  CHECK(list_directory(dir.path) == std::vector<std::string>{"adir", "f.bin"});
 
   require_error([&] { read_file(dir / "none.bin"); },
                 {"cannot open " + (dir / "none.bin"), "No such file"});
@@ -439,5 +431,5 @@ TEST_CASE("fsutil: publish_dir, make_dirs, remove_tree, fsync_path", "[safetenso
   CHECK(parent_dir("c.bin") == ".");
   CHECK(parent_dir("/c.bin") == "/");
   require_error([&] { fsync_path(dir / "nope"); }, {"nope"});
-  CHECK(list_dir(dir.path) == std::vector<std::string>{"ckpt_000100", "empty_final"});
+  CHECK(list_directory(dir.path) == std::vector<std::string>{"ckpt_000100", "empty_final"});
 }

@@ -21,6 +21,7 @@
 
 using unipool::test::contains;
 using unipool::test::error_of;
+using unipool::test::hex;
 using unipool::test::kExampleDocs;
 using unipool::test::read_bytes;
 using unipool::test::TempDir;
@@ -41,16 +42,6 @@ template <typename T>
 void poke(std::vector<uint8_t>& bytes, size_t offset, T value) {
   REQUIRE(offset + sizeof(T) <= bytes.size());
   std::memcpy(bytes.data() + offset, &value, sizeof(T));
-}
-
-std::string hex(const std::vector<uint8_t>& bytes, size_t n) {
-  std::string s;
-  char b[3];
-  for (size_t i = 0; i < n && i < bytes.size(); ++i) {
-    std::snprintf(b, sizeof(b), "%02x", bytes[i]);
-    s += b;
-  }
-  return s;
 }
 
 // SHA-256 of a whole byte vector (base/sha256.h), to pin files to the hashes in docs/data.md.

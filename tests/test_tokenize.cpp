@@ -25,11 +25,14 @@
 #include "base/error.h"
 #include "base/sha256.h"
 #include "tests/catch.h"
+#include "tests/data_fixtures.h"
 
 #if __has_include("data/gpt2_tokenizer.h")
 #include "data/gpt2_tokenizer.h"
 #include "tests/tempdir.h"
 
+using unipool::test::error_of;  // tests/errors.h
+using unipool::test::hex;
 using unipool::test::read_bytes;
 using unipool::test::TempDir;
 #define UNIPOOL_HAVE_GPT2 1
@@ -51,31 +54,11 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   write_text(path, std::string(bytes.begin(), bytes.end()));
 }
 
-std::string hex(const std::vector<uint8_t>& bytes, size_t n) {
-  std::string s;
-  char b[3];
-  for (size_t i = 0; i < n && i < bytes.size(); ++i) {
-    std::snprintf(b, sizeof(b), "%02x", bytes[i]);
-    s += b;
-  }
-  return s;
-}
-
 template <typename T>
 void put(std::vector<uint8_t>& out, T v) {
   const size_t at = out.size();
   out.resize(at + sizeof(T));
   std::memcpy(out.data() + at, &v, sizeof(T));
-}
-
-// The message of the unipool::Error that f throws, or "<no error>".
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const unipool::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 // Every token of a token file.

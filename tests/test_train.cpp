@@ -349,7 +349,7 @@ TEST_CASE("checkpoints hold the documented tensors, the state, and only the newe
   CHECK(leftovers(out).empty());
   for (const std::string& d : checkpoint_dirs(out)) {
     INFO(d);
-    CHECK(list_dir(out + "/" + d) ==
+    CHECK(list_directory(out + "/" + d) ==
           std::vector<std::string>{"model.safetensors", "optimizer.safetensors", "state.json"});
   }
 

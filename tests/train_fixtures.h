@@ -3,7 +3,6 @@
 // warning when it is missing), readers of metrics.jsonl and of a run directory, and the `unipool`
 // binary run as a child process.
 #pragma once
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,10 +55,11 @@ inline bool write_gpl_corpus(const std::string& prefix, const std::string& sourc
   return true;
 }
 
-#define REQUIRE_CORPUS(prefix)                                                              \
-  if (!::unipool::test::write_gpl_corpus(prefix)) {                                                          \
-    WARN("skipped: " << ::unipool::test::kGplPath << " is missing (the training tests use it as a corpus)"); \
-    return;                                                                                 \
+#define REQUIRE_CORPUS(prefix)                                                  \
+  if (!::unipool::test::write_gpl_corpus(prefix)) {                             \
+    WARN("skipped: " << ::unipool::test::kGplPath                               \
+                     << " is missing (the training tests use it as a corpus)"); \
+    return;                                                                     \
   }
 
 inline std::vector<json> read_jsonl(const std::string& path) {
@@ -88,22 +88,9 @@ inline std::map<int, double> val_losses(const std::string& out_dir) {
   return v;
 }
 
-inline std::vector<std::string> list_dir(const std::string& path) {
-  std::vector<std::string> names;
-  DIR* dir = ::opendir(path.c_str());
-  if (!dir) return names;
-  while (dirent* e = ::readdir(dir)) {
-    const std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(dir);
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 inline std::vector<std::string> checkpoint_dirs(const std::string& out_dir) {
   std::vector<std::string> found;
-  for (const std::string& n : list_dir(out_dir))
+  for (const std::string& n : list_directory(out_dir))
     if (n.rfind("ckpt-", 0) == 0) found.push_back(n);
   return found;
 }
@@ -111,7 +98,7 @@ inline std::vector<std::string> checkpoint_dirs(const std::string& out_dir) {
 // Names anywhere under path that look like leftovers of an atomic write (".tmp", ".old").
 inline std::vector<std::string> leftovers(const std::string& path) {
   std::vector<std::string> bad;
-  for (const std::string& n : list_dir(path)) {
+  for (const std::string& n : list_directory(path)) {
     if (n.find(".tmp") != std::string::npos || n.find(".old") != std::string::npos)
       bad.push_back(path + "/" + n);
     for (const std::string& sub : leftovers(path + "/" + n)) bad.push_back(sub);
@@ -119,7 +106,8 @@ inline std::vector<std::string> leftovers(const std::string& path) {
   return bad;
 }
 
-inline const char* const kCkptFiles[] = {"model.safetensors", "optimizer.safetensors", "state.json"};
+inline const char* const kCkptFiles[] = {"model.safetensors", "optimizer.safetensors",
+                                         "state.json"};
 
 inline void copy_checkpoint(const std::string& from, const std::string& to) {
   make_dirs(to);
@@ -131,8 +119,9 @@ struct Outcome {
   std::string out, err;
 };
 
-// A config file tmp/NAME for `unipool train --config`: the small dense config (tests/small_config.h)
-// training on `corpus` into out_dir for `steps` steps, a checkpoint every `ckpt_every`.
+// A config file tmp/NAME for `unipool train --config`: the small dense config
+// (tests/small_config.h) training on `corpus` into out_dir for `steps` steps, a checkpoint every
+// `ckpt_every`.
 inline std::string write_config(const TempDir& tmp, const std::string& corpus,
                                 const std::string& out_dir, int steps, int ckpt_every,
                                 const std::string& name = "config.json") {
