@@ -40,11 +40,12 @@ struct MemoryNeed {
 };
 
 // On backend B: the parameter arenas a workload holds (training: weights, gradients, two AdamW
-// moments; eval: weights and gradients; sample: weights), the GPU's bf16 weight copy and cuBLASLt
-// workspace, the host copies that staging and checkpoints make, and the activations of exactly the
-// Model the workload builds.
+// moments, or their 1/ranks shard under ZeRO-1, and with several GPU ranks NCCL's receive buffer
+// of the gradient sum; eval: weights and gradients; sample: weights), the GPU's bf16 weight copy
+// and cuBLASLt workspace, the host copies that staging and checkpoints make, and the activations
+// of exactly the Model the workload builds. Per rank.
 template <class B>
-MemoryNeed memory_need(const Config& c, const Layout& layout, Workload w) {
+MemoryNeed memory_need(const Config& c, const Layout& layout, Workload w, int ranks = 1) {
   MemoryNeed n;
   n.parameters = layout.num_parameters();
   n.arena_bytes = double(layout.arena_size) * sizeof(float);
@@ -52,7 +53,10 @@ MemoryNeed memory_need(const Config& c, const Layout& layout, Workload w) {
   n.activation_bytes = double(Model<B>::planned_activation_bytes(
       layout, c.loss, decode ? 1 : c.train.micro_batch, decode ? 1 : c.model.seq_len,
       decode ? c.model.seq_len : 0));
-  const double arenas = w == Workload::train ? 4 : w == Workload::eval ? 2 : 1;
+  const double moments = c.train.zero == 1 ? 2.0 / ranks : 2.0;
+  const double arenas = w == Workload::train ? 2 + moments + (B::kWeightCopy && ranks > 1 ? 1 : 0)
+                        : w == Workload::eval ? 2
+                                              : 1;
   if (B::kWeightCopy) {  // the GPU: arenas, the bf16 copy, activations; host staging
     n.device_bytes = n.arena_bytes * (arenas + 0.5) + n.activation_bytes + double(32 << 20);
     n.host_bytes = n.arena_bytes * (w == Workload::train ? 3 : 1);

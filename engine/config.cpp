@@ -265,6 +265,9 @@ const std::vector<Key>& key_table() {
     t.push_back(key("train.log_every", UNIPOOL_FIELD(int, train.log_every), at_least(1)));
     t.push_back(
         key("train.threads", UNIPOOL_FIELD(int, train.threads), at_least(0, " (0 = all cores)")));
+    t.push_back(key("train.zero", UNIPOOL_FIELD(int, train.zero), in_range(0, 1)));
+    t.push_back(
+        key("train.comm_timeout_s", UNIPOOL_FIELD(double, train.comm_timeout_s), positive()));
     // data.*: docs/data.md
     using Blend = std::vector<std::pair<double, std::string>>;
     t.push_back(key("data.train", UNIPOOL_FIELD(Blend, data.train)));

@@ -13,6 +13,7 @@
 #include "data/inspect.h"
 #include "data/tokenize.h"
 #include "engine/bench.h"
+#include "engine/comm.h"
 #include "engine/config.h"
 #include "engine/eval.h"
 #include "engine/sample.h"
@@ -183,9 +184,12 @@ void add_bench_tokenizer_command(CLI::App& app) {
   cmd->add_option("files", o->files, "text files")->required();
 }
 
+// Prints the error; in a run of several ranks, then ends them all (the others may be waiting for
+// this one in a collective that will never complete).
 int report(const char* message) {
   std::fflush(stdout);
   std::fprintf(stderr, "error: %s\n", message);
+  abort_world_after_error(1);
   return 1;
 }
 
@@ -206,7 +210,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const RunStopped& e) {  // a stop signal, after a checkpoint: 128 + signal, as a shell
-    report(e.what());
+    std::fflush(stdout);  // every rank stopped after the same step: no abort
+    std::fprintf(stderr, "error: %s\n", e.what());
     return 128 + e.signal;
   } catch (const Error& e) {
     return report(e.what());

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "base/clock.h"
@@ -22,6 +23,7 @@
 #include "base/fsutil.h"
 #include "engine/backends.h"
 #include "engine/checkpoint.h"
+#include "engine/distributed.h"
 #include "engine/trainer.h"
 
 namespace unipool {
@@ -101,6 +103,7 @@ class StopSignals {
 struct ResumeInfo {
   std::string checkpoint;  // the ckpt-STEP directory resumed from ("": a fresh start)
   int step = 0;
+  int64_t tokens = 0;  // tokens trained on before it (all ranks)
   nlohmann::json changed = nlohmann::json::object();  // "key": [checkpoint's value, this run's]
 };
 
@@ -139,11 +142,12 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
 
-  void step(int step, const StepResult& r, int64_t tokens, double tok_per_s, double elapsed) {
+  void step(int step, const StepResult& r, int64_t tokens, double tok_per_s, double elapsed,
+            int ranks) {
     write("{\"step\": %d, \"loss\": %.9g, \"aux_loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-          "\"tokens\": %lld, \"tok_per_s\": %.1f, \"elapsed_s\": %.3f}\n",
+          "\"tokens\": %lld, \"tok_per_s\": %.1f, \"elapsed_s\": %.3f, \"ranks\": %d}\n",
           step, r.loss, r.aux_loss, r.lr, r.grad_norm, static_cast<long long>(tokens), tok_per_s,
-          elapsed);
+          elapsed, ranks);
   }
   void eval(int step, double val_loss) {
     write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g}\n", step, val_loss,
@@ -214,33 +218,54 @@ class MetricsLog {
 };
 
 // --resume: the trainer, the data position and the model's extra state from a checkpoint (the
-// newest in train.out_dir unless a directory is named). --init-from: weights only. Returns what was
-// resumed (an empty checkpoint for a fresh start).
+// newest in train.out_dir unless a directory is named). --init-from: weights only. Rank 0 reads the
+// files and hands every rank its part (weights, moments or their shard, ĝ): only rank 0 needs to
+// see the run directory. Returns what was resumed (an empty checkpoint for a fresh start).
 template <class B>
 ResumeInfo restore(TrainerOn<B>& trainer, data::Loader& train_data, const Config& c,
                    const TrainOptions& options) {
+  Communicator& comm = trainer.comm;
+  const bool root = comm.rank() == 0;
   if (options.resume) {
-    std::string dir = options.resume_dir;
-    if (dir.empty()) {
-      dir = latest_checkpoint(c.train.out_dir);
-      check(!dir.empty(), "--resume: no checkpoint found in train.out_dir '" + c.train.out_dir + "'");
-    }
-    const OpenedCheckpoint ck = open_checkpoint(dir, {}, /*check_data=*/false);
-    check_same_model(ck, c, "--resume");
-    check(ck.step < c.train.steps, "--resume: the checkpoint is at step " +
-                                       std::to_string(ck.step) + ", train.steps is " +
-                                       std::to_string(c.train.steps) + ": nothing to do");
-    const auto host = trainer.host_state();
-    load_checkpoint(ck.dir, trainer.layout, host.params, host.exp_avg, host.exp_avg_sq);
-    trainer.commit_host_state();
-    trainer.step = ck.step;
-    train_data.restore(ck.state.at("data").at("train"));
-    trainer.model.import_state(ck.state);
-    return ResumeInfo{ck.dir, ck.step, config_changes(ck.config, c)};
+    ResumeInfo info;
+    std::string state_text;
+    on_every_rank(comm, [&] {
+      if (!root) return;
+      std::string dir = options.resume_dir;
+      if (dir.empty()) {
+        dir = latest_checkpoint(c.train.out_dir);
+        check(!dir.empty(),
+              "--resume: no checkpoint found in train.out_dir '" + c.train.out_dir + "'");
+      }
+      const OpenedCheckpoint ck = open_checkpoint(dir, {}, /*check_data=*/false);
+      check_same_model(ck, c, "--resume");
+      check(ck.step < c.train.steps, "--resume: the checkpoint is at step " +
+                                         std::to_string(ck.step) + ", train.steps is " +
+                                         std::to_string(c.train.steps) + ": nothing to do");
+      info.checkpoint = ck.dir;
+      info.changed = config_changes(ck.config, c);
+      state_text = dump_json(ck.state);
+    });
+    const nlohmann::json state = nlohmann::json::parse(comm.broadcast_string(state_text, 0));
+    const auto host = trainer.gather_state();
+    on_every_rank(comm, [&] {
+      if (root) load_checkpoint(info.checkpoint, trainer.layout, host.params, host.exp_avg,
+                                host.exp_avg_sq);
+    });
+    trainer.scatter_state();
+    info.step = state.at("step").get<int>();
+    info.tokens = state.at("tokens").get<int64_t>();
+    trainer.step = info.step;
+    train_data.restore(state.at("data").at("train"));
+    trainer.import_state(state);
+    return info;
   }
   if (!options.init_from.empty()) {
-    load_weights(options.init_from, trainer.layout, trainer.host_state().params);
-    trainer.commit_host_state();
+    const auto host = trainer.gather_state();
+    on_every_rank(comm, [&] {
+      if (root) load_weights(options.init_from, trainer.layout, host.params);
+    });
+    trainer.scatter_state();
   }
   return ResumeInfo{};
 }
@@ -250,6 +275,7 @@ void print_run_header(const TrainerOn<B>& trainer, const data::Loader& train_dat
                       BackendKind backend, int64_t tokens_per_step, const std::string& resumed) {
   const Config& c = trainer.config;
   const Layout& layout = trainer.layout;
+  const int ranks = trainer.comm.size();
   std::printf(
       "unipool train | %s | %s, %d layers, d %d | %.2fM parameters (%.2fM active) | activations "
       "%.1f MiB (worst-case routing)",
@@ -258,49 +284,74 @@ void print_run_header(const TrainerOn<B>& trainer, const data::Loader& train_dat
       trainer.model.activation_bytes() / 1048576.0);
   if (device_bytes(backend) > 0)
     std::printf(" | GPU memory %.1f MiB allocated at start-up", device_bytes(backend) / 1048576.0);
-  std::printf("\ndata: %lld training samples of %d tokens | %lld tokens per step | %s\n",
+  std::printf("\nranks: %d (%s) | optimizer state %.1f MiB per rank (%s)\n", ranks,
+              trainer.comm.transport(), trainer.optimizer_bytes() / 1048576.0,
+              c.train.zero == 1 ? ("ZeRO-1: sharded over " + std::to_string(ranks) + " ranks").c_str()
+                                : "ZeRO-0: replicated");
+  std::printf("data: %lld training samples of %d tokens | %lld tokens per step (%d ranks x %d x "
+              "%d sequences) | %s\n",
               static_cast<long long>(train_data.num_samples()), c.model.seq_len,
-              static_cast<long long>(tokens_per_step),
-              resumed.empty() ? "fresh start" : ("resumed from " + resumed).c_str());
+              static_cast<long long>(tokens_per_step), ranks, c.train.micro_batch,
+              c.train.grad_accum, resumed.empty() ? "fresh start" : ("resumed from " + resumed).c_str());
   std::fflush(stdout);
 }
 
 // Every `every` steps, and at the last step.
 bool due(int step, int every, int last) { return every > 0 && (step % every == 0 || step == last); }
 
+// The whole run, on every rank (docs/distributed.md): rank 0 alone holds the run directory (its
+// lock, metrics.jsonl, config.json, checkpoints) and prints; every rank trains on its slice of
+// each global batch, and all of them take the same decisions (stop, evaluate, checkpoint) after
+// the same step.
 template <class B>
-void train_on(const Config& c, const TrainOptions& options, BackendKind backend) {
-  // The run directory is this process's until it exits (a second run on it fails at once), and
-  // the leftovers of an interrupted writer are cleaned up.
-  make_dirs(c.train.out_dir);
-  const DirLock lock = DirLock::acquire(c.train.out_dir, "train.out_dir");
-  for (const std::string& line : recover_run_directory(c.train.out_dir))
-    std::printf("run directory: %s\n", line.c_str());
+void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
+              Communicator& comm) {
+  const bool root = comm.rank() == 0;
+  const int ranks = comm.size();
+  check_same_config_on_every_rank(comm, c);
+  // The run directory is rank 0's until it exits (a second run on it fails at once), and the
+  // leftovers of an interrupted writer are cleaned up.
+  std::optional<DirLock> lock;
+  on_every_rank(comm, [&] {
+    if (!root) return;
+    make_dirs(c.train.out_dir);
+    lock.emplace(DirLock::acquire(c.train.out_dir, "train.out_dir"));
+    for (const std::string& line : recover_run_directory(c.train.out_dir))
+      std::printf("run directory: %s\n", line.c_str());
+  });
 
-  // Data first: a bad shard should stop the run before any work.
-  data::Loader train_data(loader_spec(c), data::Split::train);
-  std::unique_ptr<data::Loader> valid_data;
-  if (c.train.eval_every > 0)
-    valid_data = std::make_unique<data::Loader>(loader_spec(c), data::Split::valid);
-
-  check_memory(memory_need<B>(c, make_layout(c.model), Workload::train), c, backend,
-               "unipool train");
-  TrainerOn<B> trainer(c);
-  const ResumeInfo resumed = restore(trainer, train_data, c, options);
+  // Data first: a bad shard should stop the run before any work. Each rank reads its slice of
+  // every global batch.
+  data::LoaderSpec spec = loader_spec(c);
+  spec.rank = comm.rank();
+  spec.world_size = ranks;
+  std::unique_ptr<data::Loader> train_data, valid_data;
+  std::unique_ptr<TrainerOn<B>> trainer_owner;
+  on_every_rank(comm, [&] {
+    train_data = std::make_unique<data::Loader>(spec, data::Split::train);
+    if (c.train.eval_every > 0)
+      valid_data = std::make_unique<data::Loader>(spec, data::Split::valid);
+    check_memory(memory_need<B>(c, make_layout(c.model), Workload::train, ranks), c, backend,
+                 "unipool train");
+    trainer_owner = std::make_unique<TrainerOn<B>>(c, &comm);
+  });
+  TrainerOn<B>& trainer = *trainer_owner;
+  const ResumeInfo resumed = restore(trainer, *train_data, c, options);
   const int first_step = trainer.step, last_step = c.train.steps;
-  const int64_t tokens_per_step =
-      static_cast<int64_t>(c.train.micro_batch) * c.model.seq_len * c.train.grad_accum;
-  print_run_header(trainer, train_data, backend, tokens_per_step, resumed.checkpoint);
-  if (!resumed.changed.empty()) {
+  const int64_t tokens_per_step = static_cast<int64_t>(ranks) * c.train.micro_batch *
+                                  c.model.seq_len * c.train.grad_accum;
+  if (root) {
+    print_run_header(trainer, *train_data, backend, tokens_per_step, resumed.checkpoint);
     for (auto it = resumed.changed.begin(); it != resumed.changed.end(); ++it)
       std::printf("resume: %s changed from %s to %s\n", it.key().c_str(),
                   describe_json(it.value()[0]).c_str(), describe_json(it.value()[1]).c_str());
   }
 
-  MetricsLog metrics(c, resumed);
+  std::unique_ptr<MetricsLog> metrics;
+  if (root) metrics = std::make_unique<MetricsLog>(c, resumed);
   const StopSignals stop;
   auto next_train = [&](int32_t* in, int32_t* tg) {
-    train_data.next_batch(c.train.micro_batch, in, tg);
+    train_data->next_batch(c.train.micro_batch, in, tg);
   };
   auto next_valid = [&](int32_t* in, int32_t* tg) {
     valid_data->next_batch(c.train.micro_batch, in, tg);
@@ -308,8 +359,8 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
   std::string last_ckpt = resumed.checkpoint;
   const Stopwatch run_time;
   while (trainer.step < last_step) {
-    // One optimizer step. A non-finite loss stops the run before the update, naming the
-    // checkpoint to resume from.
+    // One optimizer step. A non-finite loss stops the run (on every rank) before the update,
+    // naming the checkpoint to resume from.
     const Stopwatch step_time;
     StepResult r;
     try {
@@ -318,53 +369,72 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend)
       throw Error(std::string(e.what()) + ". Last good checkpoint: " +
                   (last_ckpt.empty() ? std::string("none written yet") : last_ckpt));
     }
+    // A stop signal may reach some ranks only, or at different moments: the ranks agree on it
+    // here, so that all of them stop after this same step.
+    double stop_votes = stop.requested() != 0 ? 1.0 : 0.0;
+    comm.all_reduce_sum(&stop_votes, 1);
     const int step = trainer.step;
     const double dt = step_time.seconds(), elapsed = run_time.seconds();
     const double tok_per_s = tokens_per_step / std::max(dt, 1e-9);
-    metrics.step(step, r, tokens_per_step * step, tok_per_s, elapsed);
+    const int64_t tokens = resumed.tokens + tokens_per_step * (step - first_step);
+    if (root) metrics->step(step, r, tokens, tok_per_s, elapsed, ranks);
 
-    if (due(step, c.train.log_every, last_step) || step == first_step + 1) {
+    if (root && (due(step, c.train.log_every, last_step) || step == first_step + 1)) {
       const double eta = elapsed / (step - first_step) * (last_step - step);
       std::printf(
-          "step %5d/%d | loss %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s\n",
-          step, last_step, r.loss, r.aux_loss, r.lr, r.grad_norm, tok_per_s,
-          format_duration(eta).c_str());
+          "step %5d/%d | loss %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s",
+          step, last_step, r.loss, r.aux_loss, r.lr, r.grad_norm, tok_per_s);
+      if (ranks > 1) std::printf(" (%.0f per rank, comm %.0f%%)", tok_per_s / ranks,
+                                 100.0 * r.comm_seconds / std::max(dt, 1e-9));
+      std::printf(" | ETA %s\n", format_duration(eta).c_str());
       std::fflush(stdout);
     }
     if (valid_data && due(step, c.train.eval_every, last_step)) {
       valid_data->reset();  // the same first eval_batches micro-batches every time
       const double val = trainer.evaluate(next_valid, c.train.eval_batches);
-      metrics.eval(step, val);
-      std::printf("step %5d/%d | val loss %.4f | val ppl %.2f\n", step, last_step, val,
-                  std::exp(val));
-      std::fflush(stdout);
+      if (root) {
+        metrics->eval(step, val);
+        std::printf("step %5d/%d | val loss %.4f | val ppl %.2f\n", step, last_step, val,
+                    std::exp(val));
+        std::fflush(stdout);
+      }
     }
-    const int stop_signal = stop.requested();
-    if (due(step, c.train.ckpt_every, last_step) || stop_signal != 0) {
-      const nlohmann::json state = make_checkpoint_state(
-          step, tokens_per_step * step, c, train_data.state(), trainer.model.export_state());
-      const auto host = trainer.host_state();
-      last_ckpt = save_checkpoint(c.train.out_dir, step, c.train.ckpt_keep, trainer.layout,
-                                  host.params, host.exp_avg, host.exp_avg_sq, state);
-      std::printf("step %5d/%d | checkpoint %s\n", step, last_step, last_ckpt.c_str());
-      std::fflush(stdout);
+    const bool stopping = stop_votes > 0;
+    if (due(step, c.train.ckpt_every, last_step) || stopping) {
+      const nlohmann::json model_state = trainer.export_state();
+      const auto host = trainer.gather_state();
+      on_every_rank(comm, [&] {
+        if (!root) return;
+        const nlohmann::json state = make_checkpoint_state(step, tokens, c, train_data->state(),
+                                                           model_state);
+        last_ckpt = save_checkpoint(c.train.out_dir, step, c.train.ckpt_keep, trainer.layout,
+                                    host.params, host.exp_avg, host.exp_avg_sq, state);
+        std::printf("step %5d/%d | checkpoint %s\n", step, last_step, last_ckpt.c_str());
+        std::fflush(stdout);
+      });
     }
-    if (stop_signal != 0 && step < last_step) {
-      throw RunStopped("stopped by " + signal_name(stop_signal) + " after step " +
-                           std::to_string(step) + " of " + std::to_string(last_step) +
-                           "; checkpoint " + last_ckpt + " written: continue with --resume",
-                       stop_signal);
+    if (stopping && step < last_step) {
+      const int sig = stop.requested();
+      throw RunStopped(
+          "stopped by " + (sig != 0 ? signal_name(sig) : std::string("a signal to another rank")) +
+              " after step " + std::to_string(step) + " of " + std::to_string(last_step) +
+              (root ? "; checkpoint " + last_ckpt + " written: continue with --resume"
+                    : std::string()),
+          sig != 0 ? sig : SIGTERM);
     }
   }
-  std::printf("done: %d steps in %s\n", last_step - first_step,
-              format_duration(run_time.seconds()).c_str());
+  if (root)
+    std::printf("done: %d steps in %s\n", last_step - first_step,
+                format_duration(run_time.seconds()).c_str());
 }
 
 }  // namespace
 
 void run_train(const Config& c, const TrainOptions& options) {
   const BackendKind backend = select_backend(c);
-  on_backend(backend, [&](auto b) { train_on<typename decltype(b)::type>(c, options, backend); });
+  Communicator& comm = training_communicator(backend, c);
+  on_backend(backend,
+             [&](auto b) { train_on<typename decltype(b)::type>(c, options, backend, comm); });
 }
 
 }  // namespace unipool

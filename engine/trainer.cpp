@@ -3,21 +3,52 @@
 #include <cmath>
 #include <sstream>
 
+#include "base/clock.h"
 #include "base/error.h"
+#include "base/json_fields.h"
 #include "engine/optimizer.h"
 #include "model/init.h"
 
 namespace unipool {
 
+namespace {
+
+// The tensors of `table` cut to [shard.begin, shard.end), offsets counted from shard.begin: the
+// optimizer ops then run on this rank's part of the arena (pointers advanced by shard.begin).
+TensorTable cut_to_shard(const TensorTable& table, const Shard& shard) {
+  TensorTable cut;
+  for (const TensorSpan& t : table) {
+    const int64_t begin = std::max(t.offset, shard.begin);
+    const int64_t end = std::min(t.offset + t.numel, shard.end);
+    if (begin < end) cut.push_back(TensorSpan{begin - shard.begin, end - begin, t.decay});
+  }
+  return cut;
+}
+
+Communicator& comm_or_single(Communicator* given, std::unique_ptr<Communicator>& own) {
+  if (given != nullptr) return *given;
+  own = make_single_process_communicator();
+  return *own;
+}
+
+}  // namespace
+
 template <class B>
-TrainerOn<B>::TrainerOn(const Config& c)
+TrainerOn<B>::TrainerOn(const Config& c, Communicator* given_comm)
     : config(c),
       layout(make_layout(c.model)),
+      comm(comm_or_single(given_comm, own_comm_)),
+      shard(comm.my_shard(layout.arena_size)),
       model(layout, c.loss, c.train.micro_batch, c.model.seq_len),
-      exp_avg(B::template alloc<Param>(layout.arena_size, "AdamW first moments")),
-      exp_avg_sq(B::template alloc<Param>(layout.arena_size, "AdamW second moments")),
+      exp_avg(B::template alloc<Param>(
+          size_t(c.train.zero == 1 ? shard.size() : layout.arena_size), "AdamW first moments")),
+      exp_avg_sq(B::template alloc<Param>(exp_avg.size(), "AdamW second moments")),
+      shard_table_(cut_to_shard(layout.optimizer_table, shard)),
       inputs_(static_cast<size_t>(c.train.micro_batch) * c.model.seq_len),
       targets_(inputs_.size()) {
+  check(comm.size() == 1 || comm.on_device() == B::kWeightCopy,
+        std::string("trainer: the ") + comm.transport() + " transport cannot move the " +
+            B::kName + " backend's gradients (GPU ranks need NCCL, CPU ranks MPI)");
   B::zero(exp_avg.data(), exp_avg.size());
   B::zero(exp_avg_sq.data(), exp_avg_sq.size());
   std::vector<Param> init(layout.arena_size);
@@ -27,19 +58,37 @@ TrainerOn<B>::TrainerOn(const Config& c)
 
 template <class B>
 StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
-  const int accum = config.train.grad_accum;
+  const int accum = config.train.grad_accum, ranks = comm.size();
   StepResult r;
   model.zero_grads();
+  // The objective is the mean over micro-batches and ranks: each micro-batch's gradient is formed
+  // with weight 1/(accum·ranks), so the sum over ranks below is the mean.
+  const double loss_scale = 1.0 / (double(accum) * ranks);
   for (int micro = 0; micro < accum; ++micro) {
     next_batch(inputs_.data(), targets_.data());
-    const Losses losses =
-        model.forward(inputs_.data(), targets_.data(), /*train=*/true, 1.0 / accum);
+    const Losses losses = model.forward(inputs_.data(), targets_.data(), /*train=*/true, loss_scale);
     model.backward();
     r.loss += losses.lm / accum;
     r.aux_loss += losses.aux / accum;
   }
-  auto phase = model.profile.scope("grad norm");
-  r.grad_norm = B::global_grad_norm(layout.optimizer_table, model.grads());
+
+  // The gradient sum: this rank's shard of the arena ← Σ over ranks, in rank order. Then the
+  // global norm from every rank's share of Σ g², added in rank order with the losses.
+  auto phase = model.profile.scope("grad reduce");
+  const Stopwatch comm_time;
+  double comm_seconds = 0;
+  comm.reduce_scatter_sum(model.grads(), layout.arena_size);
+  comm_seconds += comm_time.seconds();
+  phase.next("grad norm");
+  double sums[3] = {r.loss, r.aux_loss,
+                    B::grad_sum_squares(shard_table_, model.grads() + shard.begin)};
+  const Stopwatch reduce_time;
+  comm.all_reduce_sum(sums, 3);
+  comm_seconds += reduce_time.seconds();
+  r.loss = sums[0] / ranks;
+  r.aux_loss = sums[1] / ranks;
+  r.grad_norm = std::sqrt(sums[2]);
+
   const int next = step + 1;
   if (!std::isfinite(r.loss) || !std::isfinite(r.aux_loss) || !std::isfinite(r.grad_norm)) {
     std::ostringstream msg;
@@ -53,48 +102,146 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
     throw Error(msg.str());
   }
   r.lr = learning_rate(config.optim, config.train.steps, next);
-  phase.next("adamw");
-  B::adamw_step(
-      layout.optimizer_table, model.params(), model.grads(), exp_avg.data(), exp_avg_sq.data(),
-      model.weight_copy(),
-      adamw_params(config.optim, next, r.lr, clip_factor(r.grad_norm, config.optim.grad_clip)));
+  const AdamWParams adamw =
+      adamw_params(config.optim, next, r.lr, clip_factor(r.grad_norm, config.optim.grad_clip));
+  if (!sharded()) {
+    // ZeRO-0: every rank gets the whole sum and updates the whole arena (replicated state).
+    phase.next("grad all-gather");
+    const Stopwatch gather_time;
+    comm.all_gather(model.grads(), layout.arena_size);
+    comm_seconds += gather_time.seconds();
+    phase.next("adamw");
+    B::adamw_step(layout.optimizer_table, model.params(), model.grads(), exp_avg.data(),
+                  exp_avg_sq.data(), model.weight_copy(), adamw);
+  } else {
+    // ZeRO-1: each rank updates its shard (elementwise, so each element gets exactly the update
+    // ZeRO-0 gives it), then every rank gathers the others' new weights.
+    phase.next("adamw");
+    auto* copy = model.weight_copy();
+    B::adamw_step(shard_table_, model.params() + shard.begin, model.grads() + shard.begin,
+                  exp_avg.data(), exp_avg_sq.data(), copy == nullptr ? nullptr : copy + shard.begin,
+                  adamw);
+    if (comm.size() > 1) {
+      phase.next("weight all-gather");
+      const Stopwatch gather_time;
+      comm.all_gather(model.params(), layout.arena_size);
+      comm_seconds += gather_time.seconds();
+      if (copy != nullptr) model.refresh_weight_copy();
+    }
+  }
+  r.comm_seconds = comm_seconds;
   step = next;
   return r;
 }
 
 template <class B>
 double TrainerOn<B>::evaluate(const BatchSource& next_batch, int batches) {
-  double sum = 0;
-  for (int b = 0; b < batches; ++b) {
+  double sums[2] = {0, 0};  // Σ loss, micro-batches evaluated (this rank)
+  for (int first = 0; first < batches; first += comm.size()) {
+    if (first + comm.rank() >= batches) break;  // the last round may not need every rank
     next_batch(inputs_.data(), targets_.data());
-    sum += model.forward(inputs_.data(), targets_.data(), /*train=*/false).lm;
+    sums[0] += model.forward(inputs_.data(), targets_.data(), /*train=*/false).lm;
+    sums[1] += 1;
   }
-  return sum / batches;
+  comm.all_reduce_sum(sums, 2);
+  return sums[0] / batches;
 }
 
 template <class B>
-typename TrainerOn<B>::HostState TrainerOn<B>::host_state() {
-  if constexpr (B::kWeightCopy) {  // device memory: stage host copies
-    host_params_ = model.params_to_host();
-    host_exp_avg_.resize(layout.arena_size);
-    host_exp_avg_sq_.resize(layout.arena_size);
-    B::download(host_exp_avg_.data(), exp_avg.data(), host_exp_avg_.size());
-    B::download(host_exp_avg_sq_.data(), exp_avg_sq.data(), host_exp_avg_sq_.size());
-    return {host_params_.data(), host_exp_avg_.data(), host_exp_avg_sq_.data()};
-  } else {
-    return {model.params(), exp_avg.data(), exp_avg_sq.data()};
-  }
-}
-
-template <class B>
-void TrainerOn<B>::commit_host_state() {
+typename TrainerOn<B>::HostState TrainerOn<B>::gather_state() {
+  const bool root = comm.rank() == 0;
+  const size_t arena = size_t(layout.arena_size);
+  Param* params = nullptr;
   if constexpr (B::kWeightCopy) {
-    check(int64_t(host_params_.size()) == layout.arena_size,
-          "trainer: commit_host_state without host_state");
-    model.params_from_host(host_params_.data());
-    B::upload(exp_avg.data(), host_exp_avg_.data(), host_exp_avg_.size());
-    B::upload(exp_avg_sq.data(), host_exp_avg_sq_.data(), host_exp_avg_sq_.size());
+    host_params_ = model.params_to_host();
+    params = host_params_.data();
+  } else {
+    params = model.params();
   }
+  if (!sharded() && !B::kWeightCopy) return {params, root ? exp_avg.data() : nullptr,
+                                             root ? exp_avg_sq.data() : nullptr};
+  // Moments: downloaded (GPU) and/or gathered from the ranks' shards (ZeRO-1) into host staging.
+  std::vector<Param> mine_m(exp_avg.size()), mine_v(exp_avg_sq.size());
+  B::download(mine_m.data(), exp_avg.data(), mine_m.size());
+  B::download(mine_v.data(), exp_avg_sq.data(), mine_v.size());
+  if (!sharded()) {
+    if (!root) return {params, nullptr, nullptr};
+    host_exp_avg_ = std::move(mine_m);
+    host_exp_avg_sq_ = std::move(mine_v);
+  } else {
+    host_exp_avg_.assign(root ? arena : 0, Param(0));
+    host_exp_avg_sq_.assign(root ? arena : 0, Param(0));
+    comm.gather_shards(mine_m.data(), host_exp_avg_.data(), layout.arena_size, 0);
+    comm.gather_shards(mine_v.data(), host_exp_avg_sq_.data(), layout.arena_size, 0);
+    if (!root) return {params, nullptr, nullptr};
+  }
+  return {params, host_exp_avg_.data(), host_exp_avg_sq_.data()};
+}
+
+template <class B>
+void TrainerOn<B>::scatter_state() {
+  const bool root = comm.rank() == 0, single = comm.size() == 1;
+  if (single && !B::kWeightCopy) return;  // the state was written in place
+  const size_t arena = size_t(layout.arena_size);
+  // Weights: rank 0's everywhere.
+  Param* params = B::kWeightCopy ? host_params_.data() : model.params();
+  if constexpr (B::kWeightCopy) {
+    check(host_params_.size() == arena, "trainer: scatter_state without gather_state");
+  }
+  comm.broadcast(params, arena * sizeof(Param), 0);
+  if constexpr (B::kWeightCopy) model.params_from_host(params);
+  // Moments: the whole of rank 0's (ZeRO-0), or each rank's shard of them (ZeRO-1).
+  const bool in_place = !B::kWeightCopy && !sharded();
+  Param* m = in_place ? exp_avg.data() : nullptr;
+  Param* v = in_place ? exp_avg_sq.data() : nullptr;
+  std::vector<Param> mine_m, mine_v;
+  if (!in_place) {
+    mine_m.resize(exp_avg.size());
+    mine_v.resize(exp_avg_sq.size());
+    m = mine_m.data();
+    v = mine_v.data();
+    if (root && !sharded()) {  // rank 0's staging holds the values
+      std::copy(host_exp_avg_.begin(), host_exp_avg_.end(), mine_m.begin());
+      std::copy(host_exp_avg_sq_.begin(), host_exp_avg_sq_.end(), mine_v.begin());
+    }
+  }
+  if (!sharded()) {
+    comm.broadcast(m, exp_avg.size() * sizeof(Param), 0);
+    comm.broadcast(v, exp_avg_sq.size() * sizeof(Param), 0);
+  } else {
+    comm.scatter_shards(root ? host_exp_avg_.data() : nullptr, m, layout.arena_size, 0);
+    comm.scatter_shards(root ? host_exp_avg_sq_.data() : nullptr, v, layout.arena_size, 0);
+  }
+  if (!in_place) {
+    B::upload(exp_avg.data(), m, exp_avg.size());
+    B::upload(exp_avg_sq.data(), v, exp_avg_sq.size());
+  }
+}
+
+template <class B>
+nlohmann::json TrainerOn<B>::export_state() {
+  nlohmann::json state = model.export_state();
+  if (!state.contains("pool_loss")) return state;
+  const std::vector<std::string> all = comm.gather_strings(dump_json(state["pool_loss"]), 0);
+  if (comm.rank() != 0) return nlohmann::json::object();
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const std::string& s : all) ranks.push_back(nlohmann::json::parse(s));
+  state["pool_loss"]["ranks"] = ranks;
+  return state;
+}
+
+template <class B>
+void TrainerOn<B>::import_state(const nlohmann::json& state) {
+  if (!state.contains("pool_loss") || !state["pool_loss"].contains("ranks")) {
+    model.import_state(state);  // (or an error naming the missing key)
+    return;
+  }
+  const nlohmann::json& saved = state["pool_loss"]["ranks"];
+  check(saved.is_array() && !saved.empty(),
+        "checkpoint state: pool_loss.ranks must be a non-empty list (one ĝ per rank)");
+  nlohmann::json mine = state;
+  mine["pool_loss"] = saved[size_t(comm.rank()) % saved.size()];
+  model.import_state(mine);
 }
 
 template class TrainerOn<CpuBackend<float>>;

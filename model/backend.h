@@ -108,7 +108,7 @@ struct CpuBackend {
   // LM head loss
   static constexpr auto& crossentropy_forward_backward = cpu::crossentropy_forward_backward<T>;
   // optimizer
-  static constexpr auto& global_grad_norm = cpu::global_grad_norm<T>;
+  static constexpr auto& grad_sum_squares = cpu::grad_sum_squares<T>;
   static constexpr auto& adamw_step = cpu::adamw_step<T>;
 };
 
@@ -198,7 +198,7 @@ struct CudaBackend {
   // LM head loss
   static constexpr auto& crossentropy_forward_backward = cuda::crossentropy_forward_backward;
   // optimizer
-  static constexpr auto& global_grad_norm = cuda::global_grad_norm;
+  static constexpr auto& grad_sum_squares = cuda::grad_sum_squares;
   static constexpr auto& adamw_step = cuda::adamw_step;
   static constexpr auto& float_to_bf16_copy = cuda::float_to_bf16_copy;
 };

@@ -303,18 +303,18 @@ GpuRun gpu_run(const Config& c, int to, const GpuRun* resume_from = nullptr, int
   TrainerOn<CudaBackend> t(c);
   uint64_t counter = uint64_t(from) * c.train.grad_accum;  // the data position
   if (resume_from != nullptr) {
-    const auto host = t.host_state();
+    const auto host = t.gather_state();
     std::copy(resume_from->params.begin(), resume_from->params.end(), host.params);
     std::copy(resume_from->exp_avg.begin(), resume_from->exp_avg.end(), host.exp_avg);
     std::copy(resume_from->exp_avg_sq.begin(), resume_from->exp_avg_sq.end(), host.exp_avg_sq);
-    t.commit_host_state();
+    t.scatter_state();
     t.model.set_pool_state(resume_from->pool);
     t.step = from;
   }
   const BatchSource batches = pattern_source(c, &counter);
   GpuRun r;
   while (t.step < to) r.losses.push_back(t.train_step(batches).loss);
-  const auto host = t.host_state();
+  const auto host = t.gather_state();
   r.params.assign(host.params, host.params + t.layout.arena_size);
   r.exp_avg.assign(host.exp_avg, host.exp_avg + t.layout.arena_size);
   r.exp_avg_sq.assign(host.exp_avg_sq, host.exp_avg_sq + t.layout.arena_size);

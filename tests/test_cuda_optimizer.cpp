@@ -5,7 +5,7 @@
 // The arenas' alignment gaps between tensors hold NaN in the gradients and sentinel values in the
 // weights and moments: the GPU must neither read them (the norm would be NaN) nor write them.
 // Tolerances:
-//   - global_grad_norm: 1e-12 relative (both add exact double squares, in different orders);
+//   - grad_sum_squares: 1e-12 relative (both add exact double squares, in different orders);
 //   - adamw_step: the GPU does the CPU's float operations in the same order; only FMA contraction
 //     may differ (nvcc and gcc fuse differently), so each of m, v, θ is within 1e-6 (~16 ulp) of
 //     the CPU relative to the sum of its terms' magnitudes (|β·m| + |(1−β)·g|, ...,
@@ -54,9 +54,9 @@ FVec arena_values(const Layout& layout, uint32_t seed, double scale, float gap) 
 void check_grad_norm(const Layout& layout, uint32_t seed) {
   const FVec grads = arena_values(layout, seed, 0.3, std::numeric_limits<float>::quiet_NaN());
   DeviceBuffer<float> d_grads(grads);
-  const double want = unipool::cpu::global_grad_norm<float>(layout.optimizer_table, grads.data());
-  const double got = cuda::global_grad_norm(layout.optimizer_table, d_grads.data());
-  const double again = cuda::global_grad_norm(layout.optimizer_table, d_grads.data());
+  const double want = unipool::cpu::grad_sum_squares<float>(layout.optimizer_table, grads.data());
+  const double got = cuda::grad_sum_squares(layout.optimizer_table, d_grads.data());
+  const double again = cuda::grad_sum_squares(layout.optimizer_table, d_grads.data());
   INFO("gpu " << got << " cpu " << want);
   CHECK(std::isfinite(got));
   CHECK(std::fabs(got - want) <= 1e-12 * want);
@@ -65,16 +65,16 @@ void check_grad_norm(const Layout& layout, uint32_t seed) {
 
 }  // namespace
 
-TEST_CASE("cuda global_grad_norm matches the CPU norm", "[cuda]") {
+TEST_CASE("cuda grad_sum_squares matches the CPU norm", "[cuda]") {
   UNIPOOL_SKIP_WITHOUT_GPU();
   const Layout a = unipool_layout(), b = dense_layout();
   INFO("arena sizes " << a.arena_size << " and " << b.arena_size);
   check_grad_norm(a, 101);
   check_grad_norm(b, 102);  // another layout: the chunk table is rebuilt
   check_grad_norm(a, 103);
-  SECTION("an empty layout has norm 0") {
+  SECTION("an empty layout has sum 0") {
     Layout empty;
-    CHECK(cuda::global_grad_norm(empty.optimizer_table, nullptr) == 0.0);
+    CHECK(cuda::grad_sum_squares(empty.optimizer_table, nullptr) == 0.0);
   }
 }
 

@@ -170,11 +170,10 @@ template <typename T>
 void crossentropy_forward_backward(T* losses, T* logits, const int32_t* targets, int rows, int V,
                                    double dloss);
 
-// ---- optimizer (kernels/cpu/optimizer.h)
-// ------------------------------------------------------------- sqrt(Σ g²) over every tensor of the
-// table
+// ---- optimizer (kernels/cpu/optimizer.h) -----------------------------------------------------
+// Σ g² over every tensor of the table
 template <typename T>
-double global_grad_norm(const TensorTable& tensors, const T* grads);
+double grad_sum_squares(const TensorTable& tensors, const T* grads);
 // AdamW on every tensor of the table; copy: null or an arena receiving the updated weights
 template <typename T>
 void adamw_step(const TensorTable& tensors, T* params, const T* grads, T* m, T* v, T* copy,

@@ -18,9 +18,10 @@ namespace unipool::cpu {
 
 constexpr int64_t kNormChunk = int64_t(1) << 15;
 
-// sqrt(Σ g²) over every tensor of the table, each once.
+// Σ g² over every tensor of the table, each once (the global norm is its square root, taken by the
+// trainer after adding the ranks' shares).
 template <typename T>
-double global_grad_norm(const TensorTable& tensors, const T* grads) {
+double grad_sum_squares(const TensorTable& tensors, const T* grads) {
   double total = 0;
   std::vector<double> partial;
   for (const TensorSpan& t : tensors) {
@@ -36,7 +37,7 @@ double global_grad_norm(const TensorTable& tensors, const T* grads) {
     }
     for (double s : partial) total += s;
   }
-  return std::sqrt(total);
+  return total;
 }
 
 // One AdamW step on every tensor of the table (also on those whose gradient is zero: an unused

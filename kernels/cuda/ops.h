@@ -154,10 +154,10 @@ void crossentropy_forward_backward(float* losses, bf16* logits, const int32_t* t
                                    int V, double dloss);
 
 // ---- optimizer (kernels/cuda/optimizer.cu; CPU: kernels/cpu/optimizer.h) -----------------------
-// sqrt(Σ g²) over every tensor of the table: per tensor, fixed chunks whose squares are summed in
+// Σ g² over every tensor of the table: per tensor, fixed chunks whose squares are summed in
 // double by a fixed tree, chunk partials then added in a fixed order. Waits for the result (one
 // host sync).
-double global_grad_norm(const TensorTable& tensors, const float* grads);
+double grad_sum_squares(const TensorTable& tensors, const float* grads);
 // AdamW on every tensor of the table (as kernels/cpu/optimizer.h), fp32 master weights and
 // moments; when copy is not null it also writes the bf16 copy of every updated weight (copy has
 // the arena's layout).
