@@ -17,6 +17,17 @@ int device_count() {
   return n;
 }
 
+void select_device(int device) {
+  const int count = device_count();
+  if (device < 0 || device >= count) {
+    throw Error("CUDA device " + std::to_string(device) + " requested but this node has " +
+                std::to_string(count) + " CUDA device" + (count == 1 ? "" : "s") +
+                ": more ranks on this node than GPUs (one rank per GPU; CUDA_VISIBLE_DEVICES "
+                "limits the devices a process sees)");
+  }
+  CUDA_CHECK(cudaSetDevice(device));
+}
+
 DeviceInfo device_info() {
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));

@@ -40,6 +40,12 @@ namespace unipool::cuda {
 // Number of usable CUDA devices (0 when the driver or a device is missing; never throws).
 int device_count();
 
+// Makes `device` the current device of this thread (cudaSetDevice): one rank per GPU, the rank's
+// local_rank. Error when the node has no such device (more ranks on this node than GPUs). Call it
+// before anything else touches the GPU: context()'s stream lives on the device current at its
+// creation.
+void select_device(int device);
+
 // The current device's name and memory (free: what cudaMemGetInfo reports now).
 struct DeviceInfo {
   std::string name;
@@ -192,7 +198,7 @@ struct Context {
   Scratch norm_router_partials{"norm_router_backward dsigma partials"};     // router.cu
   Scratch balance_partials{"balance_loss_forward partials"};                // router.cu
   Scratch z_loss_partials{"z_loss_forward partials"};                       // router.cu
-  Scratch grad_norm_partials{"global_grad_norm partials"};                  // optimizer.cu
+  Scratch grad_norm_partials{"grad_sum_squares partials"};                  // optimizer.cu
   Scratch chunk_table{"optimizer chunk table"};                             // optimizer.cu
   std::vector<unsigned char> chunk_table_host;  // the bytes chunk_table holds (optimizer.cu)
 };
