@@ -131,10 +131,11 @@ class SingleProcess final : public Communicator {
   }
 };
 
-// The launcher's environment says this process is one of several ranks (Slurm's srun, a PMI
-// launcher) even when this build has no MPI.
+// The launcher's environment says this process is one of several ranks (mpirun, a PMI launcher,
+// Slurm's srun) even when this build has no MPI. (SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the
+// latter is also set in a batch script, where a plain command is one process.)
 int ranks_in_environment() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"}) {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"}) {
     const char* v = std::getenv(var);
     if (v != nullptr) return std::max(1, std::atoi(v));
   }
@@ -366,7 +367,8 @@ Communicator& world() {
   const int ranks = ranks_in_environment();
   check(ranks == 1,
         "this process is one of " + std::to_string(ranks) +
-            " ranks (the launcher's environment says so: SLURM_NTASKS / PMI_SIZE), but it was "
+            " ranks (the launcher's environment says so: SLURM_STEP_NUM_TASKS / PMI_SIZE / "
+            "OMPI_COMM_WORLD_SIZE), but it was "
             "not started with an MPI environment this build can join" +
 #ifdef UNIPOOL_HAVE_MPI
             std::string(": launch with mpirun, or srun --mpi=pmix")

@@ -85,7 +85,8 @@ class Communicator {
 // The communicator of this process: MPI when this build has it and the process was started by an
 // MPI launcher (mpirun, srun with PMI/PMIx: the launcher's environment says so), else a single
 // process. MPI is initialised on the first call and finalised at exit. Error when the environment
-// says this process is one of several ranks (SLURM_NTASKS > 1, ...) that this build cannot join.
+// says this process is one of several ranks (SLURM_STEP_NUM_TASKS > 1, ...) that this build cannot
+// join.
 Communicator& world();
 
 // After an Error: when world() was started and has more than one rank, ends them all (the others

@@ -19,7 +19,8 @@ namespace {
 bool slurm_without_mpi(int* rank, int* size, int* local_rank) {
   for (const char* mpi_var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
     if (std::getenv(mpi_var) != nullptr) return false;
-  const char* ntasks = std::getenv("SLURM_NTASKS");
+  // SLURM_STEP_NUM_TASKS is set for the tasks srun starts (SLURM_NTASKS also in the batch script).
+  const char* ntasks = std::getenv("SLURM_STEP_NUM_TASKS");
   const char* procid = std::getenv("SLURM_PROCID");
   const char* localid = std::getenv("SLURM_LOCALID");
   if (ntasks == nullptr || procid == nullptr || std::atoi(ntasks) <= 1) return false;

@@ -11,7 +11,8 @@ namespace unipool {
 
 // The communicator that joins this process to the other ranks of its run, for training on
 // `backend`: the MPI world (or a single process) for CPU ranks; for GPU ranks NCCL, its unique id
-// shared through MPI, or (srun without MPI) through a file in train.out_dir. Each GPU rank uses
+// shared through MPI, or (srun without MPI: SLURM_STEP_NUM_TASKS > 1, SLURM_PROCID,
+// SLURM_LOCALID) through a file in train.out_dir. Each GPU rank uses
 // the device numbered by its local rank. Its timeout is train.comm_timeout_s. Lives until exit.
 Communicator& training_communicator(BackendKind backend, const Config& config);
 

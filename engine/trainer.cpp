@@ -136,15 +136,14 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
 
 template <class B>
 double TrainerOn<B>::evaluate(const BatchSource& next_batch, int batches) {
-  double sums[2] = {0, 0};  // Σ loss, micro-batches evaluated (this rank)
+  double sum = 0;  // Σ loss over the micro-batches this rank evaluated
   for (int first = 0; first < batches; first += comm.size()) {
     if (first + comm.rank() >= batches) break;  // the last round may not need every rank
     next_batch(inputs_.data(), targets_.data());
-    sums[0] += model.forward(inputs_.data(), targets_.data(), /*train=*/false).lm;
-    sums[1] += 1;
+    sum += model.forward(inputs_.data(), targets_.data(), /*train=*/false).lm;
   }
-  comm.all_reduce_sum(sums, 2);
-  return sums[0] / batches;
+  comm.all_reduce_sum(&sum, 1);
+  return sum / batches;
 }
 
 template <class B>

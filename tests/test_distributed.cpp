@@ -423,3 +423,32 @@ TEST_CASE("a rank with another config, a rank that fails to start or stops respo
     CHECK(contains(err, "did not complete within 3 s"));
   }
 }
+
+TEST_CASE("srun without MPI: CPU ranks are refused with a message; a batch script's plain command "
+          "is one process",
+          "[mpi]") {
+  TempDir tmp;
+  const std::string corpus = tmp / "gpl";
+  REQUIRE_CORPUS(corpus);
+  const std::string cfg = config_file(tmp, corpus, "run", FfnKind::dense, [](Config& c) {
+    c.train.steps = 2;
+    c.train.eval_every = 0;
+    c.train.ckpt_every = 0;
+  });
+  const std::string exe = quoted(UNIPOOL_BINARY);
+  // A task of `srun -n 2` (the variables srun sets) that has no MPI environment.
+  const Outcome srun_task = run_shell("SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 SLURM_PROCID=0 "
+                                      "SLURM_LOCALID=0 " + exe + " train --config " + quoted(cfg),
+                                      tmp / "srun", 60);
+  INFO("stderr:\n" << srun_task.err);
+  CHECK(srun_task.status == 1);
+  CHECK(contains(srun_task.err, "this process is one of 2 ranks"));
+  CHECK(!path_exists(tmp / "run/metrics.jsonl"));
+  // In a batch script (SLURM_NTASKS set for the job, no step): one process, it trains.
+  const Outcome batch = run_shell("SLURM_NTASKS=4 SLURM_JOB_ID=7 " + exe + " train --config " +
+                                      quoted(cfg),
+                                  tmp / "batch", 60);
+  INFO("stderr:\n" << batch.err);
+  CHECK(batch.status == 0);
+  CHECK(train_lines(tmp / "run").size() == 2);
+}
