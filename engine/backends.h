@@ -54,7 +54,7 @@ MemoryNeed memory_need(const Config& c, const Layout& layout, Workload w, int ra
       layout, c.loss, decode ? 1 : c.train.micro_batch, decode ? 1 : c.model.seq_len,
       decode ? c.model.seq_len : 0));
   const double moments = c.train.zero == 1 ? 2.0 / ranks : 2.0;
-  const double arenas = w == Workload::train ? 2 + moments + (B::kWeightCopy && ranks > 1 ? 1 : 0)
+  const double arenas = w == Workload::train  ? 2 + moments + (B::kWeightCopy && ranks > 1 ? 1 : 0)
                         : w == Workload::eval ? 2
                                               : 1;
   if (B::kWeightCopy) {  // the GPU: arenas, the bf16 copy, activations; host staging

@@ -54,13 +54,14 @@ void bench_on(const Config& c, const BenchOptions& options, BackendKind backend,
   const double tokens_per_step =
       static_cast<double>(ranks) * c.train.micro_batch * c.model.seq_len * c.train.grad_accum;
   const double flops_per_token = trainer.layout.flops_per_token();
-  if (root) std::printf(
-      "bench | %s | %s L%d d%d F%d | %.2fM params, %.2fM active | B %d × T %d × accum %d | "
-      "%.3f GFLOP/token\n",
-      backend_banner(backend).c_str(), name_of(c.model.ffn), c.model.n_layer, c.model.d_model,
-      c.model.ffn_hidden, trainer.layout.num_parameters() / 1e6,
-      trainer.layout.active_parameters(false) / 1e6, c.train.micro_batch, c.model.seq_len,
-      c.train.grad_accum, flops_per_token / 1e9);
+  if (root)
+    std::printf(
+        "bench | %s | %s L%d d%d F%d | %.2fM params, %.2fM active | B %d × T %d × accum %d | "
+        "%.3f GFLOP/token\n",
+        backend_banner(backend).c_str(), name_of(c.model.ffn), c.model.n_layer, c.model.d_model,
+        c.model.ffn_hidden, trainer.layout.num_parameters() / 1e6,
+        trainer.layout.active_parameters(false) / 1e6, c.train.micro_batch, c.model.seq_len,
+        c.train.grad_accum, flops_per_token / 1e9);
   if (root && ranks > 1)
     std::printf("ranks: %d (%s), ZeRO-%d | %.0f tokens per step over all ranks\n", ranks,
                 comm.transport(), c.train.zero, tokens_per_step);
@@ -105,10 +106,11 @@ void bench_on(const Config& c, const BenchOptions& options, BackendKind backend,
   if (ranks > 1) {
     double mean = 0, most = 0;
     for (double t : per_rank) mean += t / ranks, most = std::max(most, t);
-    std::printf("communication: %.3f ms per step (mean over ranks; %.1f%% of the step), slowest "
-                "rank %.3f ms | %.1f MiB of gradients reduced per step\n",
-                1e3 * mean, 100.0 * mean / (total / options.steps), 1e3 * most,
-                trainer.layout.arena_size * 4.0 / 1048576.0);
+    std::printf(
+        "communication: %.3f ms per step (mean over ranks; %.1f%% of the step), slowest "
+        "rank %.3f ms | %.1f MiB of gradients reduced per step\n",
+        1e3 * mean, 100.0 * mean / (total / options.steps), 1e3 * most,
+        trainer.layout.arena_size * 4.0 / 1048576.0);
   }
 
   // Where the time goes, per phase of the step (summed over layers and micro-batches).

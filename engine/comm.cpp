@@ -21,7 +21,8 @@
 
 namespace unipool {
 
-// ---- helpers of every transport --------------------------------------------------------------------
+// ---- helpers of every transport
+// --------------------------------------------------------------------
 
 Shard Communicator::shard(int64_t count, int r) const {
   const int64_t per = (count + size_ - 1) / size_;
@@ -100,8 +101,8 @@ void check_on_every_rank(Communicator& comm, const std::string& problem) {
     for (int r = 0; r < comm.size(); ++r) {
       if (all[size_t(r)].empty()) continue;
       if (!message.empty()) message += "; ";
-      message += comm.size() > 1 ? "rank " + std::to_string(r) + ": " + all[size_t(r)]
-                                 : all[size_t(r)];
+      message +=
+          comm.size() > 1 ? "rank " + std::to_string(r) + ": " + all[size_t(r)] : all[size_t(r)];
     }
   }
   throw Error(comm.broadcast_string(message, 0));
@@ -143,7 +144,8 @@ int ranks_in_environment() {
 }
 
 #ifdef UNIPOOL_HAVE_MPI
-// ---- MPI ------------------------------------------------------------------------------------------
+// ---- MPI
+// ------------------------------------------------------------------------------------------
 void check_mpi(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
   char text[MPI_MAX_ERROR_STRING];
@@ -173,8 +175,9 @@ class Mpi final : public Communicator {
     check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "comm_rank");
     check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &size_), "comm_size");
     MPI_Comm node;
-    check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
-              "comm_split_type");
+    check_mpi(
+        MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
+        "comm_split_type");
     check_mpi(MPI_Comm_rank(node, &local_rank_), "comm_rank (node)");
     MPI_Comm_free(&node);
   }
@@ -192,8 +195,8 @@ class Mpi final : public Communicator {
       const int n_mine = int(std::clamp<int64_t>(own.size() - p0, 0, kPiece));
       for (int r = 0; r < size_; ++r) {
         if (n_mine > 0 && r != rank_)
-          post(MPI_Irecv(received.data() + size_t(r) * size_t(piece), n_mine, MPI_FLOAT, r, kTagData,
-                         MPI_COMM_WORLD, &push(requests)),
+          post(MPI_Irecv(received.data() + size_t(r) * size_t(piece), n_mine, MPI_FLOAT, r,
+                         kTagData, MPI_COMM_WORLD, &push(requests)),
                "irecv (reduce_scatter_sum)");
         const Shard s = shard(count, r);
         const int n = int(std::clamp<int64_t>(s.size() - p0, 0, kPiece));
@@ -254,8 +257,8 @@ class Mpi final : public Communicator {
   }
 
   void broadcast(void* bytes, size_t n, int root) override {
-    check(root >= 0 && root < size_, "broadcast: root " + std::to_string(root) + " of " +
-                                         std::to_string(size_) + " ranks");
+    check(root >= 0 && root < size_,
+          "broadcast: root " + std::to_string(root) + " of " + std::to_string(size_) + " ranks");
     for (size_t p0 = 0; p0 < n; p0 += size_t(kPiece)) {
       const int len = int(std::min<size_t>(size_t(kPiece), n - p0));
       std::vector<MPI_Request> requests;
@@ -284,7 +287,8 @@ class Mpi final : public Communicator {
   }
 
   void recv(void* bytes, size_t n, int from) override {
-    check(from != rank_ && from >= 0 && from < size_, "recv: bad source rank " + std::to_string(from));
+    check(from != rank_ && from >= 0 && from < size_,
+          "recv: bad source rank " + std::to_string(from));
     for (size_t p0 = 0; p0 < n; p0 += size_t(kPiece)) {
       std::vector<MPI_Request> requests;
       post(MPI_Irecv(static_cast<char*>(bytes) + p0, int(std::min<size_t>(kPiece, n - p0)),

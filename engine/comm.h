@@ -41,8 +41,9 @@ class Communicator {
   Shard shard(int64_t count, int r) const;
   Shard my_shard(int64_t count) const { return shard(count, rank_); }
 
-  // ---- bulk collectives, on arrays in the training backend's memory ------------------------------
-  // (host memory for the single process and MPI, device memory for NCCL: see on_device()).
+  // ---- bulk collectives, on arrays in the training backend's memory
+  // ------------------------------ (host memory for the single process and MPI, device memory for
+  // NCCL: see on_device()).
   virtual bool on_device() const { return false; }
   // data[0..count): afterwards this rank's shard holds, for each element, the sum over ranks of
   // their copies of it, added in rank order; the rest of data is left as it was.
@@ -50,8 +51,9 @@ class Communicator {
   // data[0..count): afterwards every shard r holds rank r's values of it.
   virtual void all_gather(float* data, int64_t count) = 0;
 
-  // ---- small collectives, on host memory ---------------------------------------------------------
-  // values[0..n) ← Σ over ranks of every rank's values, in rank order (losses, norms, counts).
+  // ---- small collectives, on host memory
+  // --------------------------------------------------------- values[0..n) ← Σ over ranks of every
+  // rank's values, in rank order (losses, norms, counts).
   virtual void all_reduce_sum(double* values, int n) = 0;
   // bytes[0..n) ← root's bytes.
   virtual void broadcast(void* bytes, size_t n, int root) = 0;
@@ -60,8 +62,9 @@ class Communicator {
   virtual void send(const void* bytes, size_t n, int to) = 0;
   virtual void recv(void* bytes, size_t n, int from) = 0;
 
-  // ---- built from the above (host memory; checkpoints and start-up checks) -------------------------
-  // Root's full[0..count) ← every rank's shard of it (mine: this rank's shard, my_shard(count)).
+  // ---- built from the above (host memory; checkpoints and start-up checks)
+  // ------------------------- Root's full[0..count) ← every rank's shard of it (mine: this rank's
+  // shard, my_shard(count)).
   void gather_shards(const float* mine, float* full, int64_t count, int root);
   // mine ← root's full[my_shard(count)].
   void scatter_shards(const float* full, float* mine, int64_t count, int root);

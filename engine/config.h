@@ -59,9 +59,9 @@ struct TrainConfig {
   int ckpt_keep = 3;
   std::string out_dir = "runs/default";
   BackendKind backend = BackendKind::automatic;
-  int log_every = 1;  // progress line every N steps (metrics.jsonl gets every step)
-  int threads = 0;    // CPU threads; 0 = all cores
-  int zero = 0;       // 0: optimizer state on every rank; 1: sharded over ranks (ZeRO-1)
+  int log_every = 1;            // progress line every N steps (metrics.jsonl gets every step)
+  int threads = 0;              // CPU threads; 0 = all cores
+  int zero = 0;                 // 0: optimizer state on every rank; 1: sharded over ranks (ZeRO-1)
   double comm_timeout_s = 600;  // a collective waiting longer than this stops the run
 };
 

@@ -72,11 +72,10 @@ void check_same_config_on_every_rank(Communicator& comm, const Config& c) {
   const std::string mine = sha256_hex(text.data(), text.size());
   const std::string rank0 = comm.broadcast_string(mine, 0);
   check_on_every_rank(
-      comm, mine == rank0
-                ? std::string()
-                : "its config differs from rank 0's (config sha256 " + mine.substr(0, 12) +
-                      " vs " + rank0.substr(0, 12) +
-                      "): every rank must be started with the same --config and --set");
+      comm, mine == rank0 ? std::string()
+                          : "its config differs from rank 0's (config sha256 " +
+                                mine.substr(0, 12) + " vs " + rank0.substr(0, 12) +
+                                "): every rank must be started with the same --config and --set");
 }
 
 }  // namespace unipool

@@ -121,8 +121,8 @@ void add_tokenize_command(CLI::App& app) {
 void add_inspect_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "inspect", "validate a token shard, print a summary, decode its first tokens");
-  auto o = options_for<data::InspectOptions>(
-      cmd, [](data::InspectOptions& o) { data::run_inspect(o); });
+  auto o =
+      options_for<data::InspectOptions>(cmd, [](data::InspectOptions& o) { data::run_inspect(o); });
   cmd->add_option("path", o->path, "a Megatron prefix (or its .bin/.idx) or an llm.c .bin")
       ->required();
   cmd->add_option("--format", o->format, "auto, megatron or llmc");
@@ -178,8 +178,7 @@ void add_bench_tokenizer_command(CLI::App& app) {
   };
   CLI::App* cmd =
       app.add_subcommand("bench-tokenizer", "GPT-2 tokenizer speed (MB/s) on text files");
-  auto o = options_for<Options>(cmd,
-                                [](Options& o) { run_tokenizer_bench(o.files, o.threads); });
+  auto o = options_for<Options>(cmd, [](Options& o) { run_tokenizer_bench(o.files, o.threads); });
   cmd->add_option("--threads", o->threads, "encoding threads")->check(CLI::PositiveNumber);
   cmd->add_option("files", o->files, "text files")->required();
 }
@@ -210,7 +209,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const RunStopped& e) {  // a stop signal, after a checkpoint: 128 + signal, as a shell
-    std::fflush(stdout);  // every rank stopped after the same step: no abort
+    std::fflush(stdout);           // every rank stopped after the same step: no abort
     std::fprintf(stderr, "error: %s\n", e.what());
     return 128 + e.signal;
   } catch (const Error& e) {

@@ -103,7 +103,7 @@ class StopSignals {
 struct ResumeInfo {
   std::string checkpoint;  // the ckpt-STEP directory resumed from ("": a fresh start)
   int step = 0;
-  int64_t tokens = 0;  // tokens trained on before it (all ranks)
+  int64_t tokens = 0;                                 // tokens trained on before it (all ranks)
   nlohmann::json changed = nlohmann::json::object();  // "key": [checkpoint's value, this run's]
 };
 
@@ -144,10 +144,11 @@ class MetricsLog {
 
   void step(int step, const StepResult& r, int64_t tokens, double tok_per_s, double elapsed,
             int ranks) {
-    write("{\"step\": %d, \"loss\": %.9g, \"aux_loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-          "\"tokens\": %lld, \"tok_per_s\": %.1f, \"elapsed_s\": %.3f, \"ranks\": %d}\n",
-          step, r.loss, r.aux_loss, r.lr, r.grad_norm, static_cast<long long>(tokens), tok_per_s,
-          elapsed, ranks);
+    write(
+        "{\"step\": %d, \"loss\": %.9g, \"aux_loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+        "\"tokens\": %lld, \"tok_per_s\": %.1f, \"elapsed_s\": %.3f, \"ranks\": %d}\n",
+        step, r.loss, r.aux_loss, r.lr, r.grad_norm, static_cast<long long>(tokens), tok_per_s,
+        elapsed, ranks);
   }
   void eval(int step, double val_loss) {
     write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g}\n", step, val_loss,
@@ -249,8 +250,9 @@ ResumeInfo restore(TrainerOn<B>& trainer, data::Loader& train_data, const Config
     const nlohmann::json state = nlohmann::json::parse(comm.broadcast_string(state_text, 0));
     const auto host = trainer.gather_state();
     on_every_rank(comm, [&] {
-      if (root) load_checkpoint(info.checkpoint, trainer.layout, host.params, host.exp_avg,
-                                host.exp_avg_sq);
+      if (root)
+        load_checkpoint(info.checkpoint, trainer.layout, host.params, host.exp_avg,
+                        host.exp_avg_sq);
     });
     trainer.scatter_state();
     info.step = state.at("step").get<int>();
@@ -286,18 +288,22 @@ void print_run_header(const TrainerOn<B>& trainer, const data::Loader& train_dat
     std::printf(" | GPU memory %.1f MiB allocated at start-up", device_bytes(backend) / 1048576.0);
   std::printf("\nranks: %d (%s) | optimizer state %.1f MiB per rank (%s)\n", ranks,
               trainer.comm.transport(), trainer.optimizer_bytes() / 1048576.0,
-              c.train.zero == 1 ? ("ZeRO-1: sharded over " + std::to_string(ranks) + " ranks").c_str()
-                                : "ZeRO-0: replicated");
-  std::printf("data: %lld training samples of %d tokens | %lld tokens per step (%d ranks x %d x "
-              "%d sequences) | %s\n",
-              static_cast<long long>(train_data.num_samples()), c.model.seq_len,
-              static_cast<long long>(tokens_per_step), ranks, c.train.micro_batch,
-              c.train.grad_accum, resumed.empty() ? "fresh start" : ("resumed from " + resumed).c_str());
+              c.train.zero == 1
+                  ? ("ZeRO-1: sharded over " + std::to_string(ranks) + " ranks").c_str()
+                  : "ZeRO-0: replicated");
+  std::printf(
+      "data: %lld training samples of %d tokens | %lld tokens per step (%d ranks x %d x "
+      "%d sequences) | %s\n",
+      static_cast<long long>(train_data.num_samples()), c.model.seq_len,
+      static_cast<long long>(tokens_per_step), ranks, c.train.micro_batch, c.train.grad_accum,
+      resumed.empty() ? "fresh start" : ("resumed from " + resumed).c_str());
   std::fflush(stdout);
 }
 
 // Every `every` steps, and at the last step.
-bool due(int step, int every, int last) { return every > 0 && (step % every == 0 || step == last); }
+bool due(int step, int every, int last) {
+  return every > 0 && (step % every == 0 || step == last);
+}
 
 // The whole run, on every rank (docs/distributed.md): rank 0 alone holds the run directory (its
 // lock, metrics.jsonl, config.json, checkpoints) and prints; every rank trains on its slice of
@@ -338,8 +344,8 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
   TrainerOn<B>& trainer = *trainer_owner;
   const ResumeInfo resumed = restore(trainer, *train_data, c, options);
   const int first_step = trainer.step, last_step = c.train.steps;
-  const int64_t tokens_per_step = static_cast<int64_t>(ranks) * c.train.micro_batch *
-                                  c.model.seq_len * c.train.grad_accum;
+  const int64_t tokens_per_step =
+      static_cast<int64_t>(ranks) * c.train.micro_batch * c.model.seq_len * c.train.grad_accum;
   if (root) {
     print_run_header(trainer, *train_data, backend, tokens_per_step, resumed.checkpoint);
     for (auto it = resumed.changed.begin(); it != resumed.changed.end(); ++it)
@@ -381,11 +387,11 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
 
     if (root && (due(step, c.train.log_every, last_step) || step == first_step + 1)) {
       const double eta = elapsed / (step - first_step) * (last_step - step);
-      std::printf(
-          "step %5d/%d | loss %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s",
-          step, last_step, r.loss, r.aux_loss, r.lr, r.grad_norm, tok_per_s);
-      if (ranks > 1) std::printf(" (%.0f per rank, comm %.0f%%)", tok_per_s / ranks,
-                                 100.0 * r.comm_seconds / std::max(dt, 1e-9));
+      std::printf("step %5d/%d | loss %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s",
+                  step, last_step, r.loss, r.aux_loss, r.lr, r.grad_norm, tok_per_s);
+      if (ranks > 1)
+        std::printf(" (%.0f per rank, comm %.0f%%)", tok_per_s / ranks,
+                    100.0 * r.comm_seconds / std::max(dt, 1e-9));
       std::printf(" | ETA %s\n", format_duration(eta).c_str());
       std::fflush(stdout);
     }
@@ -405,8 +411,8 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
       const auto host = trainer.gather_state();
       on_every_rank(comm, [&] {
         if (!root) return;
-        const nlohmann::json state = make_checkpoint_state(step, tokens, c, train_data->state(),
-                                                           model_state);
+        const nlohmann::json state =
+            make_checkpoint_state(step, tokens, c, train_data->state(), model_state);
         last_ckpt = save_checkpoint(c.train.out_dir, step, c.train.ckpt_keep, trainer.layout,
                                     host.params, host.exp_avg, host.exp_avg_sq, state);
         std::printf("step %5d/%d | checkpoint %s\n", step, last_step, last_ckpt.c_str());

@@ -40,15 +40,15 @@ TrainerOn<B>::TrainerOn(const Config& c, Communicator* given_comm)
       comm(comm_or_single(given_comm, own_comm_)),
       shard(comm.my_shard(layout.arena_size)),
       model(layout, c.loss, c.train.micro_batch, c.model.seq_len),
-      exp_avg(B::template alloc<Param>(
-          size_t(c.train.zero == 1 ? shard.size() : layout.arena_size), "AdamW first moments")),
+      exp_avg(B::template alloc<Param>(size_t(c.train.zero == 1 ? shard.size() : layout.arena_size),
+                                       "AdamW first moments")),
       exp_avg_sq(B::template alloc<Param>(exp_avg.size(), "AdamW second moments")),
       shard_table_(cut_to_shard(layout.optimizer_table, shard)),
       inputs_(static_cast<size_t>(c.train.micro_batch) * c.model.seq_len),
       targets_(inputs_.size()) {
   check(comm.size() == 1 || comm.on_device() == B::kWeightCopy,
-        std::string("trainer: the ") + comm.transport() + " transport cannot move the " +
-            B::kName + " backend's gradients (GPU ranks need NCCL, CPU ranks MPI)");
+        std::string("trainer: the ") + comm.transport() + " transport cannot move the " + B::kName +
+            " backend's gradients (GPU ranks need NCCL, CPU ranks MPI)");
   B::zero(exp_avg.data(), exp_avg.size());
   B::zero(exp_avg_sq.data(), exp_avg_sq.size());
   std::vector<Param> init(layout.arena_size);
@@ -66,7 +66,8 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
   const double loss_scale = 1.0 / (double(accum) * ranks);
   for (int micro = 0; micro < accum; ++micro) {
     next_batch(inputs_.data(), targets_.data());
-    const Losses losses = model.forward(inputs_.data(), targets_.data(), /*train=*/true, loss_scale);
+    const Losses losses =
+        model.forward(inputs_.data(), targets_.data(), /*train=*/true, loss_scale);
     model.backward();
     r.loss += losses.lm / accum;
     r.aux_loss += losses.aux / accum;
@@ -157,8 +158,8 @@ typename TrainerOn<B>::HostState TrainerOn<B>::gather_state() {
   } else {
     params = model.params();
   }
-  if (!sharded() && !B::kWeightCopy) return {params, root ? exp_avg.data() : nullptr,
-                                             root ? exp_avg_sq.data() : nullptr};
+  if (!sharded() && !B::kWeightCopy)
+    return {params, root ? exp_avg.data() : nullptr, root ? exp_avg_sq.data() : nullptr};
   // Moments: downloaded (GPU) and/or gathered from the ranks' shards (ZeRO-1) into host staging.
   std::vector<Param> mine_m(exp_avg.size()), mine_v(exp_avg_sq.size());
   B::download(mine_m.data(), exp_avg.data(), mine_m.size());

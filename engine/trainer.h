@@ -90,7 +90,7 @@ class TrainerOn {
 
  private:
   bool sharded() const { return config.train.zero == 1; }
-  TensorTable shard_table_;                     // optimizer_table ∩ shard, offsets from its start
+  TensorTable shard_table_;  // optimizer_table ∩ shard, offsets from its start
   std::vector<int32_t> inputs_, targets_;
   std::vector<Param> host_params_, host_exp_avg_, host_exp_avg_sq_;  // staging (see gather_state)
 };

@@ -45,10 +45,10 @@ constexpr const char* kMpiexec = UNIPOOL_MPIEXEC;
 constexpr const char* kMpiexec = "";
 #endif
 
-#define REQUIRE_MPI()                                                              \
-  if (std::string(kMpiexec).empty()) {                                             \
-    WARN("skipped: this build has no MPI (install OpenMPI: scripts/setup.sh)");    \
-    return;                                                                        \
+#define REQUIRE_MPI()                                                           \
+  if (std::string(kMpiexec).empty()) {                                          \
+    WARN("skipped: this build has no MPI (install OpenMPI: scripts/setup.sh)"); \
+    return;                                                                     \
   }
 
 // The environment of every launch: one thread per rank, and mpiexec allowed to run as root (CI).
@@ -56,25 +56,14 @@ const std::string kEnv =
     "OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
     "OMPI_MCA_rmaps_base_oversubscribe=1 PRTE_MCA_rmaps_default_mapping_policy=:oversubscribe ";
 
-std::string quoted(const std::string& s) { return "'" + s + "'"; }
+std::string quoted(const std::string& s) {
+  return "'" + s + "'";
+}
 
 // `mpiexec -np N unipool ARGS` (or an MPMD line given whole), at most `limit` seconds.
 std::string launch_line(int ranks, const std::string& args) {
   return kEnv + quoted(kMpiexec) + " --oversubscribe -np " + std::to_string(ranks) + " " +
          quoted(UNIPOOL_BINARY) + " " + args;
-}
-
-Outcome run_shell(const std::string& line, const std::string& scratch, int limit_s = 120) {
-  make_dirs(scratch);
-  const std::string out = scratch + "/stdout.txt", err = scratch + "/stderr.txt";
-  const std::string cmd = "timeout -s KILL " + std::to_string(limit_s) + " sh -c " +
-                          quoted(line) + " >" + quoted(out) + " 2>" + quoted(err);
-  const int raw = std::system(cmd.c_str());
-  Outcome o;
-  o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  o.out = path_exists(out) ? read_file(out) : "";
-  o.err = path_exists(err) ? read_file(err) : "";
-  return o;
 }
 
 // The config file of a run: the small config of `ffn` into out_dir, with `edit` applied.
@@ -96,8 +85,8 @@ std::string config_file(const TempDir& tmp, const std::string& corpus, const std
 // Trains `config` on `ranks` ranks; the run must succeed.
 void train_ranks(int ranks, const std::string& config, const std::string& scratch,
                  const std::string& extra = "") {
-  const Outcome o = run_shell(launch_line(ranks, "train --config " + quoted(config) + extra),
-                              scratch);
+  const Outcome o =
+      run_shell(launch_line(ranks, "train --config " + quoted(config) + extra), scratch, 120);
   INFO("stdout:\n" << o.out << "\nstderr:\n" << o.err);
   REQUIRE(o.status == 0);
 }
@@ -165,6 +154,25 @@ pid_t spawn_shell(const std::string& line, const std::string& scratch) {
   return pid;
 }
 
+// A 2-rank training of `config` (writing into out_dir) started in the background once it has
+// logged `min_steps` steps; returns the launcher's pid, and the ranks' pids in *ranks.
+pid_t start_two_ranks(const std::string& config, const std::string& out_dir,
+                      const std::string& scratch, size_t min_steps, std::vector<pid_t>* ranks) {
+  const pid_t launcher = spawn_shell(launch_line(2, "train --config " + quoted(config)), scratch);
+  const bool training = wait_until(
+      [&] {
+        *ranks = rank_processes(config);
+        return ranks->size() == 2 && path_exists(out_dir + "/metrics.jsonl") &&
+               train_lines(out_dir).size() >= min_steps;
+      },
+      60);
+  INFO("stderr:\n"
+       << (path_exists(scratch + "/stderr.txt") ? read_file(scratch + "/stderr.txt")
+                                                : std::string()));
+  REQUIRE(training);
+  return launcher;
+}
+
 }  // namespace
 
 TEST_CASE("2 ranks: bitwise reproducible, ZeRO-1 = ZeRO-0 bitwise, checkpoints hold every rank's ĝ",
@@ -176,8 +184,8 @@ TEST_CASE("2 ranks: bitwise reproducible, ZeRO-1 = ZeRO-0 bitwise, checkpoints h
   const auto none = [](Config&) {};
   const std::string a = config_file(tmp, corpus, "a", FfnKind::unipool, none);
   const std::string b = config_file(tmp, corpus, "b", FfnKind::unipool, none);
-  const std::string z = config_file(tmp, corpus, "z", FfnKind::unipool,
-                                    [](Config& c) { c.train.zero = 1; });
+  const std::string z =
+      config_file(tmp, corpus, "z", FfnKind::unipool, [](Config& c) { c.train.zero = 1; });
   const std::string three = config_file(tmp, corpus, "three", FfnKind::unipool, none);
   train_ranks(2, a, tmp / "a-log");
   train_ranks(2, b, tmp / "b-log");
@@ -202,7 +210,8 @@ TEST_CASE("2 ranks: bitwise reproducible, ZeRO-1 = ZeRO-0 bitwise, checkpoints h
     REQUIRE(val_losses(tmp / run).size() == 2);
     for (const char* f : kCkptFiles)
       if (std::string(f) != "state.json")
-        require_same_file(tmp / (std::string(run) + "/ckpt-6/" + f), tmp / ("a/ckpt-6/" + std::string(f)));
+        require_same_file(tmp / (std::string(run) + "/ckpt-6/" + f),
+                          tmp / ("a/ckpt-6/" + std::string(f)));
   }
   // Global batch = ranks × micro_batch × grad_accum sequences of 32 tokens.
   CHECK(ref.at(6).at("tokens").get<int64_t>() == 6 * 2 * 4 * 2 * 32);
@@ -210,7 +219,8 @@ TEST_CASE("2 ranks: bitwise reproducible, ZeRO-1 = ZeRO-0 bitwise, checkpoints h
   REQUIRE(state.at("pool_loss").at("ranks").size() == 2);
   CHECK(state["pool_loss"]["ghat"] == state["pool_loss"]["ranks"][0]["ghat"]);
   CHECK(state["pool_loss"]["ranks"][0]["ghat"] != state["pool_loss"]["ranks"][1]["ghat"]);
-  CHECK(json::parse(read_file(tmp / "z/ckpt-6/state.json")).at("pool_loss") == state.at("pool_loss"));
+  CHECK(json::parse(read_file(tmp / "z/ckpt-6/state.json")).at("pool_loss") ==
+        state.at("pool_loss"));
   // Teeth: 3 ranks take other batches, so other losses and weights.
   CHECK(train_lines(tmp / "three").at(2).at("loss") != ref.at(2).at("loss"));
   CHECK(read_file(tmp / "three/ckpt-6/model.safetensors") !=
@@ -239,7 +249,8 @@ TEST_CASE("2 ranks x grad_accum 1 = 1 rank x grad_accum 2 up to fp32 rounding", 
       });
       train_ranks(2, two, tmp / (variant + "-two-log"));
       train_ranks(1, one, tmp / (variant + "-one-log"));
-      const auto a = train_lines(tmp / (variant + "-two")), b = train_lines(tmp / (variant + "-one"));
+      const auto a = train_lines(tmp / (variant + "-two")),
+                 b = train_lines(tmp / (variant + "-one"));
       REQUIRE(a.size() == 6);
       REQUIRE(b.size() == 6);
       // Bounds: the two runs add the same terms in another order (the micro-batch gradients are
@@ -255,7 +266,8 @@ TEST_CASE("2 ranks x grad_accum 1 = 1 rank x grad_accum 2 up to fp32 rounding", 
           CHECK(std::fabs(x - y) <= 1e-5 * std::max(1.0, std::fabs(y)));
         }
       }
-      const auto va = val_losses(tmp / (variant + "-two")), vb = val_losses(tmp / (variant + "-one"));
+      const auto va = val_losses(tmp / (variant + "-two")),
+                 vb = val_losses(tmp / (variant + "-one"));
       REQUIRE(va.size() == 2);
       for (const auto& [step, v] : vb) CHECK(std::fabs(va.at(step) - v) <= 1e-5 * v);
       double largest = 0;
@@ -269,9 +281,10 @@ TEST_CASE("2 ranks x grad_accum 1 = 1 rank x grad_accum 2 up to fp32 rounding", 
   }
 }
 
-TEST_CASE("a 2-rank run stopped by a signal to one rank resumes at 2 ranks bit-exactly, at 1 and 3 "
-          "ranks from the same data position",
-          "[mpi]") {
+TEST_CASE(
+    "a 2-rank run stopped by a signal to one rank resumes at 2 ranks bit-exactly, at 1 and 3 "
+    "ranks from the same data position",
+    "[mpi]") {
   REQUIRE_MPI();
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
@@ -288,16 +301,8 @@ TEST_CASE("a 2-rank run stopped by a signal to one rank resumes at 2 ranks bit-e
 
   // The same run, SIGTERM to rank 1 only, once it is training.
   const std::string cut = config_file(tmp, corpus, "cut", FfnKind::unipool, long_run);
-  const pid_t launcher =
-      spawn_shell(launch_line(2, "train --config " + quoted(cut)), tmp / "cut-log");
   std::vector<pid_t> ranks;
-  REQUIRE(wait_until(
-      [&] {
-        ranks = rank_processes(cut);
-        return ranks.size() == 2 && path_exists(tmp / "cut/metrics.jsonl") &&
-               train_lines(tmp / "cut").size() >= 100;
-      },
-      60));
+  const pid_t launcher = start_two_ranks(cut, tmp / "cut", tmp / "cut-log", 100, &ranks);
   // Rank 1 is the second process started (pids grow), a guess that does not matter: either
   // rank's signal must stop both.
   ::kill(ranks[1], SIGTERM);
@@ -342,8 +347,8 @@ TEST_CASE("a 2-rank run stopped by a signal to one rank resumes at 2 ranks bit-e
       c.train.ckpt_every = stop_step + 4;
     });
     train_ranks(ranks_now, cfg, tmp / (name + "-log"), " --resume " + quoted(ckpt));
-    const json end = json::parse(read_file(tmp / (name + "/ckpt-" + std::to_string(stop_step + 4) +
-                                                  "/state.json")));
+    const json end = json::parse(
+        read_file(tmp / (name + "/ckpt-" + std::to_string(stop_step + 4) + "/state.json")));
     INFO(name);
     CHECK(position(end) == stop_position + int64_t(4) * ranks_now * 4 * 2);
     CHECK(end.at("tokens").get<int64_t>() ==
@@ -352,7 +357,8 @@ TEST_CASE("a 2-rank run stopped by a signal to one rank resumes at 2 ranks bit-e
     // Continuous: the first resumed step's loss is near the interrupted run's last one, far from
     // the untrained model's (ln 257 ≈ 5.55).
     const auto lines = train_lines(tmp / name);
-    const double before = full_lines.at(stop_step).at("loss"), after = lines.at(stop_step + 1).at("loss");
+    const double before = full_lines.at(stop_step).at("loss"),
+                 after = lines.at(stop_step + 1).at("loss");
     INFO("loss before " << before << ", after " << after << ", at step 1 "
                         << full_lines.at(1).at("loss").get<double>());
     CHECK(std::fabs(after - before) < 0.5);
@@ -360,16 +366,16 @@ TEST_CASE("a 2-rank run stopped by a signal to one rank resumes at 2 ranks bit-e
   }
 }
 
-TEST_CASE("a rank with another config, a rank that fails to start or stops responding: a clear "
-          "error within a time limit",
-          "[mpi]") {
+TEST_CASE(
+    "a rank with another config, a rank that fails to start or stops responding: a clear "
+    "error within a time limit",
+    "[mpi]") {
   REQUIRE_MPI();
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
-  const std::string cfg = config_file(tmp, corpus, "run", FfnKind::dense, [](Config& c) {
-    c.train.comm_timeout_s = 5;
-  });
+  const std::string cfg = config_file(tmp, corpus, "run", FfnKind::dense,
+                                      [](Config& c) { c.train.comm_timeout_s = 5; });
   const std::string exe = quoted(UNIPOOL_BINARY);
 
   SECTION("another config on rank 1") {
@@ -402,15 +408,8 @@ TEST_CASE("a rank with another config, a rank that fails to start or stops respo
       c.train.eval_every = 0;
       c.train.ckpt_every = 0;
     });
-    const pid_t launcher = spawn_shell(launch_line(2, "train --config " + quoted(slow)),
-                                       tmp / "stuck");
     std::vector<pid_t> ranks;
-    REQUIRE(wait_until(
-        [&] {
-          ranks = rank_processes(slow);
-          return ranks.size() == 2 && path_exists(tmp / "slow/metrics.jsonl");
-        },
-        60));
+    const pid_t launcher = start_two_ranks(slow, tmp / "slow", tmp / "stuck", 1, &ranks);
     const Stopwatch took;
     ::kill(ranks[1], SIGSTOP);
     const int status = wait_for_child(launcher);
@@ -424,9 +423,10 @@ TEST_CASE("a rank with another config, a rank that fails to start or stops respo
   }
 }
 
-TEST_CASE("srun without MPI: CPU ranks are refused with a message; a batch script's plain command "
-          "is one process",
-          "[mpi]") {
+TEST_CASE(
+    "srun without MPI: CPU ranks are refused with a message, a batch script's plain command "
+    "is one process",
+    "[mpi]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
@@ -437,17 +437,18 @@ TEST_CASE("srun without MPI: CPU ranks are refused with a message; a batch scrip
   });
   const std::string exe = quoted(UNIPOOL_BINARY);
   // A task of `srun -n 2` (the variables srun sets) that has no MPI environment.
-  const Outcome srun_task = run_shell("SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 SLURM_PROCID=0 "
-                                      "SLURM_LOCALID=0 " + exe + " train --config " + quoted(cfg),
-                                      tmp / "srun", 60);
+  const Outcome srun_task = run_shell(
+      "SLURM_STEP_NUM_TASKS=2 SLURM_NTASKS=2 SLURM_PROCID=0 "
+      "SLURM_LOCALID=0 " +
+          exe + " train --config " + quoted(cfg),
+      tmp / "srun", 60);
   INFO("stderr:\n" << srun_task.err);
   CHECK(srun_task.status == 1);
   CHECK(contains(srun_task.err, "this process is one of 2 ranks"));
   CHECK(!path_exists(tmp / "run/metrics.jsonl"));
   // In a batch script (SLURM_NTASKS set for the job, no step): one process, it trains.
-  const Outcome batch = run_shell("SLURM_NTASKS=4 SLURM_JOB_ID=7 " + exe + " train --config " +
-                                      quoted(cfg),
-                                  tmp / "batch", 60);
+  const Outcome batch = run_shell(
+      "SLURM_NTASKS=4 SLURM_JOB_ID=7 " + exe + " train --config " + quoted(cfg), tmp / "batch", 60);
   INFO("stderr:\n" << batch.err);
   CHECK(batch.status == 0);
   CHECK(train_lines(tmp / "run").size() == 2);

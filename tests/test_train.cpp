@@ -357,8 +357,8 @@ TEST_CASE("checkpoints hold the documented tensors, the state, and only the newe
           std::vector<std::string>{"model.safetensors", "optimizer.safetensors", "state.json"});
   }
 
-  // Written out by hand from docs/run-directory.md (Vp 320, d 32, qkv (2 + 2·1)·16 = 64, F 32, M 8, 2
-  // routers).
+  // Written out by hand from docs/run-directory.md (Vp 320, d 32, qkv (2 + 2·1)·16 = 64, F 32, M 8,
+  // 2 routers).
   using Shape = std::vector<int64_t>;
   const std::map<std::string, Shape> expected = {
       {"tok_embeddings.weight", {320, 32}},
@@ -622,9 +622,7 @@ TEST_CASE("train: --init-from starts from exactly the given weights, bad files a
 // ------------------------------------------------------------------------------------------------
 // 7. Bad input through the binary
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("unipool train: bad input fails naming the key or file, and writes over nothing",
           "[train]") {

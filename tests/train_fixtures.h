@@ -134,19 +134,30 @@ inline std::string write_config(const TempDir& tmp, const std::string& corpus,
   return path;
 }
 
-// `unipool ARGS` through the shell, stdout and stderr captured; shell_prefix runs first in the
-// same shell (e.g. "ulimit -f 64;").
-inline Outcome run_binary(const std::string& args, const std::string& scratch,
-                          const std::string& shell_prefix = "") {
+// A shell command line, stdout and stderr captured in scratch/stdout.txt and scratch/stderr.txt.
+// limit_s > 0: killed after that many seconds (coreutils' timeout).
+inline Outcome run_shell(const std::string& line, const std::string& scratch, int limit_s = 0) {
+  make_dirs(scratch);
   const std::string out = scratch + "/stdout.txt", err = scratch + "/stderr.txt";
-  const std::string cmd = shell_prefix + " OMP_NUM_THREADS=2 '" + UNIPOOL_BINARY + "' " + args +
-                          " >'" + out + "' 2>'" + err + "'";
+  std::string cmd = "( " + line + " ) >'" + out + "' 2>'" + err + "'";
+  if (limit_s > 0) {
+    std::string escaped;  // the whole line inside sh -c '...'
+    for (char ch : cmd) escaped += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    cmd = "timeout -s KILL " + std::to_string(limit_s) + " sh -c '" + escaped + "'";
+  }
   const int raw = std::system(cmd.c_str());
   Outcome o;
   o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   o.out = path_exists(out) ? read_file(out) : "";
   o.err = path_exists(err) ? read_file(err) : "";
   return o;
+}
+
+// `unipool ARGS` through the shell, stdout and stderr captured; shell_prefix runs first in the
+// same shell (e.g. "ulimit -f 64;").
+inline Outcome run_binary(const std::string& args, const std::string& scratch,
+                          const std::string& shell_prefix = "") {
+  return run_shell(shell_prefix + " OMP_NUM_THREADS=2 '" + UNIPOOL_BINARY + "' " + args, scratch);
 }
 
 // `unipool ARGS` started in the background (fork + exec, stdout and stderr to the files named);

@@ -3,9 +3,9 @@
 // (model/backend.h binds the names). Every pointer is a DEVICE pointer; every launcher is
 // asynchronous on cuda::stream() and throws unipool::Error when the launch fails.
 //
-// Precision (docs/model.md §Numerics by backend): activations and the weights the GEMMs read are bf16; every reduction
-// accumulates in fp32; master weights, weight gradients, router math (logits, scores, gates), the
-// norms' statistics and the losses are fp32.
+// Precision (docs/model.md §Numerics by backend): activations and the weights the GEMMs read are
+// bf16; every reduction accumulates in fp32; master weights, weight gradients, router math (logits,
+// scores, gates), the norms' statistics and the losses are fp32.
 //   Act    = bf16    activations and activation gradients        (CPU: T)
 //   Float  = float   router values, rstd, lse, per-token losses   (CPU: T)
 //   Param  = float   master weights and weight gradients          (CPU: T)

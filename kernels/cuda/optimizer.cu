@@ -36,7 +36,6 @@ struct Chunk {
 };
 static_assert(sizeof(Chunk) == 16, "Chunk is compared with memcmp: no padding");
 
-
 // The chunk table of the tensors on the device (uploaded when it differs from the last one);
 // count = number of chunks, all_aligned = every chunk starts at a multiple of 4 elements.
 const Chunk* chunk_table(const TensorTable& tensors, int* count, bool* all_aligned) {

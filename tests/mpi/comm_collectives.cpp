@@ -32,8 +32,12 @@ void expect(bool ok, int rank, const char* what, int64_t i) {
     std::fprintf(stderr, "rank %d: %s differs at %lld\n", rank, what, (long long)i);
 }
 
-bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
-bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+bool same_bits(float a, float b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
+bool same_bits(double a, double b) {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
 
 // Rank r's value at i: large and small terms whose sum depends on the order of addition.
 double value(int r, int64_t i) {
@@ -138,7 +142,8 @@ int main(int argc, char** argv) {
       expect(same_bits(v[size_t(i)], want), rank, "all_reduce_sum", i);
     }
     // arrays: even, ragged, smaller than one aligned shard, empty
-    for (int64_t count : {int64_t(64) * size * 5, int64_t(1000), int64_t(70), int64_t(1), int64_t(0)})
+    for (int64_t count :
+         {int64_t(64) * size * 5, int64_t(1000), int64_t(70), int64_t(1), int64_t(0)})
       check_array_collectives(comm, count);
     // broadcast from the last rank, strings, point to point
     std::vector<char> bytes(37, char(rank));
@@ -164,7 +169,7 @@ int main(int argc, char** argv) {
   }
   if (failures > 0) std::fprintf(stderr, "rank %d: %d failures\n", rank, failures);
   if (rank == 0 && failures == 0)
-    std::printf("comm_collectives: %d ranks (%s), every collective bitwise as in rank order\n", size,
-                comm.transport());
+    std::printf("comm_collectives: %d ranks (%s), every collective bitwise as in rank order\n",
+                size, comm.transport());
   return failures > 0 ? 1 : 0;
 }
