@@ -219,6 +219,7 @@ const std::vector<Key>& key_table() {
     t.push_back(key("model.router", UNIPOOL_FIELD(RouterKind, model.router)));
     t.push_back(key("model.router_renorm", UNIPOOL_FIELD(bool, model.router_renorm)));
     t.push_back(key("model.router_share", UNIPOOL_FIELD(int, model.router_share), at_least(1)));
+    t.push_back(key("model.expert_bias", UNIPOOL_FIELD(bool, model.expert_bias)));
     // loss.*
     t.push_back(
         key("loss.aux_coeff", UNIPOOL_FIELD(double, loss.aux_coeff), non_negative(),
@@ -227,6 +228,8 @@ const std::vector<Key>& key_table() {
         "loss.pool_aux_coeff", UNIPOOL_FIELD(double, loss.pool_aux_coeff), non_negative(),
         [](Config& c) { c.loss.pool_aux_coeff = c.model.ffn == FfnKind::unipool ? 0.01 : 0.0; }));
     t.push_back(key("loss.z_loss_coeff", UNIPOOL_FIELD(double, loss.z_loss_coeff), non_negative()));
+    t.push_back(
+        key("loss.bias_update_rate", UNIPOOL_FIELD(double, loss.bias_update_rate), non_negative()));
     // optim.*
     t.push_back(key("optim.lr", UNIPOOL_FIELD(double, optim.lr), non_negative()));
     t.push_back(key("optim.min_lr", UNIPOOL_FIELD(double, optim.min_lr),
@@ -451,6 +454,9 @@ void validate_config(const Config& c, bool check_data) {
               " is not divisible by router_share " + std::to_string(m.router_share));
     check(!(m.router_renorm && m.router == RouterKind::norm),
           "model.router_renorm: renormalisation is not defined for the NormRouter (router = norm)");
+    check(!(m.router_renorm && m.router == RouterKind::sigmoid),
+          "model.router_renorm: the sigmoid router renormalises its gates whenever top_k > 1 "
+          "(leave router_renorm false)");
   } else {
     check(m.router_share == 1, "model.router_share: a dense model has no router to share");
   }
@@ -479,6 +485,7 @@ void validate_config(const Config& c, bool check_data) {
             name_of(m.ffn) + "')");
   check(m.is_moe() || (l.aux_coeff == 0 && l.z_loss_coeff == 0),
         "loss.aux_coeff: balancing losses need an MoE model (model.ffn = dense)");
+  check(m.is_moe() || !m.expert_bias, "model.expert_bias: a dense model has no router to bias");
 
   const DataConfig& d = c.data;
   if (check_data) {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/error.h"
@@ -129,6 +130,16 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
       comm_seconds += gather_time.seconds();
       if (copy != nullptr) model.refresh_weight_copy();
     }
+  }
+  if (config.model.expert_bias) {
+    // Aux-free balancing: every router's bias moves by the load of the whole step (all
+    // micro-batches, all ranks, all layers sharing the router), the same on every rank.
+    phase.next("expert bias");
+    std::vector<double> loads = model.router_loads();
+    const Stopwatch load_time;
+    comm.all_reduce_sum(loads.data(), int(loads.size()));
+    comm_seconds += load_time.seconds();
+    model.update_expert_bias(loads, config.loss.bias_update_rate);
   }
   r.comm_seconds = comm_seconds;
   step = next;

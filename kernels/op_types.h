@@ -9,6 +9,15 @@ namespace unipool {
 // One tensor of a parameter arena as the optimizer sees it: elements [offset, offset + numel),
 // weight-decayed or not. A model hands its optimizer the table of all its tensors, each once
 // (model/layout.h builds it), so a tensor shared by several layers is updated once.
+// T itself, in a context that takes no part in template deduction, so that nullptr may be passed
+// for an optional T* argument of a templated op (std::type_identity_t before C++20).
+template <typename T>
+struct NonDeducedType {
+  using type = T;
+};
+template <typename T>
+using NonDeduced = typename NonDeducedType<T>::type;
+
 struct TensorSpan {
   int64_t offset = 0;
   int64_t numel = 0;

@@ -87,6 +87,8 @@ struct CpuBackend {
   // routers, top-k, balancing terms
   static constexpr auto& softmax_forward = cpu::softmax_forward<T>;
   static constexpr auto& softmax_backward = cpu::softmax_backward<T>;
+  static constexpr auto& sigmoid_forward = cpu::sigmoid_forward<T>;
+  static constexpr auto& sigmoid_backward = cpu::sigmoid_backward<T>;
   static constexpr auto& norm_router_forward = cpu::norm_router_forward<T>;
   static constexpr auto& norm_router_backward = cpu::norm_router_backward<T>;
   static constexpr auto& topk_forward = cpu::topk_forward<T>;
@@ -177,6 +179,8 @@ struct CudaBackend {
   // routers, top-k, balancing terms
   static constexpr auto& softmax_forward = cuda::softmax_forward;
   static constexpr auto& softmax_backward = cuda::softmax_backward;
+  static constexpr auto& sigmoid_forward = cuda::sigmoid_forward;
+  static constexpr auto& sigmoid_backward = cuda::sigmoid_backward;
   static constexpr auto& norm_router_forward = cuda::norm_router_forward;
   static constexpr auto& norm_router_backward = cuda::norm_router_backward;
   static constexpr auto& topk_forward = cuda::topk_forward;

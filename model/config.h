@@ -17,7 +17,8 @@ enum class FfnKind {
 // model.router: how an MoE layer scores its experts.
 enum class RouterKind {
   softmax,  // s = softmax(z)
-  norm      // NormRouter: s = σ·c·ReLU(z/||z||)
+  norm,     // NormRouter: s = σ·c·ReLU(z/||z||)
+  sigmoid   // s = sigmoid(z); gates renormalised over the chosen k when k > 1 (aux-free routing)
 };
 
 // The name of a kind as configs write it ("dense", "norm", ...).
@@ -38,6 +39,8 @@ inline const char* name_of(RouterKind k) {
       return "softmax";
     case RouterKind::norm:
       return "norm";
+    case RouterKind::sigmoid:
+      return "sigmoid";
   }
   return "?";
 }
@@ -48,7 +51,7 @@ inline bool parse_kind(const std::string& name, FfnKind* out) {
   return false;
 }
 inline bool parse_kind(const std::string& name, RouterKind* out) {
-  for (RouterKind k : {RouterKind::softmax, RouterKind::norm})
+  for (RouterKind k : {RouterKind::softmax, RouterKind::norm, RouterKind::sigmoid})
     if (name == name_of(k)) return *out = k, true;
   return false;
 }
@@ -73,6 +76,7 @@ struct ModelConfig {
   RouterKind router = RouterKind::softmax;
   bool router_renorm = false;  // softmax router: renormalise the k gates
   int router_share = 1;        // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
+  bool expert_bias = false;    // top-k on s + b, b a per-router bias moved by the load (aux-free)
 
   // Fits an int in a validated config (engine/config.cpp checks it in 64 bits).
   int padded_vocab() const {
@@ -97,12 +101,18 @@ struct ModelConfig {
   int n_pools() const { return has_pools() ? n_layer / pool_layers() : 0; }
   int n_routers() const { return is_moe() ? n_layer / router_share : 0; }
   int qkv_width() const { return (n_head + 2 * n_kv_head) * head_dim(); }
+  // The gates are renormalised over the chosen k: the softmax router when asked, the sigmoid
+  // router whenever k > 1.
+  bool renormalise_gates() const {
+    return router == RouterKind::sigmoid ? top_k > 1 : router_renorm;
+  }
 };
 
 struct LossConfig {
   double aux_coeff = 0;       // per-layer Switch loss α (default 0.01 for moe, 0 for unipool)
   double pool_aux_coeff = 0;  // pool loss α_pool (default 0.01 for unipool)
   double z_loss_coeff = 0;
+  double bias_update_rate = 1e-3;  // model.expert_bias: b += rate · sign(mean load − load)
 };
 
 }  // namespace unipool

@@ -32,6 +32,7 @@ void init_parameters(const Layout& layout, T* arena, uint64_t seed) {
       for (int64_t i = 0; i < t.numel; ++i) p[i] = T(1);
       continue;
     }
+    if (t.init == InitKind::zeros) continue;
     const uint64_t key = splitmix64(seed ^ fnv1a(t.name));
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < t.numel; ++i) {

@@ -94,22 +94,28 @@ Layout make_layout(const ModelConfig& c) {
       const std::string p = "routers." + std::to_string(r) + ".";
       const int w = b.add(p + "weight", {c.router_width(), d}, InitKind::normal, std0);
       layout.tensors[w].uses = B;
-      int s = -1;
+      int s = -1, bias = -1;
       if (c.router == RouterKind::norm) {
         s = b.add(p + "scale", {}, InitKind::ones, 0);
         layout.tensors[s].uses = B;
+      }
+      if (c.expert_bias) {
+        bias = b.add(p + "expert_bias", {c.router_width()}, InitKind::zeros, 0);
+        layout.tensors[bias].uses = B;
+        layout.tensors[bias].trained = false;
       }
       for (int l = r * B; l < (r + 1) * B; ++l) {
         layout.layers[l].router = w;
         layout.layers[l].router_scale = s;
         layout.layers[l].router_id = r;
+        layout.layers[l].expert_bias = bias;
       }
     }
   }
   layout.final_norm = b.add("norm.weight", {d}, InitKind::ones, 0);
   layout.output = b.add("output.weight", {Vp, d}, InitKind::normal, std0);
   for (const ParamTensor& t : layout.tensors)
-    layout.optimizer_table.push_back(TensorSpan{t.offset, t.numel, t.decay});
+    if (t.trained) layout.optimizer_table.push_back(TensorSpan{t.offset, t.numel, t.decay});
   return layout;
 }
 
@@ -121,7 +127,8 @@ int Layout::find(const std::string& name) const {
 
 int64_t Layout::num_parameters() const {
   int64_t n = 0;
-  for (const auto& t : tensors) n += t.numel;
+  for (const auto& t : tensors)
+    if (t.trained) n += t.numel;
   return n;
 }
 

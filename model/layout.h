@@ -15,7 +15,7 @@
 
 namespace unipool {
 
-enum class InitKind { normal, ones };
+enum class InitKind { normal, ones, zeros };
 
 struct ParamTensor {
   std::string name;            // checkpoint name (docs/run-directory.md), e.g. "layers.3.attn.wqkv.weight"
@@ -26,6 +26,9 @@ struct ParamTensor {
   InitKind init = InitKind::normal;
   double init_std = 0;  // for InitKind::normal
   int uses = 1;         // how many layers read it (> 1: shared pool or router)
+  // false: state kept in the arena and the checkpoints but not trained (the routers' expert bias):
+  // no gradient, not in the optimizer table, not counted as a parameter.
+  bool trained = true;
 };
 
 // What layer l reads: indices into Layout::tensors.
@@ -36,6 +39,7 @@ struct LayerView {
   int router = -1;        // routers.R.weight [width, d] (shared by a block of B layers)
   int router_scale = -1;  // routers.R.scale [] (NormRouter)
   int router_id = -1;     // R = l / B
+  int expert_bias = -1;   // routers.R.expert_bias [width] (model.expert_bias; not trained)
   int pool = -1;          // unipool: pool group G = l / N
 };
 
@@ -45,13 +49,13 @@ struct Layout {
   std::vector<LayerView> layers;
   int tok_embeddings = -1, final_norm = -1, output = -1;
   int64_t arena_size = 0;       // floats, including alignment padding between tensors
-  TensorTable optimizer_table;  // every tensor once as (offset, numel, decay): what the optimizer
-                                // ops walk (kernels/op_types.h)
+  TensorTable optimizer_table;  // every trained tensor once as (offset, numel, decay): what the
+                                // optimizer ops walk (kernels/op_types.h)
 
   const ParamTensor& operator[](int i) const { return tensors[i]; }
   int find(const std::string& name) const;  // -1 when absent
 
-  int64_t num_parameters() const;  // every distinct parameter once (the totals of docs/model.md §Paper presets)
+  int64_t num_parameters() const;  // every distinct trained parameter once (the totals of docs/model.md §Paper presets)
   // Parameters one token touches: embeddings + attention + norms + k experts per layer
   // (+ the layer's router when include_routers). docs/model.md: 182,471,424 for the 182M UniPool.
   int64_t active_parameters(bool include_routers) const;

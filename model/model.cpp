@@ -141,6 +141,10 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
         m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
     }
     expert_weight_ = flt(R, "routing");
+    if (c.expert_bias) {
+      router_load_ = flt(int64_t(c.n_routers()) * R, "routing");
+      B::zero(router_load_.data(), router_load_.size());
+    }
     drows_ = act(rows * d, "backward scratch");
     ytmp_ = act(rows * d, "expert outputs");
     ds_ = flt(N * R, "backward scratch");
@@ -461,12 +465,15 @@ void Model<B>::route(int l) {
   const auto phase = profile.scope("router fwd");
   B::router_logits_forward(m.z.data(), acts_[l].xn_ffn.data(), param(v.router), N_, d, R);
   router_scores_forward(l);
-  B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), N_, R, k, c.router_renorm);
+  const Param* bias = v.expert_bias >= 0 ? param(v.expert_bias) : nullptr;
+  B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), bias, N_, R, k,
+                  c.renormalise_gates());
   B::expert_counts(m.counts.data(), m.ids.data(), N_, k, R);
 }
 
 // The router's scores from its logits, forward and backward: the one place the router type is
-// read. Softmax: s = softmax(z). NormRouter: s = ReLU(σ · c · z / ||z||) (docs/model.md §Routers).
+// read. Softmax: s = softmax(z). NormRouter: s = ReLU(σ · c · z / ||z||). Sigmoid: s = sigmoid(z)
+// (docs/model.md §Routers).
 template <class B>
 void Model<B>::router_scores_forward(int l) {
   const ModelConfig& c = layout_.config;
@@ -479,6 +486,9 @@ void Model<B>::router_scores_forward(int l) {
     case RouterKind::norm:
       B::norm_router_forward(m.s.data(), m.znorm.data(), m.z.data(),
                              param(layout_.layers[l].router_scale), m.c, N_, R);
+      break;
+    case RouterKind::sigmoid:
+      B::sigmoid_forward(m.s.data(), m.z.data(), N_, R);
       break;
   }
 }
@@ -499,6 +509,9 @@ void Model<B>::router_scores_backward(int l) {
                               m.znorm.data(), param(v.router_scale), m.c, N_, R);
       break;
     }
+    case RouterKind::sigmoid:
+      B::sigmoid_backward(dz_.data(), ds_.data(), m.s.data(), N_, R);
+      break;
   }
 }
 
@@ -572,6 +585,10 @@ void Model<B>::balancing_terms(int l, double loss_scale) {
   }
   if (loss_cfg.z_loss_coeff > 0) {
     B::z_loss_forward(terms + 2, m.z.data(), loss_cfg.z_loss_coeff, N_, R);
+  }
+  if (c.expert_bias) {  // the step's load of this layer's router (for update_expert_bias)
+    B::counts_to_float(expert_weight_.data(), m.counts.data(), R);
+    B::axpy(router_load_.data() + int64_t(v.router_id) * R, expert_weight_.data(), 1.0, R);
   }
 }
 
@@ -717,7 +734,7 @@ void Model<B>::route_backward(int l) {
   B::zero(ds_.data(), ds_.size());
   B::balance_loss_backward(ds_.data(), m.aux_grad.data(), 1.0, N_, R);
   B::topk_backward(ds_.data(), dgate_slot, m.ids.data(), m.gates.data(), m.s.data(), N_, R, k,
-                   c.router_renorm);
+                   c.renormalise_gates());
   router_scores_backward(l);
   if (loss_config_.z_loss_coeff > 0) {
     B::z_loss_backward(dz_.data(), m.z.data(), loss_config_.z_loss_coeff * loss_scale_, N_, R);
@@ -750,6 +767,46 @@ void Model<B>::attention_block_backward(int l) {
 
 // ---------------------------------------------------------------------------------------------
 // Host-side views of the last forward.
+
+// ---------------------------------------------------------------------------------------------
+// Aux-free balancing: the routers' loads and the sign update of their bias (docs/model.md
+// §Routers). The bias lives in the arena (routers.R.expert_bias, not trained) and is read by
+// topk_forward.
+
+template <class B>
+std::vector<double> Model<B>::router_loads() const {
+  std::vector<Float> host(router_load_.size());
+  B::download(host.data(), router_load_.data(), host.size());
+  return std::vector<double>(host.begin(), host.end());
+}
+
+template <class B>
+void Model<B>::update_expert_bias(const std::vector<double>& loads, double rate) {
+  const ModelConfig& c = layout_.config;
+  if (!c.expert_bias) return;
+  const int R = c.router_width();
+  check(loads.size() == size_t(c.n_routers()) * R, "model: update_expert_bias needs " +
+                                                       std::to_string(c.n_routers() * R) +
+                                                       " loads, got " +
+                                                       std::to_string(loads.size()));
+  const Param step = static_cast<Param>(rate);
+  std::vector<Param> bias(R);
+  for (int r = 0; r < c.n_routers(); ++r) {
+    const int tensor = layout_.layers[r * c.router_share].expert_bias;
+    Param* dev = param(tensor);
+    B::download(bias.data(), dev, size_t(R));
+    const double* load = loads.data() + size_t(r) * R;
+    double mean = 0;
+    for (int i = 0; i < R; ++i) mean += load[i];
+    mean /= R;
+    for (int i = 0; i < R; ++i) {
+      const double gap = mean - load[i];
+      bias[i] += gap > 0 ? step : gap < 0 ? -step : Param(0);  // rate · sign(mean − load)
+    }
+    B::upload(dev, bias.data(), size_t(R));
+  }
+  B::zero(router_load_.data(), router_load_.size());
+}
 
 template <class B>
 std::vector<int32_t> Model<B>::routed_experts(int layer) const {

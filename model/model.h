@@ -114,6 +114,13 @@ class Model {
   void import_state(const nlohmann::json& state);
   bool advance_pool_state = true;  // tests freeze ĝ to evaluate the same function repeatedly
 
+  // Aux-free balancing (model.expert_bias): the tokens each router sent to each expert in the
+  // training forwards since the last update, [routers][width] (a host copy; exact integers), and
+  // the update b_i += rate · sign(mean_j load_j − load_i) of every router's bias from the loads of
+  // the whole step (summed over ranks by the caller), which also clears the loads.
+  std::vector<double> router_loads() const;
+  void update_expert_bias(const std::vector<double>& loads, double rate);
+
   // The smallest distance of the last forward from a routing discontinuity: over every MoE layer
   // and token, the gap between the k-th and (k+1)-th score, and for the NormRouter the smallest
   // |u_i| (the ReLU kink). Finite-difference tests require it to be well above their step.
@@ -217,6 +224,7 @@ class Model {
   Array<Act> dres_, dxn_, datt_, dqkv_, dh13_, dact_, drows_;
   Array<Float> dgate_, ds_, dz_;
   Array<Float> expert_weight_;  // [R] weights of a balancing term (counts as floats)
+  Array<Float> router_load_;    // [routers, R] tokens routed since the last bias update
   Array<Act> ytmp_;             // [N·k, d] expert outputs before the combine
   // decoding (kv_cache_len_ > 0): [L, P, nkv·hd] keys after RoPE and values, attention scratch,
   // the fp32 LM-head row and its host copy

@@ -79,7 +79,7 @@ TEST_CASE("bad keys and values name the key", "[config]") {
   CHECK_THAT(config_error({"optim.lr=-1e-3"}), HasSubstring("optim.lr"));
   CHECK_THAT(config_error({"optim.min_lr=1"}), HasSubstring("optim.min_lr"));
   CHECK_THAT(config_error({"model.ffn=sparse"}), HasSubstring("model.ffn"));
-  CHECK_THAT(config_error({"model.router=sigmoid"}, kMoe), HasSubstring("model.router"));
+  CHECK_THAT(config_error({"model.router=gumbel"}, kMoe), HasSubstring("model.router"));
   CHECK_THAT(config_error({"model.pool_group=3"}, kUnipool), HasSubstring("model.pool_group"));
   CHECK_THAT(config_error({"model.router_share=3"}, kMoe), HasSubstring("model.router_share"));
   CHECK_THAT(config_error({"model.router_share=2"}), HasSubstring("model.router_share"));

@@ -202,6 +202,44 @@ TEST_CASE("cuda router: NormRouter forward and backward match the CPU op, dsigma
 }
 
 // ---------------------------------------------------------------------------------------------------
+TEST_CASE("cuda router: sigmoid forward and backward match the CPU op", "[cuda]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  for (int N : kRowCounts) {
+    for (int E : kWidths) {
+      INFO("N " << N << " E " << E);
+      FVec z = random_floats(size_t(N) * E, 111u + uint32_t(N + E), 6.0);
+      z[0] = 90.0f;  // saturated tails
+      z[z.size() - 1] = -90.0f;
+      const FVec ds = random_floats(z.size(), 112u + uint32_t(N));
+      FVec s_ref(z.size()), dz_ref(z.size());
+      cpu::sigmoid_forward(s_ref.data(), z.data(), N, E);
+      cpu::sigmoid_backward(dz_ref.data(), ds.data(), s_ref.data(), N, E);
+      DeviceBuffer<float> d_z(z), d_ds(ds), d_sref(s_ref);
+      FVec s_first, dz_first;
+      for (int run = 0; run < 2; ++run) {
+        DeviceBuffer<float> d_s = poisoned_floats(z.size());
+        cuda::sigmoid_forward(d_s.data(), d_z.data(), N, E);
+        DeviceBuffer<float> d_dz = poisoned_floats(z.size());
+        cuda::sigmoid_backward(d_dz.data(), d_ds.data(), d_sref.data(), N, E);
+        const FVec s = d_s.to_host(), dz = d_dz.to_host();
+        if (run == 0) {
+          expect_close(s, s_ref, "s", kRtol, kAtol);
+          expect_close(dz, dz_ref, "dz", kRtol, kAtol);
+          s_first = s;
+          dz_first = dz;
+        } else {
+          CHECK(bitwise_equal(s, s_first));
+          CHECK(bitwise_equal(dz, dz_first));
+        }
+      }
+      DeviceBuffer<float> d_zs(z);  // in place (s aliases z)
+      cuda::sigmoid_forward(d_zs.data(), d_zs.data(), N, E);
+      CHECK(bitwise_equal(d_zs.to_host(), s_first));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 TEST_CASE("cuda router: top-k forward equals the CPU op, ties to the lower index", "[cuda]") {
   UNIPOOL_SKIP_WITHOUT_GPU();
   struct Shape {
@@ -211,20 +249,26 @@ TEST_CASE("cuda router: top-k forward equals the CPU op, ties to the lower index
                           {1000, 96, 2}, {37, 96, 4},   {1000, 96, 9}, {300, 200, 4},
                           {37, 128, 4},  {20, 1024, 3}, {5, 40, 40}};
   for (const Shape& sh : shapes) {
-    for (bool renorm : {false, true}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      // 0: plain; 1: renorm; 2: an expert bias (levels of 1/12, so s + b ties too) and renorm
+      const bool renorm = variant > 0, biased = variant == 2;
       const int N = sh.N, E = sh.E, k = sh.k;
-      INFO("N " << N << " E " << E << " k " << k << " renorm " << renorm);
+      INFO("N " << N << " E " << E << " k " << k << " renorm " << renorm << " bias " << biased);
       const FVec s = tied_scores(N, E, 121u + uint32_t(N * 7 + E + k));
+      FVec bias(static_cast<size_t>(E));
+      for (int i = 0; i < E; ++i) bias[size_t(i)] = float((i * 5) % 7 - 3) / 12.0f;
+      const float* b = biased ? bias.data() : nullptr;
       Ids ids_ref(size_t(N) * k);
       FVec gates_ref(size_t(N) * k);
-      cpu::topk_forward(ids_ref.data(), gates_ref.data(), s.data(), N, E, k, renorm);
-      DeviceBuffer<float> d_s(s);
+      cpu::topk_forward(ids_ref.data(), gates_ref.data(), s.data(), b, N, E, k, renorm);
+      DeviceBuffer<float> d_s(s), d_bias(bias);
+      const float* d_b = biased ? d_bias.data() : nullptr;
       Ids ids_first;
       FVec gates_first;
       for (int run = 0; run < 2; ++run) {
         DeviceBuffer<int32_t> d_ids = poisoned_ints(size_t(N) * k);
         DeviceBuffer<float> d_gates = poisoned_floats(size_t(N) * k);
-        cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), N, E, k, renorm);
+        cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), d_b, N, E, k, renorm);
         const Ids ids = d_ids.to_host();
         const FVec gates = d_gates.to_host();
         if (run == 0) {
@@ -248,10 +292,10 @@ TEST_CASE("cuda router: top-k forward equals the CPU op, ties to the lower index
   DeviceBuffer<float> d_s(s);
   DeviceBuffer<int32_t> d_ids = poisoned_ints(2);
   DeviceBuffer<float> d_gates = poisoned_floats(2);
-  cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), 1, 4, 2, false);
+  cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), nullptr, 1, 4, 2, false);
   CHECK(d_ids.to_host() == Ids{1, 2});
-  CHECK_THROWS(cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), 1, 4, 5, false));
-  CHECK_THROWS(cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), 1, 4, 0, false));
+  CHECK_THROWS(cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), nullptr, 1, 4, 5, false));
+  CHECK_THROWS(cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), nullptr, 1, 4, 0, false));
 }
 
 TEST_CASE("cuda router: top-k backward matches the CPU op", "[cuda]") {
@@ -268,7 +312,7 @@ TEST_CASE("cuda router: top-k backward matches the CPU op", "[cuda]") {
           }
           Ids ids(size_t(N) * k);
           FVec gates(size_t(N) * k);
-          cpu::topk_forward(ids.data(), gates.data(), s.data(), N, E, k, renorm);
+          cpu::topk_forward(ids.data(), gates.data(), s.data(), nullptr, N, E, k, renorm);
           const FVec dgates = random_floats(size_t(N) * k, 132u + uint32_t(k));
           const FVec ds0 = random_floats(s.size(), 133u + uint32_t(N), 0.5);
           FVec ds_ref = ds0;

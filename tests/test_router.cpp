@@ -1,4 +1,5 @@
-// CPU router ops (kernels/cpu/router.h): softmax and NormRouter scores, top-k, expert counts,
+// CPU router ops (kernels/cpu/router.h): softmax, sigmoid and NormRouter scores, top-k (with and
+// without an expert bias), expert counts,
 // balancing terms. Forward values against direct formulas and docs/model.md's conventions (ties,
 // NormRouter zero scores), every backward against central differences in double, thread-count
 // independence, "=" outputs overwritten. GPU twin: tests/test_cuda_router.cpp.
@@ -98,6 +99,73 @@ TEST_CASE("softmax router: rows sum to 1, formula, finite differences", "[router
         return weighted_sum(s, R);
       },
       z, dz, "dz");
+}
+
+TEST_CASE("sigmoid router: formula, finite differences", "[router]") {
+  const int N = 5, E = 11;
+  Vec z = random_vector(size_t(N) * E, 61, 4.0);
+  z[3] = -80.0;  // far in the tails: no overflow, s stays in [0, 1]
+  z[4] = 80.0;
+  const Vec R = random_vector(z.size(), 62);
+  Vec s(z.size());
+  cpu::sigmoid_forward(s.data(), z.data(), N, E);
+  for (size_t i = 0; i < z.size(); ++i) {
+    CHECK(s[i] == Approx(1.0 / (1.0 + std::exp(-z[i]))).epsilon(1e-15));
+    CHECK(s[i] >= 0.0);
+    CHECK(s[i] <= 1.0);
+  }
+  z[3] = -0.7;
+  z[4] = 1.3;
+  cpu::sigmoid_forward(s.data(), z.data(), N, E);
+  Vec dz(z.size());
+  cpu::sigmoid_backward(dz.data(), R.data(), s.data(), N, E);
+  check_gradient(
+      [&] {
+        cpu::sigmoid_forward(s.data(), z.data(), N, E);
+        return weighted_sum(s, R);
+      },
+      z, dz, "dz");
+}
+
+TEST_CASE("top-k with an expert bias: chosen on s + b, gated by s, finite differences", "[router]") {
+  const int N = 6, E = 10;
+  const Vec s = separated_scores(N, E, 63);
+  // A bias that reorders the experts: the reference is the stable sort of s + b.
+  Vec b(E);
+  for (int i = 0; i < E; ++i) b[size_t(i)] = 0.11 * ((i * 7) % E) - 0.4;
+  Vec keys(s.size());
+  for (size_t i = 0; i < s.size(); ++i) keys[i] = s[i] + b[i % E];
+  for (int k : {1, 3}) {
+    for (bool renorm : {false, true}) {
+      INFO("k = " << k << ", renorm = " << renorm);
+      Ids ids(size_t(N) * k);
+      Vec gates(size_t(N) * k);
+      cpu::topk_forward(ids.data(), gates.data(), s.data(), b.data(), N, E, k, renorm);
+      CHECK(ids == reference_topk(keys, N, E, k));
+      CHECK(ids != reference_topk(s, N, E, k));  // the bias changed the choice
+      for (int t = 0; t < N; ++t) {
+        double sum = 0;
+        for (int j = 0; j < k; ++j) sum += s[size_t(t) * E + ids[size_t(t) * k + j]];
+        for (int j = 0; j < k; ++j) {
+          const double raw = s[size_t(t) * E + ids[size_t(t) * k + j]];
+          CHECK(gates[size_t(t) * k + j] == Approx(renorm ? raw / sum : raw).epsilon(1e-15));
+        }
+      }
+      // The gradient flows to the unbiased scores of the chosen experts only.
+      const Vec R = random_vector(size_t(N) * k, 64 + k);
+      Vec ds(s.size(), 0.0);
+      cpu::topk_backward(ds.data(), R.data(), ids.data(), gates.data(), s.data(), N, E, k, renorm);
+      Vec s_moved = s;
+      Ids ids2(ids.size());
+      check_gradient(
+          [&] {
+            cpu::topk_forward(ids2.data(), gates.data(), s_moved.data(), b.data(), N, E, k, renorm);
+            REQUIRE(ids2 == ids);
+            return weighted_sum(gates, R);
+          },
+          s_moved, ds, "ds");
+    }
+  }
 }
 
 TEST_CASE("NormRouter forward matches its formula", "[router]") {
@@ -206,16 +274,16 @@ TEST_CASE("top-k: ties go to the lower index", "[router]") {
   const std::vector<float> s = {0.2f, 0.5f, 0.5f, 0.1f};
   Ids ids(2);
   std::vector<float> gates(2);
-  cpu::topk_forward(ids.data(), gates.data(), s.data(), 1, 4, 2, false);
+  cpu::topk_forward(ids.data(), gates.data(), s.data(), nullptr, 1, 4, 2, false);
   CHECK(ids == Ids{1, 2});
   CHECK(gates == std::vector<float>{0.5f, 0.5f});
 
   const std::vector<float> flat = {0.3f, 0.3f, 0.3f, 0.3f, 0.3f};
   Ids ids3(3);
   std::vector<float> g3(3);
-  cpu::topk_forward(ids3.data(), g3.data(), flat.data(), 1, 5, 3, false);
+  cpu::topk_forward(ids3.data(), g3.data(), flat.data(), nullptr, 1, 5, 3, false);
   CHECK(ids3 == Ids{0, 1, 2});
-  cpu::topk_forward(ids3.data(), g3.data(), flat.data(), 1, 5, 3, true);
+  cpu::topk_forward(ids3.data(), g3.data(), flat.data(), nullptr, 1, 5, 3, true);
   CHECK(ids3 == Ids{0, 1, 2});
   CHECK(g3[0] == Approx(1.0 / 3));
 }
@@ -230,7 +298,7 @@ TEST_CASE(
   cpu::norm_router_forward(s.data(), norm.data(), z.data(), &sigma, 2.0, 1, E);
   Ids ids(k);
   std::vector<float> gates(k);
-  cpu::topk_forward(ids.data(), gates.data(), s.data(), 1, E, k, false);
+  cpu::topk_forward(ids.data(), gates.data(), s.data(), nullptr, 1, E, k, false);
   CHECK(ids == Ids{1, 4, 0});
   CHECK(gates[0] == s[1]);
   CHECK(gates[1] == s[4]);
@@ -238,7 +306,7 @@ TEST_CASE(
 
   const std::vector<float> zneg = {-1.0f, -2.0f, -3.0f, -0.5f, -0.7f, -2.0f};  // none positive
   cpu::norm_router_forward(s.data(), norm.data(), zneg.data(), &sigma, 2.0, 1, E);
-  cpu::topk_forward(ids.data(), gates.data(), s.data(), 1, E, k, false);
+  cpu::topk_forward(ids.data(), gates.data(), s.data(), nullptr, 1, E, k, false);
   CHECK(ids == Ids{0, 1, 2});
   CHECK(gates == std::vector<float>{0.0f, 0.0f, 0.0f});
 }
@@ -250,13 +318,13 @@ TEST_CASE("top-k matches a stable sort, E = 96", "[router]") {
   for (int k : {1, 2, 4, 8}) {
     Ids ids(size_t(N) * k);
     Vec gates(size_t(N) * k);
-    cpu::topk_forward(ids.data(), gates.data(), s.data(), N, E, k, false);
+    cpu::topk_forward(ids.data(), gates.data(), s.data(), nullptr, N, E, k, false);
     CHECK(ids == reference_topk(s, N, E, k));
     for (size_t i = 0; i < ids.size(); ++i) CHECK(gates[i] == s[(i / k) * E + ids[i]]);
   }
   Ids ids(1);
   Vec g(1);
-  CHECK_THROWS(cpu::topk_forward(ids.data(), g.data(), s.data(), 1, 4, 5, false));
+  CHECK_THROWS(cpu::topk_forward(ids.data(), g.data(), s.data(), nullptr, 1, 4, 5, false));
 }
 
 TEST_CASE("top-k backward matches finite differences, with and without renorm", "[router]") {
@@ -268,7 +336,7 @@ TEST_CASE("top-k backward matches finite differences, with and without renorm", 
       const Vec R = random_vector(size_t(N) * k, 40 + k);
       Ids ids(size_t(N) * k);
       Vec gates(size_t(N) * k);
-      cpu::topk_forward(ids.data(), gates.data(), s.data(), N, E, k, renorm);
+      cpu::topk_forward(ids.data(), gates.data(), s.data(), nullptr, N, E, k, renorm);
       if (renorm) {
         for (int t = 0; t < N; ++t) {
           double sum = 0;
@@ -281,7 +349,7 @@ TEST_CASE("top-k backward matches finite differences, with and without renorm", 
       Ids ids2(ids.size());
       check_gradient(
           [&] {
-            cpu::topk_forward(ids2.data(), gates.data(), s.data(), N, E, k, renorm);
+            cpu::topk_forward(ids2.data(), gates.data(), s.data(), nullptr, N, E, k, renorm);
             REQUIRE(ids2 == ids);
             return weighted_sum(gates, R);
           },
@@ -424,10 +492,17 @@ TEST_CASE("'=' outputs of the router ops are fully overwritten", "[router]") {
   for (bool renorm : {false, true}) {
     Ids ids(size_t(N) * k, -1);
     auto gates = nan_vector<float>(size_t(N) * k);
-    cpu::topk_forward(ids.data(), gates.data(), s.data(), N, E, k, renorm);
+    cpu::topk_forward(ids.data(), gates.data(), s.data(), nullptr, N, E, k, renorm);
     CHECK(all_finite(gates));
     CHECK(std::all_of(ids.begin(), ids.end(), [&](int32_t e) { return e >= 0 && e < E; }));
   }
+
+  s = nan_vector<float>(z.size());
+  cpu::sigmoid_forward(s.data(), z.data(), N, E);
+  CHECK(all_finite(s));
+  dz = nan_vector<float>(z.size());
+  cpu::sigmoid_backward(dz.data(), ds.data(), s.data(), N, E);
+  CHECK(all_finite(dz));
 
   const Ids ids = random_ids(N, k, E, 59);
   Ids counts(E, -1);

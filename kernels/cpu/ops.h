@@ -114,9 +114,16 @@ void norm_router_forward(T* s, T* norm, const T* z, const T* sigma, double c, in
 template <typename T>
 void norm_router_backward(T* dz, T* dsigma, const T* ds, const T* z, const T* norm, const T* sigma,
                           double c, int N, int E);
-// ids [N,k] =, gates [N,k] = (ties → lowest index; renorm divides by the sum of the k scores)
+// s = sigmoid(z); dz = ds · s · (1 − s)
 template <typename T>
-void topk_forward(int32_t* ids, T* gates, const T* s, int N, int E, int k, bool renorm);
+void sigmoid_forward(T* s, const T* z, int N, int E);
+template <typename T>
+void sigmoid_backward(T* dz, const T* ds, const T* s, int N, int E);
+// ids [N,k] =, gates [N,k] = (chosen on s + bias, bias [E] or null; ties → lowest index; gates are
+// the chosen s; renorm divides by their sum)
+template <typename T>
+void topk_forward(int32_t* ids, T* gates, const T* s, const NonDeduced<T>* bias, int N, int E,
+                  int k, bool renorm);
 // ds [N,E] +=
 template <typename T>
 void topk_backward(T* ds, const T* dgates, const int32_t* ids, const T* gates, const T* s, int N,

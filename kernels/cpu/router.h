@@ -58,6 +58,24 @@ void softmax_backward(T* dz, const T* ds, const T* s, int N, int E) {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Sigmoid router (aux-free routing).  z, s, ds, dz [N,E].
+//   forward:  s[t,i] = 1 / (1 + exp(−z[t,i]))   (s may alias z)
+//   backward: dz[t,i] = ds[t,i] · s[t,i] · (1 − s[t,i])   (overwritten)
+template <typename T>
+void sigmoid_forward(T* s, const T* z, int N, int E) {
+  const int64_t n = int64_t(N) * E;
+#pragma omp parallel for schedule(static) if (n >= detail::kMinParallelWork / 8)
+  for (int64_t i = 0; i < n; ++i) s[i] = T(1) / (T(1) + std::exp(-z[i]));
+}
+
+template <typename T>
+void sigmoid_backward(T* dz, const T* ds, const T* s, int N, int E) {
+  const int64_t n = int64_t(N) * E;
+#pragma omp parallel for schedule(static) if (n >= detail::kMinParallelWork / 8)
+  for (int64_t i = 0; i < n; ++i) dz[i] = ds[i] * s[i] * (T(1) - s[i]);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // NormRouter.  z, s, ds, dz [N,E]; norm [N]; sigma points to σ, the router's one learnable scale
 // (a tensor of one element); c the constant normrouter_constant(E, k); sigma_c = T(σ·c) (the
 // product in double, rounded once); ε = 1e-8.
@@ -116,17 +134,19 @@ void norm_router_backward(T* dz, T* dsigma, const T* ds, const T* z, const T* no
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Top-k.  s [N,E]; ids, gates, dgates [N,k]; 1 <= k <= min(E, kMaxTopK).
-//   forward:  ids[t,j] = index of the j-th largest s[t,:] (ties to the LOWER index; with fewer than
-//   k
-//             positive NormRouter scores the zero-score experts of lowest index fill the rest);
-//             gates[t,j] = s[t,ids[t,j]], or with renorm s[t,ids[t,j]] / Σ_{j'} s[t,ids[t,j']]
-//             (the sum in slot order; a zero sum gives zero gates and no gradient).
+// Top-k.  s [N,E]; bias [E] or null; ids, gates, dgates [N,k]; 1 <= k <= min(E, kMaxTopK).
+//   forward:  ids[t,j] = index of the j-th largest key s[t,:] + bias (the key is s itself when bias
+//             is null; ties to the LOWER index; with fewer than k positive NormRouter scores the
+//             zero-score experts of lowest index fill the rest);
+//             gates[t,j] = s[t,ids[t,j]] (the unbiased score), or with renorm
+//             s[t,ids[t,j]] / Σ_{j'} s[t,ids[t,j']] (the sum in slot order; a zero sum gives zero
+//             gates and no gradient).
 //   backward: ds[t,ids[t,m]] += dgates[t,m]                                  (no renorm)
 //             ds[t,ids[t,m]] += (dgates[t,m] − Σ_j gates[t,j]·dgates[t,j]) / Σ_j s[t,ids[t,j]]
 //             (renorm) (ds accumulates; selection itself has no gradient)
 template <typename T>
-void topk_forward(int32_t* ids, T* gates, const T* s, int N, int E, int k, bool renorm) {
+void topk_forward(int32_t* ids, T* gates, const T* s, const NonDeduced<T>* bias, int N, int E,
+                  int k, bool renorm) {
   if (k < 1 || k > E || k > kMaxTopK) {
     throw unipool::Error("topk_forward: need 1 <= k <= min(E, " + std::to_string(kMaxTopK) +
                          "), got k = " + std::to_string(k) + ", E = " + std::to_string(E));
@@ -140,7 +160,7 @@ void topk_forward(int32_t* ids, T* gates, const T* s, int N, int E, int k, bool 
     // strictly smaller ones), so ties go to the lower index.
     int m = 0;
     for (int i = 0; i < E; ++i) {
-      const T v = sr[i];
+      const T v = bias != nullptr ? sr[i] + bias[i] : sr[i];
       int p;
       if (m < k) {
         p = m++;
@@ -162,11 +182,11 @@ void topk_forward(int32_t* ids, T* gates, const T* s, int N, int E, int k, bool 
     for (int j = 0; j < k; ++j) ir[j] = idx[j];
     if (renorm) {
       double sum = 0;
-      for (int j = 0; j < k; ++j) sum += val[j];
+      for (int j = 0; j < k; ++j) sum += sr[idx[j]];
       const T inv = sum != 0 ? T(1.0 / sum) : T(0);
-      for (int j = 0; j < k; ++j) gr[j] = val[j] * inv;
+      for (int j = 0; j < k; ++j) gr[j] = sr[idx[j]] * inv;
     } else {
-      for (int j = 0; j < k; ++j) gr[j] = val[j];
+      for (int j = 0; j < k; ++j) gr[j] = sr[idx[j]];
     }
   }
 }

@@ -103,14 +103,18 @@ void grouped_matmul_backward_weight(float* dW, const bf16* dOut, const bf16* in,
 // ---- routers, top-k, balancing losses (kernels/cuda/router.cu; CPU: kernels/cpu/router.h) -------
 void softmax_forward(float* s, const float* z, int N, int E);                     // s =
 void softmax_backward(float* dz, const float* ds, const float* s, int N, int E);  // dz =
+void sigmoid_forward(float* s, const float* z, int N, int E);  // s = 1/(1+exp(−z))
+void sigmoid_backward(float* dz, const float* ds, const float* s, int N, int E);  // dz = ds·s(1−s)
 // s = relu(u)·σ·c, u = z/||z||; norm[t] = ||z[t,:]||; sigma: one fp32 value on the device
 void norm_router_forward(float* s, float* norm, const float* z, const float* sigma, double c, int N,
                          int E);
 // dz =, dsigma [1] += (summed over tokens in a fixed order)
 void norm_router_backward(float* dz, float* dsigma, const float* ds, const float* z,
                           const float* norm, const float* sigma, double c, int N, int E);
-// ids [N,k] =, gates [N,k] = (ties → lowest index; renorm divides by the sum of the k scores)
-void topk_forward(int32_t* ids, float* gates, const float* s, int N, int E, int k, bool renorm);
+// ids [N,k] =, gates [N,k] = (chosen on s + bias, bias [E] or null; ties → lowest index; gates are
+// the chosen s; renorm divides by their sum)
+void topk_forward(int32_t* ids, float* gates, const float* s, const float* bias, int N, int E,
+                  int k, bool renorm);
 // ds [N,E] +=
 void topk_backward(float* ds, const float* dgates, const int32_t* ids, const float* gates,
                    const float* s, int N, int E, int k, bool renorm);

@@ -1,4 +1,4 @@
-// CUDA router ops (fp32): softmax and NormRouter scores, top-k, expert counts, the balancing and
+// CUDA router ops (fp32): softmax, sigmoid and NormRouter scores, top-k, expert counts, the balancing and
 // z losses and the balancing bookkeeping. Contract: kernels/cuda/ops.h; math and CPU oracle:
 // kernels/cpu/router.h (same names, same argument order).
 //
@@ -113,6 +113,23 @@ __global__ void softmax_backward_kernel(float* dz, const float* ds, const float*
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Sigmoid router.  z, s, ds, dz: n = N·E elements, grid-stride, elementwise.
+// forward:  s = 1/(1 + exp(−z))   (s may alias z)
+// backward: dz = ds · s · (1 − s)
+__global__ void sigmoid_forward_kernel(float* s, const float* z, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    s[i] = 1.0f / (1.0f + expf(-z[i]));
+}
+
+__global__ void sigmoid_backward_kernel(float* dz, const float* ds, const float* __restrict__ s,
+                                        int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dz[i] = ds[i] * s[i] * (1.0f - s[i]);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // NormRouter.  z, s, ds, dz [N,E]; norm [N]; sigma [1] (σ); c the constant; σc = float(σ·c) (double
 // product); ε = 1e-8.
 // forward (warp per row):  n = ||z[t,:]||₂ → norm[t];  u = z/(n+ε);  s = σc·relu(u)
@@ -185,7 +202,8 @@ __global__ void norm_router_backward_kernel(float* dz, double* __restrict__ part
 // descending, index ascending), that comes after pass j−1's pick: per lane over its columns, then
 // a xor-tree argmax (a total order, so every lane ends with the same pick). This is exactly the
 // stable descending sort's first k (ties → lower index). NaN scores rank as −inf (ids stay valid).
-// gates[t,j] = s[t,ids[t,j]]; renorm: gates /= Σ_j (the sum in double in slot order, zero sum →
+// The key of column i is s[t,i] + bias[i] when bias is given (the aux-free router's selection),
+// else s[t,i]. gates[t,j] = s[t,ids[t,j]] (unbiased); renorm: gates /= Σ_j (the sum in double in slot order, zero sum →
 // zero gates), as the CPU op.
 __device__ __forceinline__ float topk_key(float v) {
   return v != v ? -INFINITY : v;
@@ -196,7 +214,8 @@ __device__ __forceinline__ bool topk_before(float v, int i, float bv, int bi) {
 }
 
 __global__ void topk_forward_kernel(int32_t* __restrict__ ids, float* __restrict__ gates,
-                                    const float* __restrict__ s, int N, int E, int k, bool renorm) {
+                                    const float* __restrict__ s, const float* __restrict__ bias,
+                                    int N, int E, int k, bool renorm) {
   const int row = blockIdx.x * kRowWarps + int(threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (row >= N) return;
@@ -209,7 +228,7 @@ __global__ void topk_forward_kernel(int32_t* __restrict__ ids, float* __restrict
     float best_v = -INFINITY;
     int best_i = INT_MAX;
     for (int i = lane; i < E; i += 32) {
-      const float v = topk_key(sr[i]);
+      const float v = topk_key(bias != nullptr ? sr[i] + bias[i] : sr[i]);
       const bool after = prev_i < 0 || v < prev_v || (v == prev_v && i > prev_i);
       if (after && topk_before(v, i, best_v, best_i)) {
         best_v = v;
@@ -446,15 +465,33 @@ void norm_router_backward(float* dz, float* dsigma, const float* ds, const float
                 1.0, /*accumulate=*/true);
 }
 
-void topk_forward(int32_t* ids, float* gates, const float* s, int N, int E, int k, bool renorm) {
+void sigmoid_forward(float* s, const float* z, int N, int E) {
+  check_rows("sigmoid_forward", N, E);
+  const int64_t n = int64_t(N) * E;
+  if (n == 0) return;
+  sigmoid_forward_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream()>>>(s, z, n);
+  CUDA_CHECK_LAUNCH("sigmoid_forward_kernel");
+}
+
+void sigmoid_backward(float* dz, const float* ds, const float* s, int N, int E) {
+  check_rows("sigmoid_backward", N, E);
+  const int64_t n = int64_t(N) * E;
+  if (n == 0) return;
+  sigmoid_backward_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream()>>>(dz, ds, s,
+                                                                                       n);
+  CUDA_CHECK_LAUNCH("sigmoid_backward_kernel");
+}
+
+void topk_forward(int32_t* ids, float* gates, const float* s, const float* bias, int N, int E,
+                  int k, bool renorm) {
   check_rows("topk_forward", N, E);
   if (k < 1 || k > E) {
     throw Error("cuda::topk_forward: need 1 <= k <= E, got k = " + std::to_string(k) +
                 ", E = " + std::to_string(E));
   }
   if (N == 0) return;
-  topk_forward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(ids, gates, s, N, E, k,
-                                                                           renorm);
+  topk_forward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(ids, gates, s, bias, N,
+                                                                           E, k, renorm);
   CUDA_CHECK_LAUNCH("topk_forward_kernel");
 }
 
