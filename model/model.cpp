@@ -831,12 +831,18 @@ double Model<B>::routing_margin() const {
   const int R = c.router_width(), k = c.top_k;
   std::vector<double> row(R);
   std::vector<Float> s(size_t(N_) * R), z(size_t(N_) * R), znorm(static_cast<size_t>(N_));
-  for (const MoeActivations& m : moe_) {
+  std::vector<Param> bias(size_t(R), Param(0));  // the selection keys are s + bias
+  for (int l = 0; l < c.n_layer; ++l) {
+    const MoeActivations& m = moe_[size_t(l)];
     B::download(s.data(), m.s.data(), s.size());
     B::download(z.data(), m.z.data(), z.size());
     B::download(znorm.data(), m.znorm.data(), znorm.size());
+    const int b = layout_.layers[size_t(l)].expert_bias;
+    if (b >= 0) B::download(bias.data(), params_.data() + layout_.tensors[size_t(b)].offset, bias.size());
     for (int t = 0; t < N_; ++t) {
-      for (int i = 0; i < R; ++i) row[i] = static_cast<double>(s[static_cast<int64_t>(t) * R + i]);
+      for (int i = 0; i < R; ++i)
+        row[i] = static_cast<double>(s[static_cast<int64_t>(t) * R + i]) +
+                 static_cast<double>(bias[size_t(i)]);
       if (k < R) {
         std::sort(row.begin(), row.end(), std::greater<double>());
         // Two NormRouter scores at exactly 0 are both below the ReLU kink: the choice between

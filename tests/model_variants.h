@@ -16,6 +16,7 @@ struct ModelVariant {
   int pool_size = 0;  // 0: the test's own default
   bool renorm = false;
   double aux = 0, pool_aux = 0, z_loss = 0;
+  bool expert_bias = false;
 };
 
 // Sets the variant's keys of c.model and c.loss (the shape stays the test's).
@@ -31,6 +32,7 @@ inline void apply_variant(Config& c, const ModelVariant& v) {
   c.loss.aux_coeff = v.aux;
   c.loss.pool_aux_coeff = v.pool_aux;
   c.loss.z_loss_coeff = v.z_loss;
+  m.expert_bias = v.expert_bias;
 }
 
 }  // namespace unipool::test

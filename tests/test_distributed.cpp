@@ -232,12 +232,21 @@ TEST_CASE("2 ranks x grad_accum 1 = 1 rank x grad_accum 2 up to fp32 rounding", 
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
-  for (FfnKind ffn : {FfnKind::unipool, FfnKind::moe}) {
-    const std::string variant = name_of(ffn);
+  // moe-bias: aux-free routing, whose bias update needs the loads of all ranks (with a rank's own
+  // loads the ranks' biases, and so their models, would part).
+  for (const char* variant_name : {"unipool", "moe", "moe-bias"}) {
+    const std::string variant = variant_name;
+    const FfnKind ffn = variant == "unipool" ? FfnKind::unipool : FfnKind::moe;
     DYNAMIC_SECTION(variant) {
-      const auto pool_off = [](Config& c) {
+      const auto pool_off = [&](Config& c) {
         c.loss.pool_aux_coeff = 0;  // ĝ is per rank: the pool loss would differ by design
         c.train.eval_batches = 4;
+        if (variant == "moe-bias") {
+          c.model.router = RouterKind::sigmoid;
+          c.model.expert_bias = true;
+          c.loss.aux_coeff = 0;
+          c.loss.bias_update_rate = 0.01;
+        }
       };
       const std::string two = config_file(tmp, corpus, variant + "-two", ffn, [&](Config& c) {
         pool_off(c);

@@ -69,7 +69,22 @@ const ModelVariant kVariants[] = {
      false, 0.05, 0.05, 0},
     {"moe softmax k2 router_share 4", FfnKind::moe, RouterKind::softmax, 2, 4, 0, 0, false, 0, 0,
      0},
+    {"moe sigmoid k1 expert bias", FfnKind::moe, RouterKind::sigmoid, 1, 1, 0, 0, false, 0, 0, 0,
+     true},
+    {"moe sigmoid k2 switch z-loss", FfnKind::moe, RouterKind::sigmoid, 2, 1, 0, 0, false, 0.05, 0,
+     0.02},
+    {"unipool sigmoid k2 expert bias router_share 2", FfnKind::unipool, RouterKind::sigmoid, 2, 2, 0,
+     0, false, 0, 0.05, 0, true},
 };
+
+// A bias that reorders the choice (the bias is not trained: it only moves the selection).
+void random_expert_bias(const Layout& layout, double* params, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> u(-0.3, 0.3);
+  for (const ParamTensor& t : layout.tensors)
+    if (!t.trained)
+      for (int64_t i = 0; i < t.numel; ++i) params[t.offset + i] = u(gen);
+}
 
 }  // namespace
 
@@ -86,6 +101,7 @@ TEST_CASE("finite differences of the whole model, every variant, every tensor", 
       double margin = 0;
       for (uint32_t seed = 1; seed < 200 && margin < 2e-3; ++seed) {
         init_parameters(layout, model.params(), seed);
+        random_expert_bias(layout, model.params(), seed);
         random_tokens(inputs, c.model.vocab_size, seed);
         random_tokens(targets, c.model.vocab_size, seed + 1000);
         model.advance_pool_state = true;

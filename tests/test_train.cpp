@@ -20,6 +20,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 #include <sstream>
@@ -770,6 +771,104 @@ TEST_CASE("gradient accumulation is the mean over micro-batches", "[train]") {
   three.train_step([&](int32_t* in, int32_t* tg) { fill(0, 2, in, tg), ++calls_three; });
   CHECK(std::fabs(three.model.grads()[one.layout[one.layout.output].offset] -
                   one.model.grads()[one.layout[one.layout.output].offset]) > 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// 9. Aux-free balancing (model.router = sigmoid, model.expert_bias)
+
+TEST_CASE("aux-free balancing: the bias moves by rate * sign(mean load - load), is saved and resumed",
+          "[train]") {
+  TempDir tmp;
+  const std::string corpus = tmp / "gpl";
+  REQUIRE_CORPUS(corpus);
+  Config c = small_config(FfnKind::moe, corpus, tmp / "full");
+  c.model.router = RouterKind::sigmoid;
+  c.model.top_k = 2;
+  c.model.router_share = 2;  // one router for both layers: its load sums the two layers
+  c.model.expert_bias = true;
+  c.loss.aux_coeff = 0;
+  c.loss.bias_update_rate = 0.01;
+  c.train.grad_accum = 2;
+  c.train.ckpt_every = 3;
+  validate_config(c, false);
+
+  SECTION("one step: the loads of every micro-batch and layer, then the sign update") {
+    Trainer trainer(c);
+    data::Loader loader(loader_spec(c), data::Split::train);
+    std::vector<double> loads;  // the step's loads, read before the update clears them
+    const Layout& layout = trainer.layout;
+    REQUIRE(layout.layers[0].expert_bias == layout.layers[1].expert_bias);
+    const ParamTensor& bias = layout[layout.layers[0].expert_bias];
+    CHECK(bias.name == "routers.0.expert_bias");
+    CHECK(!bias.trained);
+    const std::vector<float> before(trainer.model.params() + bias.offset,
+                                    trainer.model.params() + bias.offset + bias.numel);
+    CHECK(std::all_of(before.begin(), before.end(), [](float b) { return b == 0.0f; }));
+    int micro = 0;
+    trainer.train_step([&](int32_t* in, int32_t* tg) {
+      if (micro++ == 1) loads = trainer.model.router_loads();  // after micro-batch 0
+      loader.next_batch(c.train.micro_batch, in, tg);
+    });
+    REQUIRE(loads.size() == 4);
+    // After one micro-batch: 2 layers × N tokens × k slots routed through router 0.
+    CHECK(std::accumulate(loads.begin(), loads.end(), 0.0) ==
+          2.0 * c.train.micro_batch * c.model.seq_len * 2);
+    // The step's loads were twice that; the update used them and cleared the accumulator.
+    const std::vector<double> after_loads = trainer.model.router_loads();
+    CHECK(std::all_of(after_loads.begin(), after_loads.end(), [](double x) { return x == 0; }));
+    const float* b = trainer.model.params() + bias.offset;
+    int moved = 0;
+    for (int64_t i = 0; i < bias.numel; ++i) {
+      CHECK((b[i] == 0.01f || b[i] == -0.01f || b[i] == 0.0f));
+      moved += b[i] != 0.0f;
+    }
+    CHECK(moved > 0);
+    // update_expert_bias itself: b += rate · sign(mean − load); at the mean, no move.
+    const std::vector<float> was(b, b + 4);
+    trainer.model.update_expert_bias({10, 30, 20, 20}, 0.5);  // mean 20
+    CHECK(b[0] == was[0] + 0.5f);
+    CHECK(b[1] == was[1] - 0.5f);
+    CHECK(b[2] == was[2]);
+    CHECK(b[3] == was[3]);
+    CHECK_THROWS_AS(trainer.model.update_expert_bias({1, 2}, 0.5), Error);
+  }
+
+  SECTION("saved as routers.0.expert_bias, a resumed run is bit-exact, AdamW does not touch it") {
+    run_train(c, {});
+    const SafetensorsFile f = read_safetensors(tmp / "full/ckpt-6/model.safetensors");
+    REQUIRE(f.tensors.count("routers.0.expert_bias") == 1);
+    const std::vector<float>& b = f.tensors.at("routers.0.expert_bias").data;
+    REQUIRE(b.size() == 4);
+    for (float x : b) {
+      const double steps = double(x) / 0.01;  // a sum of six ±0.01 or 0 steps
+      CHECK(std::fabs(steps - std::round(steps)) < 1e-3);
+      CHECK(std::fabs(x) <= 0.0601f);
+    }
+    CHECK(std::any_of(b.begin(), b.end(), [](float x) { return x != 0.0f; }));
+    // AdamW's moments of the bias stay 0 (it is not in the optimizer's table).
+    const SafetensorsFile o = read_safetensors(tmp / "full/ckpt-6/optimizer.safetensors");
+    for (const auto& [name, t] : o.tensors)
+      if (name.find("expert_bias") != std::string::npos)
+        for (float x : t.data) CHECK(x == 0.0f);
+
+    Config r = c;
+    r.train.out_dir = tmp / "resumed";
+    TrainOptions opt;
+    opt.resume = true;
+    opt.resume_dir = tmp / "full/ckpt-3";
+    run_train(r, opt);
+    CHECK(read_file(tmp / "resumed/ckpt-6/model.safetensors") ==
+          read_file(tmp / "full/ckpt-6/model.safetensors"));
+    CHECK(read_file(tmp / "resumed/ckpt-6/optimizer.safetensors") ==
+          read_file(tmp / "full/ckpt-6/optimizer.safetensors"));
+    // The bias matters: without it (rate 0) the run differs.
+    Config frozen = c;
+    frozen.loss.bias_update_rate = 0;
+    frozen.train.out_dir = tmp / "frozen";
+    run_train(frozen, {});
+    CHECK(read_file(tmp / "frozen/ckpt-6/model.safetensors") !=
+          read_file(tmp / "full/ckpt-6/model.safetensors"));
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
