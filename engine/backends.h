@@ -52,7 +52,7 @@ MemoryNeed memory_need(const Config& c, const Layout& layout, Workload w, int ra
   const bool decode = w == Workload::sample;
   n.activation_bytes = double(Model<B>::planned_activation_bytes(
       layout, c.loss, decode ? 1 : c.train.micro_batch, decode ? 1 : c.model.seq_len,
-      decode ? c.model.seq_len : 0));
+      decode ? c.model.seq_len : 0, w == Workload::train ? c.train.recompute : Recompute::none));
   const double moments = c.train.zero == 1 ? 2.0 / ranks : 2.0;
   const double arenas = w == Workload::train  ? 2 + moments + (B::kWeightCopy && ranks > 1 ? 1 : 0)
                         : w == Workload::eval ? 2

@@ -269,6 +269,7 @@ const std::vector<Key>& key_table() {
     t.push_back(
         key("train.threads", UNIPOOL_FIELD(int, train.threads), at_least(0, " (0 = all cores)")));
     t.push_back(key("train.zero", UNIPOOL_FIELD(int, train.zero), in_range(0, 1)));
+    t.push_back(key("train.recompute", UNIPOOL_FIELD(Recompute, train.recompute)));
     t.push_back(
         key("train.comm_timeout_s", UNIPOOL_FIELD(double, train.comm_timeout_s), positive()));
     // data.*: docs/data.md

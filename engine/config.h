@@ -63,6 +63,7 @@ struct TrainConfig {
   int threads = 0;              // CPU threads; 0 = all cores
   int zero = 0;                 // 0: optimizer state on every rank; 1: sharded over ranks (ZeRO-1)
   double comm_timeout_s = 600;  // a collective waiting longer than this stops the run
+  Recompute recompute = Recompute::none;  // activations the backward recomputes
 };
 
 struct DataConfig {

@@ -56,6 +56,30 @@ inline bool parse_kind(const std::string& name, RouterKind* out) {
   return false;
 }
 
+// train.recompute: which activations the backward recomputes instead of keeping them from the
+// forward (docs/model.md §Activation recompute). The results are bitwise the same.
+enum class Recompute {
+  none,  // keep every activation
+  moe,   // the MoE block's (routing, gathered inputs, expert hidden states)
+  full   // every layer's except its input
+};
+inline const char* name_of(Recompute k) {
+  switch (k) {
+    case Recompute::none:
+      return "none";
+    case Recompute::moe:
+      return "moe";
+    case Recompute::full:
+      return "full";
+  }
+  return "?";
+}
+inline bool parse_kind(const std::string& name, Recompute* out) {
+  for (Recompute k : {Recompute::none, Recompute::moe, Recompute::full})
+    if (name == name_of(k)) return *out = k, true;
+  return false;
+}
+
 struct ModelConfig {
   int vocab_size = 50257;
   int vocab_multiple = 1024;

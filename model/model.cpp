@@ -59,27 +59,29 @@ void PoolLossState::from_json(const nlohmann::json& j, int groups, int M) {
 
 template <class B>
 Model<B>::Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len,
-                int kv_cache_len)
-    : Model(Build::allocate, layout, loss, batch, seq_len, kv_cache_len) {}
+                int kv_cache_len, Recompute recompute)
+    : Model(Build::allocate, layout, loss, batch, seq_len, kv_cache_len, recompute) {}
 
 template <class B>
 size_t Model<B>::planned_activation_bytes(const Layout& layout, const LossConfig& loss, int batch,
-                                          int seq_len, int kv_cache_len) {
-  return Model(Build::plan_only, layout, loss, batch, seq_len, kv_cache_len).activation_bytes();
+                                          int seq_len, int kv_cache_len, Recompute recompute) {
+  return Model(Build::plan_only, layout, loss, batch, seq_len, kv_cache_len, recompute)
+      .activation_bytes();
 }
 
 // With Build::plan_only nothing is allocated, uploaded or computed: the same code only adds up the
 // bytes it would allocate (planned_activation_bytes).
 template <class B>
 Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int batch, int seq_len,
-                int kv_cache_len)
+                int kv_cache_len, Recompute recompute)
     : layout_(layout),
       loss_config_(loss),
       B_(batch),
       T_(seq_len),
       N_(batch * seq_len),
       kv_cache_len_(kv_cache_len),
-      plan_only_(build == Build::plan_only) {
+      plan_only_(build == Build::plan_only),
+      recompute_(kv_cache_len > 0 ? Recompute::none : recompute) {
   const ModelConfig& c = layout_.config;
   check(batch >= 1 && seq_len >= 1 && int64_t(batch) * seq_len <= INT32_MAX,
         "model: batch and seq_len must be >= 1, their product at most 2^31 - 1");
@@ -108,35 +110,55 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
     }
   }
 
+  // Per layer, or (a buffer the backward recomputes) once for all layers: layer 0 allocates,
+  // the others share its buffer.
+  const bool share_layer = recompute_ == Recompute::full;
+  const bool share_ffn = recompute_ != Recompute::none && (c.is_moe() || share_layer);
   acts_.resize(c.n_layer);
-  for (LayerActivations& a : acts_) {
-    a.x = act(N * d, "activations");
-    a.xn_attn = act(N * d, "activations");
-    a.rstd_attn = flt(N, "activations");
-    a.qkv = act(N * c.qkv_width(), "activations");
-    a.att = act(N * d, "activations");
-    a.lse = flt(N * c.n_head, "activations");
-    a.h = act(N * d, "activations");
-    a.xn_ffn = act(N * d, "activations");
-    a.rstd_ffn = flt(N, "activations");
-    a.h13 = act(rows * 2 * F, "expert activations (worst-case routing)");
-    a.act = act(rows * F, "expert activations (worst-case routing)");
+  for (int l = 0; l < c.n_layer; ++l) {
+    LayerActivations& a = acts_[size_t(l)];
+    const LayerActivations& first = acts_[0];
+    auto per_layer = [&](bool shared, const auto& of_first, auto alloc) {
+      return shared && l > 0 ? of_first : keep(alloc());
+    };
+    a.x = keep(act(N * d, "activations"));  // the layer's input: always kept
+    a.xn_attn = per_layer(share_layer, first.xn_attn, [&] { return act(N * d, "activations"); });
+    a.rstd_attn = per_layer(share_layer, first.rstd_attn, [&] { return flt(N, "activations"); });
+    a.qkv = per_layer(share_layer, first.qkv,
+                      [&] { return act(N * c.qkv_width(), "activations"); });
+    a.att = per_layer(share_layer, first.att, [&] { return act(N * d, "activations"); });
+    a.lse = per_layer(share_layer, first.lse, [&] { return flt(N * c.n_head, "activations"); });
+    a.h = per_layer(share_layer, first.h, [&] { return act(N * d, "activations"); });
+    a.xn_ffn = per_layer(share_layer, first.xn_ffn, [&] { return act(N * d, "activations"); });
+    a.rstd_ffn = per_layer(share_layer, first.rstd_ffn, [&] { return flt(N, "activations"); });
+    a.h13 = per_layer(share_ffn, first.h13, [&] {
+      return act(rows * 2 * F, "expert activations (worst-case routing)");
+    });
+    a.act = per_layer(share_ffn, first.act, [&] {
+      return act(rows * F, "expert activations (worst-case routing)");
+    });
   }
   if (c.is_moe()) {
     moe_.resize(c.n_layer);
-    for (MoeActivations& m : moe_) {
-      m.z = flt(N * R, "router activations");
-      m.s = flt(N * R, "router activations");
-      m.znorm = flt(N, "router activations");
-      m.ids = ints(N * k, "routing");
-      m.gates = flt(N * k, "routing");
-      m.counts = ints(R, "routing");
-      m.offsets = ints(R + 1, "routing");
-      m.row_slot = ints(N * k, "routing");
-      m.slot_row = ints(N * k, "routing");
-      m.row_gate = flt(N * k, "routing");
-      m.xg = act(N * k * d, "expert inputs (worst-case routing)");
-      m.aux_grad = flt(R, "routing");
+    for (int l = 0; l < c.n_layer; ++l) {
+      MoeActivations& m = moe_[size_t(l)];
+      const MoeActivations& first = moe_[0];
+      auto per_layer = [&](const auto& of_first, auto alloc) {
+        return share_ffn && l > 0 ? of_first : keep(alloc());
+      };
+      m.z = per_layer(first.z, [&] { return flt(N * R, "router activations"); });
+      m.s = per_layer(first.s, [&] { return flt(N * R, "router activations"); });
+      m.znorm = per_layer(first.znorm, [&] { return flt(N, "router activations"); });
+      m.ids = per_layer(first.ids, [&] { return ints(N * k, "routing"); });
+      m.gates = per_layer(first.gates, [&] { return flt(N * k, "routing"); });
+      m.counts = per_layer(first.counts, [&] { return ints(R, "routing"); });
+      m.offsets = per_layer(first.offsets, [&] { return ints(R + 1, "routing"); });
+      m.row_slot = per_layer(first.row_slot, [&] { return ints(N * k, "routing"); });
+      m.slot_row = per_layer(first.slot_row, [&] { return ints(N * k, "routing"); });
+      m.row_gate = per_layer(first.row_gate, [&] { return flt(N * k, "routing"); });
+      m.xg = per_layer(first.xg,
+                       [&] { return act(N * k * d, "expert inputs (worst-case routing)"); });
+      m.aux_grad = keep(flt(R, "routing"));  // made in the forward with that moment's ĝ: kept
       if (c.router == RouterKind::norm && !plan_only_)
         m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
     }
@@ -430,11 +452,21 @@ void Model<B>::dense_ffn_forward(int l) {
   LayerActivations& a = acts_[l];
   const int d = c.d_model, F = c.ffn_hidden;
   const auto phase = profile.scope("dense ffn fwd");
-  B::matmul_forward(a.h13.data(), a.xn_ffn.data(), weight(v.w13), N_, d, 2 * F, false);
-  B::swiglu_forward(a.act.data(), a.h13.data(), N_, F);
+  dense_ffn_hidden(l);
   Act* out = LAYER_OUT(l);
   B::copy(out, a.h.data(), a.h.size());
   B::matmul_forward(out, a.act.data(), weight(v.w2), N_, F, d, /*accumulate=*/true);
+}
+
+// [g; v] = W13 · xn → h13;  act = silu(g) ⊙ v
+template <class B>
+void Model<B>::dense_ffn_hidden(int l) {
+  const ModelConfig& c = layout_.config;
+  LayerActivations& a = acts_[l];
+  const int d = c.d_model, F = c.ffn_hidden;
+  B::matmul_forward(a.h13.data(), a.xn_ffn.data(), weight(layout_.layers[l].w13), N_, d, 2 * F,
+                    false);
+  B::swiglu_forward(a.act.data(), a.h13.data(), N_, F);
 }
 
 // The MoE block, in its phases:
@@ -636,6 +668,7 @@ void Model<B>::backward() {
   for (int l = c.n_layer - 1; l >= 0; --l) {
     const LayerView& v = layout_.layers[l];
     LayerActivations& a = acts_[l];
+    recompute_layer(l);
     if (c.is_moe()) {
       moe_backward(l);
     } else {
@@ -650,6 +683,26 @@ void Model<B>::backward() {
   }
   const auto phase = profile.scope("embedding bwd");
   B::embedding_backward(grad(layout_.tok_embeddings), dres_.data(), tokens_.data(), N_, d);
+}
+
+// Activation recompute (docs/model.md §Activation recompute): what layer l's backward reads and
+// the forward did not keep is made again by the same ops on the same inputs, so it is bitwise what
+// the forward had. Only buffers are written (and, for `full`, the layer's output, with the bits it
+// already holds); balancing_terms is not re-run, so ĝ, the balancing values and the routers' loads
+// are taken once, in the forward.
+template <class B>
+void Model<B>::recompute_layer(int l) {
+  const ModelConfig& c = layout_.config;
+  if (recompute_ == Recompute::none) return;
+  // (its time counts in the forward phases it runs: attention fwd, router fwd, experts fwd, ...)
+  if (recompute_ == Recompute::full) attention_block_forward(l);
+  if (c.is_moe()) {
+    route(l);
+    dispatch(l);
+    experts_forward(l);
+  } else if (recompute_ == Recompute::full) {
+    dense_ffn_hidden(l);
+  }
 }
 
 template <class B>

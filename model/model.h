@@ -54,8 +54,11 @@ class Model {
 
   // Buffers for `batch` sequences of `seq_len` tokens. kv_cache_len > 0 makes a decoding model
   // (batch = seq_len = 1, no gradients): see decode().
+  // recompute: what the backward recomputes instead of keeping (train.recompute; the results are
+  // bitwise those of Recompute::none). With recompute the per-layer views of the last forward
+  // (routed_experts, routing_margin) see the buffers the layers share.
   Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len,
-        int kv_cache_len = 0);
+        int kv_cache_len = 0, Recompute recompute = Recompute::none);
 
   const Layout& layout() const { return layout_; }
   int batch() const { return B_; }
@@ -78,7 +81,8 @@ class Model {
   // What activation_bytes() of a model built with these arguments would be, computed without
   // allocating anything (the memory check before a run, engine/backends.h).
   static size_t planned_activation_bytes(const Layout& layout, const LossConfig& loss, int batch,
-                                         int seq_len, int kv_cache_len = 0);
+                                         int seq_len, int kv_cache_len = 0,
+                                         Recompute recompute = Recompute::none);
 
   // Host copies of the master weights and gradients, and the upload of new master weights
   // (which refreshes the weight copy).
@@ -136,31 +140,40 @@ class Model {
   PhaseProfile<typename Backend::Clock> profile;
 
  private:
+  // A view of activation memory: the buffers are owned by the model's storage lists, so layers
+  // that recompute in the backward can share one buffer (Recompute).
+  template <class U>
+  struct Buffer {
+    U* ptr = nullptr;
+    size_t count = 0;
+    U* data() const { return ptr; }
+    size_t size() const { return count; }
+  };
   struct LayerActivations {
-    Array<Act> x;            // [N, d] residual stream entering the layer
-    Array<Act> xn_attn;      // [N, d] RMSNorm(x)
-    Array<Float> rstd_attn;  // [N]
-    Array<Act> qkv;          // [N, qkv_width], q and k after RoPE
-    Array<Act> att;          // [N, d] attention output before Wo
-    Array<Float> lse;        // [B, nh, T] attention log-sum-exp
-    Array<Act> h;            // [N, d] x + attention block
-    Array<Act> xn_ffn;       // [N, d] RMSNorm(h)
-    Array<Float> rstd_ffn;   // [N]
-    Array<Act> h13;          // [rows, 2F] gate|up pre-activations (rows = N dense, N·k MoE)
-    Array<Act> act;          // [rows, F] silu(g) ⊙ v (before the gate)
+    Buffer<Act> x;            // [N, d] residual stream entering the layer
+    Buffer<Act> xn_attn;      // [N, d] RMSNorm(x)
+    Buffer<Float> rstd_attn;  // [N]
+    Buffer<Act> qkv;          // [N, qkv_width], q and k after RoPE
+    Buffer<Act> att;          // [N, d] attention output before Wo
+    Buffer<Float> lse;        // [B, nh, T] attention log-sum-exp
+    Buffer<Act> h;            // [N, d] x + attention block
+    Buffer<Act> xn_ffn;       // [N, d] RMSNorm(h)
+    Buffer<Float> rstd_ffn;   // [N]
+    Buffer<Act> h13;          // [rows, 2F] gate|up pre-activations (rows = N dense, N·k MoE)
+    Buffer<Act> act;          // [rows, F] silu(g) ⊙ v (before the gate)
   };
   struct MoeActivations {
-    Array<Float> z;          // [N, R] router logits
-    Array<Float> s;          // [N, R] router scores (softmax probabilities or NormRouter s)
-    Array<Float> znorm;      // [N] NormRouter ||z||
-    Array<int32_t> ids;      // [N, k]
-    Array<Float> gates;      // [N, k]
-    Array<int32_t> counts;   // [R]
-    Array<int32_t> offsets;  // [R + 1] expert-major row ranges
-    Array<int32_t> row_slot, slot_row;  // [N·k]
-    Array<Float> row_gate;              // [N·k] gate of each expert-major row
-    Array<Act> xg;                      // [N·k, d] tokens gathered expert-major
-    Array<Float> aux_grad;              // [R] d(objective)/d s[t, i], the same for every token t
+    Buffer<Float> z;          // [N, R] router logits
+    Buffer<Float> s;          // [N, R] router scores (softmax probabilities or NormRouter s)
+    Buffer<Float> znorm;      // [N] NormRouter ||z||
+    Buffer<int32_t> ids;      // [N, k]
+    Buffer<Float> gates;      // [N, k]
+    Buffer<int32_t> counts;   // [R]
+    Buffer<int32_t> offsets;  // [R + 1] expert-major row ranges
+    Buffer<int32_t> row_slot, slot_row;  // [N·k]
+    Buffer<Float> row_gate;              // [N·k] gate of each expert-major row
+    Buffer<Act> xg;                      // [N·k, d] tokens gathered expert-major
+    Buffer<Float> aux_grad;              // [R] d(objective)/d s[t, i], the same for every token t
     double c = 0;                       // NormRouter constant c(R, k)
   };
 
@@ -186,7 +199,24 @@ class Model {
   void lm_head(bool train, double loss_scale);
   enum class Build { allocate, plan_only };
   Model(Build build, const Layout& layout, const LossConfig& loss, int batch, int seq_len,
-        int kv_cache_len);
+        int kv_cache_len, Recompute recompute);
+  // Owns an activation buffer for the rest of the model's life and returns its view.
+  template <class U>
+  Buffer<U> keep(Array<U>&& storage) {
+    Buffer<U> view{storage.data(), storage.size()};
+    if constexpr (std::is_same_v<U, int32_t>) {
+      int_storage_.push_back(std::move(storage));
+    } else if constexpr (std::is_same_v<U, Act>) {
+      act_storage_.push_back(std::move(storage));
+    } else {
+      float_storage_.push_back(std::move(storage));
+    }
+    return view;
+  }
+  // Before layer l's backward: its activations that were not kept (Recompute), recomputed from its
+  // input exactly as the forward made them; the pool-loss state and the loads are not touched.
+  void recompute_layer(int l);
+  void dense_ffn_hidden(int l);  // h13 and act of a dense FFN
   // Counts n elements of U (saturating: a plan may be absurdly large) and allocates them.
   template <class U>
   Array<U> alloc_counted(int64_t n, const char* what) {
@@ -203,7 +233,12 @@ class Model {
   int B_, T_, N_;
   int kv_cache_len_ = 0;
   bool plan_only_ = false;
+  Recompute recompute_ = Recompute::none;
   size_t activation_bytes_ = 0;
+  // The activation buffers (acts_ and moe_ hold views of them).
+  std::vector<Array<Act>> act_storage_;
+  std::vector<Array<Float>> float_storage_;
+  std::vector<Array<int32_t>> int_storage_;
   double loss_scale_ = 1.0;
   Array<Param> params_, grads_;
   Array<Weight> weights_;  // the GEMMs' copy of the weights (GPU only; empty on the CPU)

@@ -351,6 +351,27 @@ TEST_CASE(
   CHECK(rest.pool.ghat == a.pool.ghat);
 }
 
+// Activation recompute on the GPU: the MoE block or whole layers recomputed in the backward give
+// bitwise the run that kept every activation, with ZeRO-1 on one rank as well.
+TEST_CASE("cuda training: recompute moe and full are bitwise the run without recompute",
+          "[cuda][train]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  Config c = small_unipool_training_config();
+  c.train.steps = 4;
+  const GpuRun plain = gpu_run(c, 4);
+  for (Recompute r : {Recompute::moe, Recompute::full}) {
+    INFO("recompute " << name_of(r));
+    Config rc = c;
+    rc.train.recompute = r;
+    rc.train.zero = 1;
+    const GpuRun run = gpu_run(rc, 4);
+    CHECK(run.losses == plain.losses);
+    CHECK(test::bitwise_equal(run.params, plain.params));
+    CHECK(test::bitwise_equal(run.exp_avg_sq, plain.exp_avg_sq));
+    CHECK(run.pool.ghat == plain.pool.ghat);
+  }
+}
+
 // The GPU model and the CPU model share one checkpoint format: weights written from a GPU trainer
 // load into a CPU model that then computes the same loss (within bf16 tolerance).
 TEST_CASE("cuda model: weights move between the backends", "[cuda][model]") {

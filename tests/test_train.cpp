@@ -872,6 +872,64 @@ TEST_CASE("aux-free balancing: the bias moves by rate * sign(mean load - load), 
 }
 
 // ------------------------------------------------------------------------------------------------
+// 10. Activation recompute (train.recompute)
+
+TEST_CASE("recompute moe and full give bitwise the run without recompute, with less memory",
+          "[train]") {
+  TempDir tmp;
+  const std::string corpus = tmp / "gpl";
+  REQUIRE_CORPUS(corpus);
+  for (const char* variant : {"unipool", "moe-sigmoid-bias", "dense"}) {
+    DYNAMIC_SECTION(variant) {
+      const std::string name = variant;
+      const FfnKind ffn = name == "unipool" ? FfnKind::unipool
+                          : name == "dense" ? FfnKind::dense
+                                            : FfnKind::moe;
+      Config c = small_config(ffn, corpus, tmp / (name + "-none"));
+      if (name == "moe-sigmoid-bias") {
+        c.model.router = RouterKind::sigmoid;
+        c.model.top_k = 2;
+        c.model.expert_bias = true;
+        c.loss.aux_coeff = 0.01;  // the balancing terms are taken once, in the forward
+        c.loss.bias_update_rate = 0.01;
+      }
+      c.train.eval_every = 3;
+      c.train.ckpt_every = 6;
+      validate_config(c, false);
+      run_train(c, {});
+      const Layout layout = make_layout(c.model);
+      size_t bytes_before = Model<CpuBackend<float>>::planned_activation_bytes(
+          layout, c.loss, c.train.micro_batch, c.model.seq_len);
+      for (Recompute r : {Recompute::moe, Recompute::full}) {
+        INFO(name << ", recompute " << name_of(r));
+        Config rc = c;
+        rc.train.recompute = r;
+        rc.train.out_dir = tmp / (name + "-" + name_of(r));
+        run_train(rc, {});
+        const auto a = train_lines(c.train.out_dir), b = train_lines(rc.train.out_dir);
+        REQUIRE(b.size() == a.size());
+        for (const auto& [step, j] : a)
+          for (const char* key : {"loss", "aux_loss", "grad_norm"})
+            CHECK(b.at(step).at(key) == j.at(key));
+        CHECK(val_losses(rc.train.out_dir) == val_losses(c.train.out_dir));
+        for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+          CHECK(read_file(rc.train.out_dir + "/ckpt-6/" + f) ==
+                read_file(c.train.out_dir + "/ckpt-6/" + f));
+        const json sa = json::parse(read_file(c.train.out_dir + "/ckpt-6/state.json"));
+        const json sb = json::parse(read_file(rc.train.out_dir + "/ckpt-6/state.json"));
+        CHECK(sb.value("pool_loss", json()) == sa.value("pool_loss", json()));
+        // Less memory: every layer but the first shares the recomputed buffers.
+        const size_t bytes = Model<CpuBackend<float>>::planned_activation_bytes(
+            layout, c.loss, c.train.micro_batch, c.model.seq_len, 0, r);
+        if (ffn != FfnKind::dense || r == Recompute::full) CHECK(bytes < bytes_before);
+        if (ffn == FfnKind::dense && r == Recompute::moe) CHECK(bytes == bytes_before);
+        bytes_before = bytes;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // 7. The same loop on the GPU (skipped without a device)
 
 #ifdef UNIPOOL_HAVE_CUDA
