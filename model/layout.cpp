@@ -52,7 +52,8 @@ Layout make_layout(const ModelConfig& c) {
   Builder b{layout};
   const int64_t d = c.d_model, F = c.ffn_hidden, Vp = c.padded_vocab(), L = c.n_layer;
   const double std0 = c.init_std;
-  const double std_out = c.init_std / std::sqrt(2.0 * L);  // Wo and W2 (docs/model.md §Initialisation)
+  const double std_out =
+      c.init_std / std::sqrt(2.0 * L);  // Wo and W2 (docs/model.md §Initialisation)
 
   layout.tok_embeddings = b.add("tok_embeddings.weight", {Vp, d}, InitKind::normal, std0);
   layout.layers.resize(L);

@@ -1,5 +1,6 @@
-// The parameter layout: every tensor's name (docs/run-directory.md §Tensor names), shape, offset in the arena, whether it is
-// weight-decayed, how it is initialised, and which layers use it. Computed once from the config.
+// The parameter layout: every tensor's name (docs/run-directory.md §Tensor names), shape, offset in
+// the arena, whether it is weight-decayed, how it is initialised, and which layers use it. Computed
+// once from the config.
 //
 // Master weights, gradients and both Adam moments are arenas with this same layout, so a tensor
 // shared by several layers (a UniPool pool, a PathMoE router) is ONE entry: every layer that uses
@@ -18,7 +19,7 @@ namespace unipool {
 enum class InitKind { normal, ones, zeros };
 
 struct ParamTensor {
-  std::string name;            // checkpoint name (docs/run-directory.md), e.g. "layers.3.attn.wqkv.weight"
+  std::string name;  // checkpoint name (docs/run-directory.md), e.g. "layers.3.attn.wqkv.weight"
   std::vector<int64_t> shape;  // row-major, [out, in] for linear weights
   int64_t offset = 0;          // first element in the arena (aligned to kArenaAlign)
   int64_t numel = 0;
@@ -55,7 +56,8 @@ struct Layout {
   const ParamTensor& operator[](int i) const { return tensors[i]; }
   int find(const std::string& name) const;  // -1 when absent
 
-  int64_t num_parameters() const;  // every distinct trained parameter once (the totals of docs/model.md §Paper presets)
+  int64_t num_parameters()
+      const;  // every distinct trained parameter once (the totals of docs/model.md §Paper presets)
   // Parameters one token touches: embeddings + attention + norms + k experts per layer
   // (+ the layer's router when include_routers). docs/model.md: 182,471,424 for the 182M UniPool.
   int64_t active_parameters(bool include_routers) const;

@@ -27,9 +27,9 @@ void PoolLossState::from_json(const nlohmann::json& j, int groups, int M) {
   // [groups][M] counts (means of expert counts over layers).
   auto counts = [&](const char* key) {
     const nlohmann::json& v = json_at(j, key, where);
-    check(v.is_array() && v.size() == size_t(groups),
-          where + "." + key + " must hold " + std::to_string(groups) + " pool groups, got " +
-              describe_json(v));
+    check(v.is_array() && v.size() == size_t(groups), where + "." + key + " must hold " +
+                                                          std::to_string(groups) +
+                                                          " pool groups, got " + describe_json(v));
     std::vector<std::vector<double>> out(static_cast<size_t>(groups),
                                          std::vector<double>(static_cast<size_t>(M)));
     for (int g = 0; g < groups; ++g) {
@@ -124,19 +124,17 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
     a.x = keep(act(N * d, "activations"));  // the layer's input: always kept
     a.xn_attn = per_layer(share_layer, first.xn_attn, [&] { return act(N * d, "activations"); });
     a.rstd_attn = per_layer(share_layer, first.rstd_attn, [&] { return flt(N, "activations"); });
-    a.qkv = per_layer(share_layer, first.qkv,
-                      [&] { return act(N * c.qkv_width(), "activations"); });
+    a.qkv =
+        per_layer(share_layer, first.qkv, [&] { return act(N * c.qkv_width(), "activations"); });
     a.att = per_layer(share_layer, first.att, [&] { return act(N * d, "activations"); });
     a.lse = per_layer(share_layer, first.lse, [&] { return flt(N * c.n_head, "activations"); });
     a.h = per_layer(share_layer, first.h, [&] { return act(N * d, "activations"); });
     a.xn_ffn = per_layer(share_layer, first.xn_ffn, [&] { return act(N * d, "activations"); });
     a.rstd_ffn = per_layer(share_layer, first.rstd_ffn, [&] { return flt(N, "activations"); });
-    a.h13 = per_layer(share_ffn, first.h13, [&] {
-      return act(rows * 2 * F, "expert activations (worst-case routing)");
-    });
-    a.act = per_layer(share_ffn, first.act, [&] {
-      return act(rows * F, "expert activations (worst-case routing)");
-    });
+    a.h13 = per_layer(share_ffn, first.h13,
+                      [&] { return act(rows * 2 * F, "expert activations (worst-case routing)"); });
+    a.act = per_layer(share_ffn, first.act,
+                      [&] { return act(rows * F, "expert activations (worst-case routing)"); });
   }
   if (c.is_moe()) {
     moe_.resize(c.n_layer);
@@ -156,8 +154,8 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
       m.row_slot = per_layer(first.row_slot, [&] { return ints(N * k, "routing"); });
       m.slot_row = per_layer(first.slot_row, [&] { return ints(N * k, "routing"); });
       m.row_gate = per_layer(first.row_gate, [&] { return flt(N * k, "routing"); });
-      m.xg = per_layer(first.xg,
-                       [&] { return act(N * k * d, "expert inputs (worst-case routing)"); });
+      m.xg =
+          per_layer(first.xg, [&] { return act(N * k * d, "expert inputs (worst-case routing)"); });
       m.aux_grad = keep(flt(R, "routing"));  // made in the forward with that moment's ĝ: kept
       if (c.router == RouterKind::norm && !plan_only_)
         m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
@@ -498,8 +496,7 @@ void Model<B>::route(int l) {
   B::router_logits_forward(m.z.data(), acts_[l].xn_ffn.data(), param(v.router), N_, d, R);
   router_scores_forward(l);
   const Param* bias = v.expert_bias >= 0 ? param(v.expert_bias) : nullptr;
-  B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), bias, N_, R, k,
-                  c.renormalise_gates());
+  B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), bias, N_, R, k, c.renormalise_gates());
   B::expert_counts(m.counts.data(), m.ids.data(), N_, k, R);
 }
 
@@ -838,10 +835,9 @@ void Model<B>::update_expert_bias(const std::vector<double>& loads, double rate)
   const ModelConfig& c = layout_.config;
   if (!c.expert_bias) return;
   const int R = c.router_width();
-  check(loads.size() == size_t(c.n_routers()) * R, "model: update_expert_bias needs " +
-                                                       std::to_string(c.n_routers() * R) +
-                                                       " loads, got " +
-                                                       std::to_string(loads.size()));
+  check(loads.size() == size_t(c.n_routers()) * R,
+        "model: update_expert_bias needs " + std::to_string(c.n_routers() * R) + " loads, got " +
+            std::to_string(loads.size()));
   const Param step = static_cast<Param>(rate);
   std::vector<Param> bias(R);
   for (int r = 0; r < c.n_routers(); ++r) {
@@ -891,7 +887,8 @@ double Model<B>::routing_margin() const {
     B::download(z.data(), m.z.data(), z.size());
     B::download(znorm.data(), m.znorm.data(), znorm.size());
     const int b = layout_.layers[size_t(l)].expert_bias;
-    if (b >= 0) B::download(bias.data(), params_.data() + layout_.tensors[size_t(b)].offset, bias.size());
+    if (b >= 0)
+      B::download(bias.data(), params_.data() + layout_.tensors[size_t(b)].offset, bias.size());
     for (int t = 0; t < N_; ++t) {
       for (int i = 0; i < R; ++i)
         row[i] = static_cast<double>(s[static_cast<int64_t>(t) * R + i]) +

@@ -1,5 +1,5 @@
-// The model of docs/model.md, written once: the forward op sequence and its exact reverse, calling the
-// op list of a backend (model/backend.h). Every variant (dense, vanilla MoE, UniPool global or
+// The model of docs/model.md, written once: the forward op sequence and its exact reverse, calling
+// the op list of a backend (model/backend.h). Every variant (dense, vanilla MoE, UniPool global or
 // grouped pools, softmax or NormRouter, router sharing, any top-k) is the same code reading a
 // different Layout.
 //
@@ -57,8 +57,8 @@ class Model {
   // recompute: what the backward recomputes instead of keeping (train.recompute; the results are
   // bitwise those of Recompute::none). With recompute the per-layer views of the last forward
   // (routed_experts, routing_margin) see the buffers the layers share.
-  Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len,
-        int kv_cache_len = 0, Recompute recompute = Recompute::none);
+  Model(const Layout& layout, const LossConfig& loss, int batch, int seq_len, int kv_cache_len = 0,
+        Recompute recompute = Recompute::none);
 
   const Layout& layout() const { return layout_; }
   int batch() const { return B_; }
@@ -174,7 +174,7 @@ class Model {
     Buffer<Float> row_gate;              // [N·k] gate of each expert-major row
     Buffer<Act> xg;                      // [N·k, d] tokens gathered expert-major
     Buffer<Float> aux_grad;              // [R] d(objective)/d s[t, i], the same for every token t
-    double c = 0;                       // NormRouter constant c(R, k)
+    double c = 0;                        // NormRouter constant c(R, k)
   };
 
   // decode_pos < 0: B_ sequences of T_ tokens; else one token at that position (decode()).

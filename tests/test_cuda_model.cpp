@@ -228,10 +228,9 @@ TEST_CASE("cuda generator: decoding with the KV cache matches the CPU generator"
       bool same = true;
       for (int t = 0; t < T; ++t) {
         gpu_gen.step(in[t]);
-        same = same && std::equal(first_pass[t].begin(), first_pass[t].end(),
-                                  gpu_gen.padded_logits(), [](float a, float b) {
-                                    return std::memcmp(&a, &b, sizeof a) == 0;
-                                  });
+        same =
+            same && std::equal(first_pass[t].begin(), first_pass[t].end(), gpu_gen.padded_logits(),
+                               [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; });
       }
       CHECK(same);
     }

@@ -294,8 +294,10 @@ TEST_CASE("cuda router: top-k forward equals the CPU op, ties to the lower index
   DeviceBuffer<float> d_gates = poisoned_floats(2);
   cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), nullptr, 1, 4, 2, false);
   CHECK(d_ids.to_host() == Ids{1, 2});
-  CHECK_THROWS(cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), nullptr, 1, 4, 5, false));
-  CHECK_THROWS(cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), nullptr, 1, 4, 0, false));
+  CHECK_THROWS(
+      cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), nullptr, 1, 4, 5, false));
+  CHECK_THROWS(
+      cuda::topk_forward(d_ids.data(), d_gates.data(), d_s.data(), nullptr, 1, 4, 0, false));
 }
 
 TEST_CASE("cuda router: top-k backward matches the CPU op", "[cuda]") {

@@ -127,7 +127,8 @@ TEST_CASE("sigmoid router: formula, finite differences", "[router]") {
       z, dz, "dz");
 }
 
-TEST_CASE("top-k with an expert bias: chosen on s + b, gated by s, finite differences", "[router]") {
+TEST_CASE("top-k with an expert bias: chosen on s + b, gated by s, finite differences",
+          "[router]") {
   const int N = 6, E = 10;
   const Vec s = separated_scores(N, E, 63);
   // A bias that reorders the experts: the reference is the stable sort of s + b.

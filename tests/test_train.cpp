@@ -776,8 +776,9 @@ TEST_CASE("gradient accumulation is the mean over micro-batches", "[train]") {
 // ------------------------------------------------------------------------------------------------
 // 9. Aux-free balancing (model.router = sigmoid, model.expert_bias)
 
-TEST_CASE("aux-free balancing: the bias moves by rate * sign(mean load - load), is saved and resumed",
-          "[train]") {
+TEST_CASE(
+    "aux-free balancing: the bias moves by rate * sign(mean load - load), is saved and resumed",
+    "[train]") {
   TempDir tmp;
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);

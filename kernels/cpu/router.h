@@ -1,6 +1,6 @@
-// CPU router ops (docs/model.md §NormRouter, §Top-k, dispatch and combine, §Balancing losses; reference
-// unipool-spec.md §5–§6): softmax router, NormRouter, top-k, expert counts, the Switch / pool
-// balancing term, the z-loss and the balancing bookkeeping (counts_to_float, axpy,
+// CPU router ops (docs/model.md §NormRouter, §Top-k, dispatch and combine, §Balancing losses;
+// reference unipool-spec.md §5–§6): softmax router, NormRouter, top-k, expert counts, the Switch /
+// pool balancing term, the z-loss and the balancing bookkeeping (counts_to_float, axpy,
 // pool_counts_update). Header-only templates on the float type T, forward and backward side by
 // side. The signatures equal kernels/cuda/ops.h's (scalar inputs and outputs such as σ and the
 // losses are one-element arrays, so they can live on the device there).

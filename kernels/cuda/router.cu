@@ -1,6 +1,6 @@
-// CUDA router ops (fp32): softmax, sigmoid and NormRouter scores, top-k, expert counts, the balancing and
-// z losses and the balancing bookkeeping. Contract: kernels/cuda/ops.h; math and CPU oracle:
-// kernels/cpu/router.h (same names, same argument order).
+// CUDA router ops (fp32): softmax, sigmoid and NormRouter scores, top-k, expert counts, the
+// balancing and z losses and the balancing bookkeeping. Contract: kernels/cuda/ops.h; math and CPU
+// oracle: kernels/cpu/router.h (same names, same argument order).
 //
 // Mapping. The per-row ops run one warp per token row (kRowWarps rows per block); lane l handles
 // the columns l, l+32, …, so a row sum is a fixed per-lane order followed by a fixed xor tree.
@@ -195,7 +195,6 @@ __global__ void norm_router_backward_kernel(float* dz, double* __restrict__ part
   store_chunk_partial(partial, acc);
 }
 
-
 // ---------------------------------------------------------------------------------------------------
 // Top-k.  s [N,E]; ids, gates, dgates [N,k].
 // forward, one warp per row: k passes; pass j finds the first element, in the order (value
@@ -203,8 +202,8 @@ __global__ void norm_router_backward_kernel(float* dz, double* __restrict__ part
 // a xor-tree argmax (a total order, so every lane ends with the same pick). This is exactly the
 // stable descending sort's first k (ties → lower index). NaN scores rank as −inf (ids stay valid).
 // The key of column i is s[t,i] + bias[i] when bias is given (the aux-free router's selection),
-// else s[t,i]. gates[t,j] = s[t,ids[t,j]] (unbiased); renorm: gates /= Σ_j (the sum in double in slot order, zero sum →
-// zero gates), as the CPU op.
+// else s[t,i]. gates[t,j] = s[t,ids[t,j]] (unbiased); renorm: gates /= Σ_j (the sum in double in
+// slot order, zero sum → zero gates), as the CPU op.
 __device__ __forceinline__ float topk_key(float v) {
   return v != v ? -INFINITY : v;
 }
@@ -345,7 +344,6 @@ __global__ void balance_loss_backward_kernel(float* __restrict__ ds,
   for (int i = lane; i < E; i += 32) dsr[i] += float(coeff * double(weight[i]));
 }
 
-
 // ---------------------------------------------------------------------------------------------------
 // z-loss on the raw logits z [N,E]; loss [1].  Per row (warp): m = max z, S = Σ exp(z − m) (fp32),
 // lse = m + log S (double).
@@ -389,7 +387,6 @@ __global__ void z_loss_backward_kernel(float* dz, const float* z, double coeff, 
   const float f = float(coeff * 2.0 * lse / (double(N) * double(sum)));
   for (int i = lane; i < E; i += 32) dzr[i] += f * expf(zr[i] - m);
 }
-
 
 // ---------------------------------------------------------------------------------------------------
 // Balancing bookkeeping, one thread per element.
@@ -477,8 +474,7 @@ void sigmoid_backward(float* dz, const float* ds, const float* s, int N, int E) 
   check_rows("sigmoid_backward", N, E);
   const int64_t n = int64_t(N) * E;
   if (n == 0) return;
-  sigmoid_backward_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream()>>>(dz, ds, s,
-                                                                                       n);
+  sigmoid_backward_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream()>>>(dz, ds, s, n);
   CUDA_CHECK_LAUNCH("sigmoid_backward_kernel");
 }
 
