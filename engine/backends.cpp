@@ -72,16 +72,40 @@ std::string gib(double bytes) {
   return buf;
 }
 
+// MiB below 1 GiB, else GiB.
+std::string mib_or_gib(double bytes) {
+  if (bytes >= double(1 << 30)) return gib(bytes);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / double(1 << 20));
+  return buf;
+}
+
 }  // namespace
+
+std::string describe_parts(const MemoryNeed& n) {
+  const std::pair<const char*, double> parts[] = {
+      {"weights", n.weight_bytes},         {"gradients", n.gradient_bytes},
+      {"optimizer", n.optimizer_bytes},    {"bf16 copy", n.copy_bytes},
+      {"activations", n.activation_bytes}, {"other", n.other_bytes}};
+  std::string text;
+  double total = 0;
+  for (const auto& [name, bytes] : parts) {
+    if (bytes <= 0) continue;
+    text += (text.empty() ? "" : " + ") + std::string(name) + " " + mib_or_gib(bytes);
+    total += bytes;
+  }
+  return text + " = " + mib_or_gib(total);
+}
 
 void check_memory(const MemoryNeed& need, const Config& c, BackendKind backend,
                   const char* command) {
   const std::string parts =
-      " (parameters: " + std::to_string(need.parameters) + ", " + gib(need.arena_bytes) +
+      " (" + describe_parts(need) + "; parameters: " + std::to_string(need.parameters) + ", " +
+      gib(need.arena_bytes) +
       " per fp32 copy, sized by model.vocab_size, model.d_model, model.ffn_hidden, "
-      "model.n_layer and the experts; activations: " +
-      gib(need.activation_bytes) + " for train.micro_batch " + std::to_string(c.train.micro_batch) +
-      " × model.seq_len " + std::to_string(c.model.seq_len) + ")";
+      "model.n_layer and the experts; activations for train.micro_batch " +
+      std::to_string(c.train.micro_batch) + " × model.seq_len " + std::to_string(c.model.seq_len) +
+      ", train.recompute " + name_of(c.train.recompute) + ")";
   const double host = host_memory_available();
   check(host < 0 || need.host_bytes <= host,
         std::string(command) + " needs about " + gib(need.host_bytes) + " of host memory" + parts +
@@ -93,7 +117,8 @@ void check_memory(const MemoryNeed& need, const Config& c, BackendKind backend,
     check(need.device_bytes <= double(info.free_bytes),
           std::string(command) + " needs about " + gib(need.device_bytes) + " of GPU memory" +
               parts + ", and the GPU (" + info.name + ") has " + gib(double(info.free_bytes)) +
-              " free: reduce the model, train.micro_batch or model.seq_len");
+              " free: reduce the model, train.micro_batch or model.seq_len, set "
+              "train.recompute, or shard the optimizer over more GPUs (train.zero = 1)");
   }
 #endif
   (void)backend;

@@ -35,9 +35,18 @@ enum class Workload { train, eval, sample };
 struct MemoryNeed {
   double host_bytes = 0, device_bytes = 0;  // in total, on each side
   double arena_bytes = 0;                   // one fp32 copy of the parameters
-  double activation_bytes = 0;              // activations, caches and scratch (Model)
   int64_t parameters = 0;
+  // The parts on the side that computes (the GPU, or the host for the CPU backend):
+  double weight_bytes = 0;      // fp32 master weights
+  double gradient_bytes = 0;    // fp32 gradients
+  double optimizer_bytes = 0;   // AdamW moments (this rank's shard under ZeRO-1)
+  double copy_bytes = 0;        // the GPU's bf16 weight copy
+  double activation_bytes = 0;  // activations, caches and scratch (Model)
+  double other_bytes = 0;       // cuBLASLt workspace, NCCL staging, host staging of the weights
 };
+
+// "weights 2.9 GiB + gradients 2.9 GiB + optimizer 5.8 GiB + … = 13.1 GiB" (the non-zero parts).
+std::string describe_parts(const MemoryNeed& need);
 
 // On backend B: the parameter arenas a workload holds (training: weights, gradients, two AdamW
 // moments, or their 1/ranks shard under ZeRO-1, and with several GPU ranks NCCL's receive buffer
@@ -49,20 +58,23 @@ MemoryNeed memory_need(const Config& c, const Layout& layout, Workload w, int ra
   MemoryNeed n;
   n.parameters = layout.num_parameters();
   n.arena_bytes = double(layout.arena_size) * sizeof(float);
-  const bool decode = w == Workload::sample;
+  const bool decode = w == Workload::sample, train = w == Workload::train;
   n.activation_bytes = double(Model<B>::planned_activation_bytes(
       layout, c.loss, decode ? 1 : c.train.micro_batch, decode ? 1 : c.model.seq_len,
-      decode ? c.model.seq_len : 0, w == Workload::train ? c.train.recompute : Recompute::none));
-  const double moments = c.train.zero == 1 ? 2.0 / ranks : 2.0;
-  const double arenas = w == Workload::train  ? 2 + moments + (B::kWeightCopy && ranks > 1 ? 1 : 0)
-                        : w == Workload::eval ? 2
-                                              : 1;
-  if (B::kWeightCopy) {  // the GPU: arenas, the bf16 copy, activations; host staging
-    n.device_bytes = n.arena_bytes * (arenas + 0.5) + n.activation_bytes + double(32 << 20);
-    n.host_bytes = n.arena_bytes * (w == Workload::train ? 3 : 1);
-  } else {  // the CPU: arenas, one host array staged in (initial or loaded weights), activations
-    n.host_bytes = n.arena_bytes * (arenas + 1) + n.activation_bytes;
+      decode ? c.model.seq_len : 0, train ? c.train.recompute : Recompute::none));
+  n.weight_bytes = n.arena_bytes;
+  n.gradient_bytes = w == Workload::sample ? 0 : n.arena_bytes;
+  n.optimizer_bytes = train ? n.arena_bytes * (c.train.zero == 1 ? 2.0 / ranks : 2.0) : 0;
+  if (B::kWeightCopy) {  // the GPU; the host stages the weights and moments for checkpoints
+    n.copy_bytes = n.arena_bytes / 2;
+    n.other_bytes = double(32 << 20) + (train && ranks > 1 ? double(320 << 20) : 0.0);
+    n.host_bytes = n.arena_bytes * (train ? 3 : 1);
+  } else {  // the CPU: plus one host array staged in (initial or loaded weights)
+    n.other_bytes = n.arena_bytes;
   }
+  const double total = n.weight_bytes + n.gradient_bytes + n.optimizer_bytes + n.copy_bytes +
+                       n.activation_bytes + n.other_bytes;
+  (B::kWeightCopy ? n.device_bytes : n.host_bytes) = total;
   return n;
 }
 

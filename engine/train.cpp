@@ -274,7 +274,8 @@ ResumeInfo restore(TrainerOn<B>& trainer, data::Loader& train_data, const Config
 
 template <class B>
 void print_run_header(const TrainerOn<B>& trainer, const data::Loader& train_data,
-                      BackendKind backend, int64_t tokens_per_step, const std::string& resumed) {
+                      BackendKind backend, int64_t tokens_per_step, const std::string& resumed,
+                      const MemoryNeed& need) {
   const Config& c = trainer.config;
   const Layout& layout = trainer.layout;
   const int ranks = trainer.comm.size();
@@ -286,7 +287,9 @@ void print_run_header(const TrainerOn<B>& trainer, const data::Loader& train_dat
       trainer.model.activation_bytes() / 1048576.0);
   if (device_bytes(backend) > 0)
     std::printf(" | GPU memory %.1f MiB allocated at start-up", device_bytes(backend) / 1048576.0);
-  std::printf("\nranks: %d (%s) | optimizer state %.1f MiB per rank (%s)\n", ranks,
+  std::printf("\nmemory per rank (%s, planned): %s\n", B::kWeightCopy ? "GPU" : "host",
+              describe_parts(need).c_str());
+  std::printf("ranks: %d (%s) | optimizer state %.1f MiB per rank (%s)\n", ranks,
               trainer.comm.transport(), trainer.optimizer_bytes() / 1048576.0,
               c.train.zero == 1
                   ? ("ZeRO-1: sharded over " + std::to_string(ranks) + " ranks").c_str()
@@ -333,12 +336,12 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
   spec.world_size = ranks;
   std::unique_ptr<data::Loader> train_data, valid_data;
   std::unique_ptr<TrainerOn<B>> trainer_owner;
+  const MemoryNeed need = memory_need<B>(c, make_layout(c.model), Workload::train, ranks);
   on_every_rank(comm, [&] {
     train_data = std::make_unique<data::Loader>(spec, data::Split::train);
     if (c.train.eval_every > 0)
       valid_data = std::make_unique<data::Loader>(spec, data::Split::valid);
-    check_memory(memory_need<B>(c, make_layout(c.model), Workload::train, ranks), c, backend,
-                 "unipool train");
+    check_memory(need, c, backend, "unipool train");
     trainer_owner = std::make_unique<TrainerOn<B>>(c, &comm);
   });
   TrainerOn<B>& trainer = *trainer_owner;
@@ -347,7 +350,7 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
   const int64_t tokens_per_step =
       static_cast<int64_t>(ranks) * c.train.micro_batch * c.model.seq_len * c.train.grad_accum;
   if (root) {
-    print_run_header(trainer, *train_data, backend, tokens_per_step, resumed.checkpoint);
+    print_run_header(trainer, *train_data, backend, tokens_per_step, resumed.checkpoint, need);
     for (auto it = resumed.changed.begin(); it != resumed.changed.end(); ++it)
       std::printf("resume: %s changed from %s to %s\n", it.key().c_str(),
                   describe_json(it.value()[0]).c_str(), describe_json(it.value()[1]).c_str());
