@@ -176,12 +176,7 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
     const json state3 = json::parse(read_file(tmp / "full/ckpt-3/state.json"));
     REQUIRE(state3.contains("pool_loss"));
 
-    Config r = c;
-    r.train.out_dir = tmp / "resumed";
-    TrainOptions opt;
-    opt.resume = true;
-    opt.resume_dir = tmp / "full/ckpt-3";
-    run_train(r, opt);
+    const Config r = resume_into(c, tmp / "resumed", tmp / "full/ckpt-3");
     compare_continuation(c.train.out_dir, r.train.out_dir);
 
     // Without ĝ (counts cleared) the continuation differs: the comparison above can fail.
@@ -197,10 +192,7 @@ TEST_CASE("a resumed run continues bit-exactly: metrics, weights and AdamW momen
     broken["pool_loss"].erase("ranks");
     copy_checkpoint(tmp / "full/ckpt-3", tmp / "broken/ckpt-3");
     write_file_atomic(tmp / "broken/ckpt-3/state.json", broken.dump(1));
-    Config rb = c;
-    rb.train.out_dir = tmp / "broken-run";
-    opt.resume_dir = tmp / "broken/ckpt-3";
-    run_train(rb, opt);
+    resume_into(c, tmp / "broken-run", tmp / "broken/ckpt-3");
     CHECK(read_file(tmp / "broken-run/ckpt-6/model.safetensors") !=
           read_file(tmp / "full/ckpt-6/model.safetensors"));
   }
@@ -852,12 +844,7 @@ TEST_CASE(
       if (name.find("expert_bias") != std::string::npos)
         for (float x : t.data) CHECK(x == 0.0f);
 
-    Config r = c;
-    r.train.out_dir = tmp / "resumed";
-    TrainOptions opt;
-    opt.resume = true;
-    opt.resume_dir = tmp / "full/ckpt-3";
-    run_train(r, opt);
+    resume_into(c, tmp / "resumed", tmp / "full/ckpt-3");
     CHECK(read_file(tmp / "resumed/ckpt-6/model.safetensors") ==
           read_file(tmp / "full/ckpt-6/model.safetensors"));
     CHECK(read_file(tmp / "resumed/ckpt-6/optimizer.safetensors") ==

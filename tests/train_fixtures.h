@@ -19,6 +19,7 @@
 #include "base/fsutil.h"
 #include "data/shards.h"
 #include "data/tokenize.h"
+#include "engine/train.h"
 #include "tests/catch.h"
 #include "tests/errors.h"  // error_of, contains
 #include "tests/small_config.h"
@@ -118,6 +119,17 @@ struct Outcome {
   int status;
   std::string out, err;
 };
+
+// Runs `c` resumed from checkpoint directory `ckpt` (--resume CKPT) into out_dir; returns the
+// config it ran.
+inline Config resume_into(Config c, const std::string& out_dir, const std::string& ckpt) {
+  c.train.out_dir = out_dir;
+  TrainOptions opt;
+  opt.resume = true;
+  opt.resume_dir = ckpt;
+  run_train(c, opt);
+  return c;
+}
 
 // A config file tmp/NAME for `unipool train --config`: the small dense config
 // (tests/small_config.h) training on `corpus` into out_dir for `steps` steps, a checkpoint every
