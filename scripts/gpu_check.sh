@@ -22,6 +22,9 @@ prefix=()
 [ -d .device/deps ] && prefix=(-DCMAKE_PREFIX_PATH="$PWD/.device/deps")
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
+# NCCL (engine/comm_nccl.*): the toolkit's, else the pip package nvidia-nccl-cu13's when present.
+nccl_root=$(python3 -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)
+[ -n "$nccl_root" ] && [ -f "$nccl_root/include/nccl.h" ] && prefix+=(-DNCCL_ROOT="$nccl_root")
 
 if want env; then
   { nvidia-smi; nvcc --version; cmake --version; ls /usr/include | grep -i -E "catch|CLI|nlohmann|utf8" ;
@@ -34,7 +37,7 @@ if want build; then
   if cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CUDA_ARCHITECTURES=90 "${prefix[@]}" > "$OUT/build.txt" 2>&1 &&
      cmake --build "$BUILD" -j "$(nproc)" >> "$OUT/build.txt" 2>&1; then
-    echo "build: ok in $((SECONDS - t0)) s ($(grep -c -i warning "$OUT/build.txt") warning lines)"
+    echo "build: ok in $((SECONDS - t0)) s ($(grep -c -i warning "$OUT/build.txt") warning lines; $(grep -o 'unipool: [^(]*NCCL[^(]*' "$OUT/build.txt" | head -1))"
   else
     echo "build: FAILED (last lines of $OUT/build.txt:)"; tail -40 "$OUT/build.txt"; exit 1
   fi
