@@ -485,6 +485,42 @@ TEST_CASE("cuda router: z-loss forward and backward match the CPU op", "[cuda]")
 }
 
 // ---------------------------------------------------------------------------------------------------
+TEST_CASE("cuda router: the entropy term matches the CPU op", "[cuda]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  for (int N : kRowCounts) {
+    for (int E : kWidths) {
+      for (bool masked : {false, true}) {
+        INFO("N " << N << " E " << E << " masked " << masked);
+        FVec s = random_floats(size_t(N) * E, 131u + uint32_t(N + E));
+        for (auto& v : s) v = std::fabs(v);
+        FVec support(static_cast<size_t>(E), 1.0f);
+        for (int i = 0; i < E; i += 3) support[size_t(i)] = 0.0f;
+        FVec loss_ref(1), weight_ref(static_cast<size_t>(E));
+        cpu::entropy_loss_forward(loss_ref.data(), weight_ref.data(), s.data(),
+                                  masked ? support.data() : nullptr, 0.005, std::log(8.0), N, E);
+        DeviceBuffer<float> d_s(s), d_support(support);
+        FVec loss_first, weight_first;
+        for (int run = 0; run < 2; ++run) {
+          DeviceBuffer<float> d_loss = poisoned_floats(1), d_weight = poisoned_floats(size_t(E));
+          cuda::entropy_loss_forward(d_loss.data(), d_weight.data(), d_s.data(),
+                                     masked ? d_support.data() : nullptr, 0.005, std::log(8.0), N,
+                                     E);
+          const FVec loss = d_loss.to_host(), weight = d_weight.to_host();
+          if (run == 0) {
+            expect_close(loss, loss_ref, "loss", kRtol, kAtol);
+            expect_close(weight, weight_ref, "weight", kRtol, 1e-9);
+            loss_first = loss;
+            weight_first = weight;
+          } else {
+            CHECK(bitwise_equal(loss, loss_first));
+            CHECK(bitwise_equal(weight, weight_first));
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("cuda router: counts_to_float, axpy and pool_counts_update equal the CPU ops", "[cuda]") {
   UNIPOOL_SKIP_WITHOUT_GPU();
   for (int E : {1, 8, 96, 300}) {

@@ -169,6 +169,52 @@ TEST_CASE("top-k with an expert bias: chosen on s + b, gated by s, finite differ
   }
 }
 
+TEST_CASE("entropy term: formula, finite differences, the support mask", "[router]") {
+  const int N = 7, E = 9;
+  Vec s = random_vector(size_t(N) * E, 71);
+  for (auto& v : s) v = std::fabs(v) + 0.02;  // scores are >= 0 (NormRouter, softmax)
+  Vec support(E, 1.0);
+  support[2] = support[5] = 0.0;
+  const double coeff = 0.37, log_target = std::log(3.0);
+  for (bool masked : {false, true}) {
+    INFO("masked " << masked);
+    const double* sup = masked ? support.data() : nullptr;
+    Vec loss(1), weight(E);
+    cpu::entropy_loss_forward(loss.data(), weight.data(), s.data(), sup, coeff, log_target, N, E);
+    // The formula, directly.
+    std::vector<double> q(E, 0.0);
+    double S = 0;
+    for (int i = 0; i < E; ++i) {
+      for (int t = 0; t < N; ++t) q[i] += s[size_t(t) * E + i] / N;
+      if (masked && support[i] == 0) q[i] = 0;
+      S += q[i];
+    }
+    double H = 0;
+    for (double& qi : q) {
+      qi /= S + 1e-8;
+      H -= qi * std::log(qi + 1e-8);
+    }
+    CHECK(loss[0] == Approx(coeff * (H - log_target) * (H - log_target)).epsilon(1e-12));
+    // The gradient: weight[i] on every row t.
+    Vec ds(s.size());
+    for (int t = 0; t < N; ++t)
+      for (int i = 0; i < E; ++i) ds[size_t(t) * E + i] = weight[i];
+    if (masked) CHECK((weight[2] == 0.0 && weight[5] == 0.0));
+    check_gradient(
+        [&] {
+          cpu::entropy_loss_forward(loss.data(), weight.data(), s.data(), sup, coeff, log_target, N,
+                                    E);
+          return loss[0];
+        },
+        s, ds, "ds");
+  }
+  // N = 0: zeros.
+  Vec loss = {5.0}, weight(E, 5.0);
+  cpu::entropy_loss_forward(loss.data(), weight.data(), s.data(), nullptr, coeff, 1.0, 0, E);
+  CHECK(loss[0] == 0.0);
+  CHECK(std::all_of(weight.begin(), weight.end(), [](double w) { return w == 0.0; }));
+}
+
 TEST_CASE("NormRouter forward matches its formula", "[router]") {
   const int N = 4, E = 10;
   const double sigma = 1.7, c = 3.3, sigma_c = sigma * c;

@@ -139,6 +139,11 @@ void balance_loss_backward(T* ds, const T* weight, double coeff, int N, int E);
 // loss [1] = coeff · mean_t logsumexp(z[t,:])²
 template <typename T>
 void z_loss_forward(T* loss, const T* z, double coeff, int N, int E);
+// loss [1] = coeff·(H(q) − log_target)², q = the column means of s·support normalised; weight [E] =
+// its gradient on every row of s (support [E]: 1 visible, 0 hidden, or null)
+template <typename T>
+void entropy_loss_forward(T* loss, T* weight, const T* s, const NonDeduced<T>* support,
+                          double coeff, double log_target, int N, int E);
 // dz +=
 template <typename T>
 void z_loss_backward(T* dz, const T* z, double coeff, int N, int E);

@@ -275,6 +275,49 @@ inline double row_logsumexp(const T* z, int E, T* m_out, double* sum_out) {
 }
 }  // namespace detail
 
+// ---------------------------------------------------------------------------------------------------
+// Target-cardinality entropy term (UniPool-lock; docs/backward.md §Entropy term).  s [N,E] scores;
+// support [E] (1 visible, 0 hidden) or null (all visible); loss [1], weight [E]; ε = 1e-8.
+//   p̄_i = (1/N) Σ_t s[t,i]·support_i;  S = Σ_i p̄_i;  q_i = p̄_i/(S+ε);  H = −Σ_i q_i·log(q_i+ε)
+//   loss[0] = coeff·(H − log_target)²
+//   weight[i] = ∂loss/∂s[t,i] = 2·coeff·(H − log_target)·(h_i − Σ_j q_j·h_j)/(N·(S+ε))·support_i
+//               with h_i = −log(q_i+ε) − q_i/(q_i+ε): the same for every token t (the backward adds
+//               weight to every row of ds, as balance_loss_backward does).
+// Column sums in double in row order, the rest in double; N = 0 gives loss 0 and weight 0.
+template <typename T>
+void entropy_loss_forward(T* loss, T* weight, const T* s, const NonDeduced<T>* support,
+                          double coeff, double log_target, int N, int E) {
+  std::vector<double> q(size_t(E), 0.0), h(size_t(E), 0.0);
+  if (N <= 0) {
+    *loss = T(0);
+    for (int i = 0; i < E; ++i) weight[i] = T(0);
+    return;
+  }
+  for (int t = 0; t < N; ++t)
+    for (int i = 0; i < E; ++i) q[size_t(i)] += double(s[int64_t(t) * E + i]);
+  double S = 0;
+  for (int i = 0; i < E; ++i) {
+    q[size_t(i)] = support == nullptr || support[i] != T(0) ? q[size_t(i)] / N : 0.0;
+    S += q[size_t(i)];
+  }
+  constexpr double eps = 1e-8;
+  double H = 0, qh = 0;
+  for (int i = 0; i < E; ++i) {
+    double& qi = q[size_t(i)];
+    qi /= S + eps;
+    H -= qi * std::log(qi + eps);
+    h[size_t(i)] = -std::log(qi + eps) - qi / (qi + eps);
+    qh += qi * h[size_t(i)];
+  }
+  const double gap = H - log_target;
+  *loss = T(coeff * gap * gap);
+  const double scale = 2.0 * coeff * gap / (double(N) * (S + eps));
+  for (int i = 0; i < E; ++i) {
+    const bool visible = support == nullptr || support[i] != T(0);
+    weight[i] = visible ? T(scale * (h[size_t(i)] - qh)) : T(0);
+  }
+}
+
 template <typename T>
 void z_loss_forward(T* loss, const T* z, double coeff, int N, int E) {
   if (N <= 0) {

@@ -127,6 +127,10 @@ void balance_loss_forward(float* loss, const float* s, const float* weight, doub
 void balance_loss_backward(float* ds, const float* weight, double coeff, int N, int E);
 // loss [1] = coeff · mean_t logsumexp(z[t,:])²
 void z_loss_forward(float* loss, const float* z, double coeff, int N, int E);
+// loss [1] = coeff·(H(q) − log_target)², q = the column means of s·support normalised; weight [E] =
+// its gradient on every row of s (support [E] on the device: 1 visible, 0 hidden, or null)
+void entropy_loss_forward(float* loss, float* weight, const float* s, const float* support,
+                          double coeff, double log_target, int N, int E);
 // dz +=
 void z_loss_backward(float* dz, const float* z, double coeff, int N, int E);
 // Balancing-term bookkeeping on the device (no host synchronisation):

@@ -391,6 +391,57 @@ __global__ void z_loss_backward_kernel(float* dz, const float* z, double coeff, 
 // ---------------------------------------------------------------------------------------------------
 // Balancing bookkeeping, one thread per element.
 // counts_to_float: out[i] = float(counts[i])
+// ---------------------------------------------------------------------------------------------------
+// Target-cardinality entropy term (as the CPU op).  s [N,E]; support [E] or null; loss [1];
+// weight [E]; columns [E] double scratch.
+// stage 1, one block per column i: columns[i] = Σ_t s[t,i] in double (thread j: rows j, j+256, …
+// in order, then a fixed tree).
+__global__ void entropy_column_sums_kernel(double* __restrict__ columns,
+                                           const float* __restrict__ s, int N, int E) {
+  __shared__ double part[kThreads];
+  const int i = blockIdx.x;
+  double acc = 0;
+  for (int t = threadIdx.x; t < N; t += kThreads) acc += double(s[int64_t(t) * E + i]);
+  part[threadIdx.x] = acc;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width >>= 1) {
+    if (int(threadIdx.x) < width) part[threadIdx.x] += part[threadIdx.x + width];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) columns[i] = part[0];
+}
+
+// stage 2, one thread (E is a router width: a few hundred): p̄, S, q, H, h, Σ q·h, loss, weight in
+// double, in column order, exactly the CPU op's arithmetic after its column sums.
+__global__ void entropy_finish_kernel(float* loss, float* __restrict__ weight,
+                                      double* __restrict__ columns,
+                                      const float* __restrict__ support, double coeff,
+                                      double log_target, int N, int E) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double S = 0;
+  for (int i = 0; i < E; ++i) {
+    const bool visible = support == nullptr || support[i] != 0.f;
+    columns[i] = visible ? columns[i] / N : 0.0;
+    S += columns[i];
+  }
+  const double eps = 1e-8;
+  double H = 0, qh = 0;
+  for (int i = 0; i < E; ++i) {
+    const double qi = columns[i] / (S + eps);
+    columns[i] = qi;
+    H -= qi * log(qi + eps);
+    qh += qi * (-log(qi + eps) - qi / (qi + eps));
+  }
+  const double gap = H - log_target;
+  loss[0] = float(coeff * gap * gap);
+  const double scale = 2.0 * coeff * gap / (double(N) * (S + eps));
+  for (int i = 0; i < E; ++i) {
+    const bool visible = support == nullptr || support[i] != 0.f;
+    const double qi = columns[i];
+    weight[i] = visible ? float(scale * ((-log(qi + eps) - qi / (qi + eps)) - qh)) : 0.f;
+  }
+}
+
 __global__ void counts_to_float_kernel(float* __restrict__ out, const int32_t* __restrict__ counts,
                                        int E) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -563,6 +614,22 @@ void z_loss_backward(float* dz, const float* z, double coeff, int N, int E) {
   if (N == 0) return;
   z_loss_backward_kernel<<<blocks_for(N, kRowWarps), kThreads, 0, stream()>>>(dz, z, coeff, N, E);
   CUDA_CHECK_LAUNCH("z_loss_backward_kernel");
+}
+
+void entropy_loss_forward(float* loss, float* weight, const float* s, const float* support,
+                          double coeff, double log_target, int N, int E) {
+  check_rows("entropy_loss_forward", N, E);
+  if (N == 0) {  // the CPU op's zeros
+    memset_zero(loss, sizeof(float));
+    memset_zero(weight, size_t(E) * sizeof(float));
+    return;
+  }
+  double* columns = context().entropy_columns.get_as<double>(size_t(E));
+  entropy_column_sums_kernel<<<unsigned(E), kThreads, 0, stream()>>>(columns, s, N, E);
+  CUDA_CHECK_LAUNCH("entropy_column_sums_kernel");
+  entropy_finish_kernel<<<1, 32, 0, stream()>>>(loss, weight, columns, support, coeff, log_target,
+                                                N, E);
+  CUDA_CHECK_LAUNCH("entropy_finish_kernel");
 }
 
 void counts_to_float(float* out, const int32_t* counts, int E) {

@@ -188,18 +188,19 @@ struct Context {
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  cudaStream_t stream = nullptr;                                            // never destroyed
-  Scratch lt_workspace{"cuBLASLt workspace (32 MiB)"};                      // matmul.cu
-  Scratch router_dw_partials{"router_logits_backward dWr partials"};       // matmul.cu
-  Scratch attention_delta{"attention_backward D = rowsum(dout * out)"};    // attention.cu
-  Scratch dispatch_counts{"dispatch_plan per-(expert, chunk) counts"};      // dispatch.cu
-  Scratch rmsnorm_dw_partials{"rmsnorm_backward dw partials"};             // layers.cu
-  Scratch embedding_sort{"embedding_backward token sort"};                  // layers.cu
-  Scratch norm_router_partials{"norm_router_backward dsigma partials"};     // router.cu
-  Scratch balance_partials{"balance_loss_forward partials"};                // router.cu
-  Scratch z_loss_partials{"z_loss_forward partials"};                       // router.cu
-  Scratch grad_norm_partials{"grad_sum_squares partials"};                  // optimizer.cu
-  Scratch chunk_table{"optimizer chunk table"};                             // optimizer.cu
+  cudaStream_t stream = nullptr;                                         // never destroyed
+  Scratch lt_workspace{"cuBLASLt workspace (32 MiB)"};                   // matmul.cu
+  Scratch router_dw_partials{"router_logits_backward dWr partials"};     // matmul.cu
+  Scratch attention_delta{"attention_backward D = rowsum(dout * out)"};  // attention.cu
+  Scratch dispatch_counts{"dispatch_plan per-(expert, chunk) counts"};   // dispatch.cu
+  Scratch rmsnorm_dw_partials{"rmsnorm_backward dw partials"};           // layers.cu
+  Scratch embedding_sort{"embedding_backward token sort"};               // layers.cu
+  Scratch norm_router_partials{"norm_router_backward dsigma partials"};  // router.cu
+  Scratch balance_partials{"balance_loss_forward partials"};             // router.cu
+  Scratch z_loss_partials{"z_loss_forward partials"};                    // router.cu
+  Scratch entropy_columns{"entropy_loss_forward column sums"};           // router.cu
+  Scratch grad_norm_partials{"grad_sum_squares partials"};               // optimizer.cu
+  Scratch chunk_table{"optimizer chunk table"};                          // optimizer.cu
   std::vector<unsigned char> chunk_table_host;  // the bytes chunk_table holds (optimizer.cu)
 };
 
