@@ -115,6 +115,30 @@ double best_effort_objective(const std::vector<std::vector<double>>& counts,
   return value;
 }
 
+std::vector<std::vector<double>> ema_smoothed_counts(
+    const std::vector<std::vector<std::vector<double>>>& history, int lookback, double alpha) {
+  check(!history.empty(), "ema_smoothed_counts: no validation counts yet");
+  check(lookback >= 1 && alpha > 0 && alpha <= 1,
+        "ema_smoothed_counts: need lookback >= 1 and 0 < alpha <= 1");
+  const int n = std::min<int>(lookback, int(history.size()));
+  const auto& newest = history.back();
+  std::vector<double> w(static_cast<size_t>(n));
+  double total = 0;
+  for (int a = 0; a < n; ++a) total += w[size_t(a)] = alpha * std::pow(1.0 - alpha, a);
+  std::vector<std::vector<double>> out(newest.size());
+  for (size_t l = 0; l < newest.size(); ++l) out[l].assign(newest[l].size(), 0.0);
+  for (int a = 0; a < n; ++a) {
+    const auto& snap = history[history.size() - 1 - size_t(a)];
+    check(snap.size() == newest.size(), "ema_smoothed_counts: snapshots of different shapes");
+    for (size_t l = 0; l < snap.size(); ++l) {
+      check(snap[l].size() == newest[l].size(),
+            "ema_smoothed_counts: snapshots of different shapes");
+      for (size_t e = 0; e < snap[l].size(); ++e) out[l][e] += w[size_t(a)] / total * snap[l][e];
+    }
+  }
+  return out;
+}
+
 PoolPartition best_effort_partition(const std::vector<std::vector<double>>& counts) {
   check_counts(counts);
   const int L = int(counts.size()), M = int(counts[0].size()), K = M / L;

@@ -22,6 +22,13 @@ struct PoolPartition {
   double objective = 0;          // the maximised value above
 };
 
+// The smoothed counts the partition is solved from: the last `lookback` validation snapshots of
+// the [L][M] routing counts (history, oldest first), weighted w_a ∝ alpha·(1 − alpha)^a for the
+// a-th newest (a = 0 the newest) and normalised to sum 1 (the reference's ema_smoothed_counts).
+// With one snapshot: that snapshot. Error on an empty history, a bad alpha or mismatched shapes.
+std::vector<std::vector<double>> ema_smoothed_counts(
+    const std::vector<std::vector<std::vector<double>>>& history, int lookback, double alpha);
+
 // counts: [L][M] non-negative, finite; M = L·K. Error on a bad shape or value.
 PoolPartition best_effort_partition(const std::vector<std::vector<double>>& counts);
 

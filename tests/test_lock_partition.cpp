@@ -148,6 +148,22 @@ TEST_CASE("the best-effort partition is the optimum of every partition of small 
   }
 }
 
+TEST_CASE("EMA-smoothed counts over the last validations", "[lock]") {
+  const Counts a = {{4, 0}}, b = {{0, 4}}, c = {{2, 2}};
+  // One snapshot: itself.
+  CHECK(ema_smoothed_counts({a}, 5, 0.5) == a);
+  // Weights ∝ 0.5, 0.25, 0.125 (newest first), normalised: 4/7, 2/7, 1/7.
+  const Counts s = ema_smoothed_counts({a, b, c}, 5, 0.5);
+  CHECK(s[0][0] == Approx(2.0 * 4 / 7 + 0.0 * 2 / 7 + 4.0 * 1 / 7));
+  CHECK(s[0][1] == Approx(2.0 * 4 / 7 + 4.0 * 2 / 7 + 0.0 * 1 / 7));
+  // Only the last `lookback` count.
+  CHECK(ema_smoothed_counts({a, b, c}, 1, 0.5) == c);
+  CHECK(ema_smoothed_counts({b, a, b, c}, 3, 0.5) == ema_smoothed_counts({a, b, c}, 3, 0.5));
+  CHECK_THROWS_AS(ema_smoothed_counts({}, 5, 0.5), Error);
+  CHECK_THROWS_AS(ema_smoothed_counts({a}, 0, 0.5), Error);
+  CHECK_THROWS_AS(ema_smoothed_counts({a, Counts{{1, 2, 3}}}, 5, 0.5), Error);
+}
+
 TEST_CASE("the best-effort partition: the rank tie-break and bad input", "[lock]") {
   // Two layers with identical counts: coverage is the same for every split, so the tie-break
   // decides; the optimum gives the 4 experts by the (rank + (e+1)/(M+1)) order, which is the
