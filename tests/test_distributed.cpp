@@ -462,3 +462,24 @@ TEST_CASE(
   CHECK(batch.status == 0);
   CHECK(train_lines(tmp / "run").size() == 2);
 }
+
+TEST_CASE("unipool bench under mpiexec: rank 0 reports global tok/s and the communication time",
+          "[mpi]") {
+  REQUIRE_MPI();
+  TempDir tmp;
+  const Outcome o =
+      run_shell(launch_line(2,
+                            "bench --config tiny --set model.vocab_size=512 --set model.seq_len=64 "
+                            "--set train.micro_batch=2 --set train.threads=1 --steps 2 --warmup 1"),
+                tmp / "bench", 120);
+  INFO("stdout:\n" << o.out << "\nstderr:\n" << o.err);
+  REQUIRE(o.status == 0);
+  CHECK(contains(o.out, "ranks: 2 (MPI), ZeRO-0 | 256 tokens per step over all ranks"));
+  CHECK(contains(o.out, "communication:"));
+  // Only rank 0 prints: one result line.
+  size_t results = 0;
+  for (size_t at = o.out.find("result:"); at != std::string::npos;
+       at = o.out.find("result:", at + 1))
+    ++results;
+  CHECK(results == 1);
+}
