@@ -97,6 +97,7 @@ struct CpuBackend {
   static constexpr auto& balance_loss_forward = cpu::balance_loss_forward<T>;
   static constexpr auto& balance_loss_backward = cpu::balance_loss_backward<T>;
   static constexpr auto& z_loss_forward = cpu::z_loss_forward<T>;
+  static constexpr auto& routing_stats = cpu::routing_stats<T>;
   static constexpr auto& entropy_loss_forward = cpu::entropy_loss_forward<T>;
   static constexpr auto& z_loss_backward = cpu::z_loss_backward<T>;
   static constexpr auto& counts_to_float = cpu::counts_to_float<T>;
@@ -190,6 +191,7 @@ struct CudaBackend {
   static constexpr auto& balance_loss_forward = cuda::balance_loss_forward;
   static constexpr auto& balance_loss_backward = cuda::balance_loss_backward;
   static constexpr auto& z_loss_forward = cuda::z_loss_forward;
+  static constexpr auto& routing_stats = cuda::routing_stats;
   static constexpr auto& entropy_loss_forward = cuda::entropy_loss_forward;
   static constexpr auto& z_loss_backward = cuda::z_loss_backward;
   static constexpr auto& counts_to_float = cuda::counts_to_float;

@@ -521,6 +521,30 @@ TEST_CASE("cuda router: the entropy term matches the CPU op", "[cuda]") {
   }
 }
 
+TEST_CASE("cuda router: routing_stats equals the CPU op", "[cuda]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  for (int N : kRowCounts) {
+    for (int E : kWidths) {
+      for (int k : {1, 2, 4}) {
+        INFO("N " << N << " E " << E << " k " << k);
+        std::mt19937 gen(uint32_t(N * 31 + E * 7 + k));
+        Ids ids(size_t(N) * k);
+        FVec gates(ids.size());
+        for (size_t i = 0; i < ids.size(); ++i) {
+          ids[i] = int32_t(gen() % uint32_t(E));
+          gates[i] = gen() % 3 == 0 ? 0.0f : float(gen() % 100) / 100.0f;  // many zero gates
+        }
+        Ids ref(size_t(1 + 2 * E), 3);
+        cpu::routing_stats(ref.data(), ids.data(), gates.data(), N, k, E);
+        DeviceBuffer<int32_t> d_ids(ids), d_stats(Ids(size_t(1 + 2 * E), 3));
+        DeviceBuffer<float> d_gates(gates);
+        cuda::routing_stats(d_stats.data(), d_ids.data(), d_gates.data(), N, k, E);
+        CHECK(d_stats.to_host() == ref);
+      }
+    }
+  }
+}
+
 TEST_CASE("cuda router: counts_to_float, axpy and pool_counts_update equal the CPU ops", "[cuda]") {
   UNIPOOL_SKIP_WITHOUT_GPU();
   for (int E : {1, 8, 96, 300}) {

@@ -215,6 +215,20 @@ TEST_CASE("entropy term: formula, finite differences, the support mask", "[route
   CHECK(std::all_of(weight.begin(), weight.end(), [](double w) { return w == 0.0; }));
 }
 
+TEST_CASE("routing_stats: zero-gate tokens, slots and nonzero-gate slots per expert", "[router]") {
+  const int N = 5, k = 2, E = 4;
+  const Ids ids = {0, 1, 2, 3, 0, 2, 1, 0, 3, 3};
+  const Vec gates = {0.5, 0.0, 0.0, 0.0, 0.2, 0.7, 0.0, 0.0, 0.1, 0.0};
+  std::vector<int32_t> stats(1 + 2 * E, 10);  // accumulates onto what is there
+  cpu::routing_stats(stats.data(), ids.data(), gates.data(), N, k, E);
+  // Tokens 1 and 3 have only zero gates; slots: e0 ×3, e1 ×2, e2 ×2, e3 ×3; nonzero: e0 ×2 (t0,
+  // t2), e2 ×1 (t2), e3 ×1 (t4).
+  CHECK(stats == std::vector<int32_t>{12, 13, 12, 12, 13, 12, 10, 11, 11});
+  const Ids bad = {0, 4};
+  CHECK_THROWS_AS(cpu::routing_stats(stats.data(), bad.data(), gates.data(), 1, 2, E),
+                  unipool::Error);
+}
+
 TEST_CASE("NormRouter forward matches its formula", "[router]") {
   const int N = 4, E = 10;
   const double sigma = 1.7, c = 3.3, sigma_c = sigma * c;

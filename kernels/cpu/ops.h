@@ -130,6 +130,9 @@ void topk_backward(T* ds, const T* dgates, const int32_t* ids, const T* gates, c
                    int E, int k, bool renorm);
 // counts [E] = number of slots routed to each expert
 inline void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int E);
+// stats [1 + 2E] += (tokens with all k gates 0; slots per expert; slots with a nonzero gate)
+template <typename T>
+void routing_stats(int32_t* stats, const int32_t* ids, const T* gates, int N, int k, int E);
 // loss [1] = coeff · Σ_i weight[i] · Σ_t s[t,i]
 template <typename T>
 void balance_loss_forward(T* loss, const T* s, const T* weight, double coeff, int N, int E);

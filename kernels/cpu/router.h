@@ -232,6 +232,34 @@ inline void expert_counts(int32_t* counts, const int32_t* ids, int N, int k, int
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Routing statistics (routing health: docs/run-directory.md §metrics.jsonl).  ids, gates [N,k];
+// stats [1 + 2E] int32, accumulated (+=):
+//   stats[0]         tokens whose k gates are all 0 (the MoE layer adds nothing to them)
+//   stats[1 + e]     slots routed to expert e
+//   stats[1 + E + e] slots routed to e with a nonzero gate
+// An id outside [0, E) is an Error (as expert_counts).
+template <typename T>
+void routing_stats(int32_t* stats, const int32_t* ids, const T* gates, int N, int k, int E) {
+  for (int t = 0; t < N; ++t) {
+    bool all_zero = true;
+    for (int j = 0; j < k; ++j) {
+      const int64_t slot = int64_t(t) * k + j;
+      const int32_t e = ids[slot];
+      if (e < 0 || e >= E) {
+        throw unipool::Error("routing_stats: expert id " + std::to_string(e) + " at slot " +
+                             std::to_string(slot) + " is outside [0, " + std::to_string(E) + ")");
+      }
+      ++stats[1 + e];
+      if (gates[slot] != T(0)) {
+        ++stats[1 + E + e];
+        all_zero = false;
+      }
+    }
+    if (all_zero) ++stats[0];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Balancing term (docs/model.md §Balancing losses), s [N,E], weight [E], loss [1]:
 //   forward:  loss[0] = T(coeff · Σ_t Σ_i weight_i·s[t,i])   (the sum in double, in a fixed order;
 //             rounded once)

@@ -127,6 +127,8 @@ void balance_loss_forward(float* loss, const float* s, const float* weight, doub
 void balance_loss_backward(float* ds, const float* weight, double coeff, int N, int E);
 // loss [1] = coeff · mean_t logsumexp(z[t,:])²
 void z_loss_forward(float* loss, const float* z, double coeff, int N, int E);
+// stats [1 + 2E] int32 += (tokens with all k gates 0; slots per expert; slots with a nonzero gate)
+void routing_stats(int32_t* stats, const int32_t* ids, const float* gates, int N, int k, int E);
 // loss [1] = coeff·(H(q) − log_target)², q = the column means of s·support normalised; weight [E] =
 // its gradient on every row of s (support [E] on the device: 1 visible, 0 hidden, or null)
 void entropy_loss_forward(float* loss, float* weight, const float* s, const float* support,

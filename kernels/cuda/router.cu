@@ -442,6 +442,26 @@ __global__ void entropy_finish_kernel(float* loss, float* __restrict__ weight,
   }
 }
 
+// Routing statistics (as the CPU op): one thread per token, its k slots in order; integer atomics
+// (exact, so their order does not matter). Ids outside [0, E) are skipped.
+__global__ void routing_stats_kernel(int32_t* __restrict__ stats, const int32_t* __restrict__ ids,
+                                     const float* __restrict__ gates, int N, int k, int E) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= N) return;
+  bool all_zero = true;
+  for (int j = 0; j < k; ++j) {
+    const int64_t slot = int64_t(t) * k + j;
+    const int e = ids[slot];
+    if (e < 0 || e >= E) continue;
+    atomicAdd(&stats[1 + e], 1);
+    if (gates[slot] != 0.f) {
+      atomicAdd(&stats[1 + E + e], 1);
+      all_zero = false;
+    }
+  }
+  if (all_zero) atomicAdd(&stats[0], 1);
+}
+
 __global__ void counts_to_float_kernel(float* __restrict__ out, const int32_t* __restrict__ counts,
                                        int E) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -630,6 +650,17 @@ void entropy_loss_forward(float* loss, float* weight, const float* s, const floa
   entropy_finish_kernel<<<1, 32, 0, stream()>>>(loss, weight, columns, support, coeff, log_target,
                                                 N, E);
   CUDA_CHECK_LAUNCH("entropy_finish_kernel");
+}
+
+void routing_stats(int32_t* stats, const int32_t* ids, const float* gates, int N, int k, int E) {
+  if (N < 0 || k < 1 || E < 1) {
+    throw Error("cuda::routing_stats: need N >= 0, k >= 1 and E >= 1, got N = " +
+                std::to_string(N) + ", k = " + std::to_string(k) + ", E = " + std::to_string(E));
+  }
+  if (N == 0) return;
+  routing_stats_kernel<<<blocks_for(N, kThreads), kThreads, 0, stream()>>>(stats, ids, gates, N, k,
+                                                                           E);
+  CUDA_CHECK_LAUNCH("routing_stats_kernel");
 }
 
 void counts_to_float(float* out, const int32_t* counts, int E) {
