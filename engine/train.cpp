@@ -150,9 +150,14 @@ class MetricsLog {
         step, r.loss, r.aux_loss, r.lr, r.grad_norm, static_cast<long long>(tokens), tok_per_s,
         elapsed, ranks);
   }
-  void eval(int step, double val_loss) {
-    write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g}\n", step, val_loss,
-          std::exp(val_loss));
+  void eval(int step, double val_loss, const nlohmann::json& routing) {
+    if (routing.empty()) {
+      write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g}\n", step, val_loss,
+            std::exp(val_loss));
+    } else {
+      write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g, \"routing\": %s}\n", step,
+            val_loss, std::exp(val_loss), dump_json(routing).c_str());
+    }
   }
 
  private:
@@ -401,8 +406,9 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     if (valid_data && due(step, c.train.eval_every, last_step)) {
       valid_data->reset();  // the same first eval_batches micro-batches every time
       const double val = trainer.evaluate(next_valid, c.train.eval_batches);
+      const nlohmann::json routing = trainer.routing_health();
       if (root) {
-        metrics->eval(step, val);
+        metrics->eval(step, val, routing);
         std::printf("step %5d/%d | val loss %.4f | val ppl %.2f\n", step, last_step, val,
                     std::exp(val));
         std::fflush(stdout);

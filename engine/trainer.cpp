@@ -150,13 +150,59 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
 template <class B>
 double TrainerOn<B>::evaluate(const BatchSource& next_batch, int batches) {
   double sum = 0;  // Σ loss over the micro-batches this rank evaluated
+  model.reset_routing_stats();
+  model.collect_routing_stats = true;
   for (int first = 0; first < batches; first += comm.size()) {
     if (first + comm.rank() >= batches) break;  // the last round may not need every rank
     next_batch(inputs_.data(), targets_.data());
     sum += model.forward(inputs_.data(), targets_.data(), /*train=*/false).lm;
   }
+  model.collect_routing_stats = false;
   comm.all_reduce_sum(&sum, 1);
   return sum / batches;
+}
+
+template <class B>
+nlohmann::json TrainerOn<B>::routing_health() {
+  const ModelConfig& c = config.model;
+  if (!c.is_moe()) return nlohmann::json::object();
+  const int L = c.n_layer, R = c.router_width(), W = 1 + 2 * R;
+  // Every rank's counts, summed (exact: integers well below 2^53).
+  const std::vector<int64_t> mine = model.routing_stats();
+  std::vector<double> all(mine.begin(), mine.end());
+  all.push_back(double(model.routing_stats_tokens()));
+  comm.all_reduce_sum(all.data(), int(all.size()));
+  const double tokens = all.back();
+  nlohmann::json layers = nlohmann::json::array();
+  for (int l = 0; l < L; ++l) {
+    const double* s = all.data() + size_t(l) * W;
+    const double* slots = s + 1;
+    const double* nonzero = s + 1 + R;
+    double total = 0, most = 0, entropy = 0;
+    int used = 0;
+    for (int e = 0; e < R; ++e) {
+      total += slots[e];
+      most = std::max(most, slots[e]);
+      used += nonzero[e] > 0 ? 1 : 0;
+    }
+    for (int e = 0; e < R; ++e)
+      if (slots[e] > 0) entropy -= slots[e] / total * std::log2(slots[e] / total);
+    layers.push_back({{"zero_gate", tokens > 0 ? s[0] / tokens : 0.0},
+                      {"experts_used", used},
+                      {"imbalance", total > 0 ? most / (total / R) : 0.0},
+                      {"entropy_bits", entropy}});
+  }
+  // Dead experts: of a pool, those no layer of the pool sent a token to; of a layer's own
+  // experts (vanilla MoE), those the layer sent none.
+  int dead = 0;
+  const int group = c.has_pools() ? c.pool_layers() : 1;
+  for (int g0 = 0; g0 < L; g0 += group)
+    for (int e = 0; e < R; ++e) {
+      double got = 0;
+      for (int l = g0; l < g0 + group; ++l) got += all[size_t(l) * W + 1 + size_t(e)];
+      dead += got == 0 ? 1 : 0;
+    }
+  return {{"layers", layers}, {"dead_experts", dead}};
 }
 
 template <class B>

@@ -50,6 +50,11 @@ class TrainerOn {
   // sums are added over ranks. No gradients, no pool-loss state change.
   double evaluate(const BatchSource& next_batch, int batches);
 
+  // The routing health of the last evaluate(), over all ranks (collective; docs/run-directory.md
+  // §metrics.jsonl): {"layers": [{"zero_gate", "experts_used", "imbalance", "entropy_bits"}, ...],
+  // "dead_experts"}; an empty object for a dense model.
+  nlohmann::json routing_health();
+
   // Checkpoints go through host memory on rank 0. gather_state() (collective) returns host arrays
   // that hold, on rank 0, the master weights and the whole AdamW moments (gathered from the ranks'
   // shards under ZeRO-1); on other ranks the moments are null. After rank 0 wrote new values into

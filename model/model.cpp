@@ -165,6 +165,8 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
       router_load_ = flt(int64_t(c.n_routers()) * R, "routing");
       B::zero(router_load_.data(), router_load_.size());
     }
+    routing_stats_ = ints(int64_t(c.n_layer) * (1 + 2 * R), "routing");
+    B::zero(routing_stats_.data(), routing_stats_.size());
     drows_ = act(rows * d, "backward scratch");
     ytmp_ = act(rows * d, "expert outputs");
     ds_ = flt(N * R, "backward scratch");
@@ -480,6 +482,12 @@ void Model<B>::dense_ffn_hidden(int l) {
 template <class B>
 void Model<B>::moe_forward(int l, bool train, double loss_scale) {
   route(l);
+  if (collect_routing_stats) {
+    const int R = layout_.config.router_width();
+    B::routing_stats(routing_stats_.data() + int64_t(l) * (1 + 2 * R), moe_[l].ids.data(),
+                     moe_[l].gates.data(), N_, layout_.config.top_k, R);
+    if (l == 0) routing_stats_tokens_ += N_;
+  }
   dispatch(l);
   experts_forward(l);
   combine(l);
@@ -855,6 +863,19 @@ void Model<B>::update_expert_bias(const std::vector<double>& loads, double rate)
     B::upload(dev, bias.data(), size_t(R));
   }
   B::zero(router_load_.data(), router_load_.size());
+}
+
+template <class B>
+void Model<B>::reset_routing_stats() {
+  B::zero(routing_stats_.data(), routing_stats_.size());
+  routing_stats_tokens_ = 0;
+}
+
+template <class B>
+std::vector<int64_t> Model<B>::routing_stats() const {
+  std::vector<int32_t> host(routing_stats_.size());
+  B::download(host.data(), routing_stats_.data(), host.size());
+  return std::vector<int64_t>(host.begin(), host.end());
 }
 
 template <class B>

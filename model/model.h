@@ -125,6 +125,14 @@ class Model {
   std::vector<double> router_loads() const;
   void update_expert_bias(const std::vector<double>& loads, double rate);
 
+  // Routing statistics of the forwards run while collect_routing_stats is true (evaluation), per
+  // MoE layer [L][1 + 2R]: tokens whose k gates are all 0, slots per expert, slots per expert with
+  // a nonzero gate (the routing_stats op; exact integers). reset_routing_stats() zeroes them.
+  bool collect_routing_stats = false;
+  void reset_routing_stats();
+  std::vector<int64_t> routing_stats() const;
+  int64_t routing_stats_tokens() const { return routing_stats_tokens_; }  // tokens counted
+
   // The smallest distance of the last forward from a routing discontinuity: over every MoE layer
   // and token, the gap between the k-th and (k+1)-th score, and for the NormRouter the smallest
   // |u_i| (the ReLU kink). Finite-difference tests require it to be well above their step.
@@ -258,9 +266,11 @@ class Model {
   // backward scratch, shared by all layers
   Array<Act> dres_, dxn_, datt_, dqkv_, dh13_, dact_, drows_;
   Array<Float> dgate_, ds_, dz_;
-  Array<Float> expert_weight_;  // [R] weights of a balancing term (counts as floats)
-  Array<Float> router_load_;    // [routers, R] tokens routed since the last bias update
-  Array<Act> ytmp_;             // [N·k, d] expert outputs before the combine
+  Array<Float> expert_weight_;    // [R] weights of a balancing term (counts as floats)
+  Array<Float> router_load_;      // [routers, R] tokens routed since the last bias update
+  Array<int32_t> routing_stats_;  // [L, 1 + 2R] (collect_routing_stats)
+  int64_t routing_stats_tokens_ = 0;
+  Array<Act> ytmp_;  // [N·k, d] expert outputs before the combine
   // decoding (kv_cache_len_ > 0): [L, P, nkv·hd] keys after RoPE and values, attention scratch,
   // the fp32 LM-head row and its host copy
   Array<Act> k_cache_, v_cache_;

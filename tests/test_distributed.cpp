@@ -28,6 +28,10 @@
 #include "base/fsutil.h"
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
+#include "model/layout.h"
+#include "data/loader.h"
+#include "engine/trainer.h"
+#include "engine/train.h"
 #include "tests/catch.h"
 #include "tests/small_config.h"
 #include "tests/tempdir.h"
@@ -207,6 +211,30 @@ TEST_CASE("2 ranks: bitwise reproducible, ZeRO-1 = ZeRO-0 bitwise, checkpoints h
         CHECK(lines.at(step).at(key).get<double>() == j.at(key).get<double>());
     }
     CHECK(val_losses(tmp / run) == val_losses(tmp / "a"));
+    // The evaluation lines' routing health (counts summed over the ranks) too.
+    const auto routing_of = [&](const std::string& dir) {
+      std::vector<json> r;
+      for (const json& j : read_jsonl(dir + "/metrics.jsonl"))
+        if (j.contains("val_loss")) r.push_back(j.at("routing"));
+      return r;
+    };
+    CHECK(routing_of(tmp / run) == routing_of(tmp / "a"));
+    CHECK(routing_of(tmp / "a").at(0).at("layers").size() == 2);
+    // One process evaluating the final weights on the same 3 validation micro-batches counts what
+    // the 2 ranks counted together (the ranks' counts are summed, not one rank's reported).
+    Config one = load_config(read_config_file(a), {}, false);
+    Trainer trainer(one);
+    const auto host = trainer.gather_state();
+    const SafetensorsFile f = read_safetensors(tmp / "a/ckpt-6/model.safetensors");
+    for (const ParamTensor& t : trainer.layout.tensors)
+      std::copy(f.tensors.at(t.name).data.begin(), f.tensors.at(t.name).data.end(),
+                host.params + t.offset);
+    trainer.scatter_state();
+    data::Loader valid(loader_spec(one), data::Split::valid);
+    const double val = trainer.evaluate(
+        [&](int32_t* in, int32_t* tg) { valid.next_batch(one.train.micro_batch, in, tg); }, 3);
+    CHECK(val == Approx(val_losses(tmp / "a").at(6)).epsilon(1e-6));
+    CHECK(trainer.routing_health() == routing_of(tmp / "a").at(1));
     REQUIRE(val_losses(tmp / run).size() == 2);
     for (const char* f : kCkptFiles)
       if (std::string(f) != "state.json")

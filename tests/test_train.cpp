@@ -918,6 +918,78 @@ TEST_CASE("recompute moe and full give bitwise the run without recompute, with l
 }
 
 // ------------------------------------------------------------------------------------------------
+// 11. Routing health on the evaluation lines
+
+TEST_CASE("evaluation lines carry the routing health of every MoE layer", "[train]") {
+  TempDir tmp;
+  const std::string corpus = tmp / "gpl";
+  REQUIRE_CORPUS(corpus);
+  for (FfnKind ffn : kVariantNames) {
+    const std::string variant = name_of(ffn);
+    DYNAMIC_SECTION(variant) {
+      Config c = small_config(ffn, corpus, tmp / variant);
+      c.train.eval_every = 3;
+      c.train.eval_batches = 1;  // one forward: the routed experts below are the whole evaluation
+      c.train.ckpt_every = 6;
+      run_train(c, {});
+      std::vector<json> evals;
+      for (const json& j : read_jsonl(tmp / (variant + "/metrics.jsonl")))
+        if (j.contains("val_loss")) evals.push_back(j);
+      REQUIRE(evals.size() == 2);
+      if (ffn == FfnKind::dense) {
+        CHECK_FALSE(evals[0].contains("routing"));
+        continue;
+      }
+      const json& routing = evals[1].at("routing");
+      const int R = c.model.router_width();
+      REQUIRE(routing.at("layers").size() == size_t(c.model.n_layer));
+      for (const json& layer : routing.at("layers")) {
+        const double zero_gate = layer.at("zero_gate");
+        CHECK((zero_gate >= 0 && zero_gate <= 1));
+        CHECK(layer.at("experts_used").get<int>() <= R);
+        CHECK(layer.at("imbalance").get<double>() >= 1.0);
+        CHECK(layer.at("entropy_bits").get<double>() <= std::log2(double(R)) + 1e-12);
+      }
+      // The slot statistics against the routing of the same forward, recomputed here: the final
+      // weights, the first validation micro-batch.
+      Trainer trainer(c);
+      const auto host = trainer.gather_state();
+      const SafetensorsFile f = read_safetensors(tmp / (variant + "/ckpt-6/model.safetensors"));
+      for (const ParamTensor& t : trainer.layout.tensors)
+        std::copy(f.tensors.at(t.name).data.begin(), f.tensors.at(t.name).data.end(),
+                  host.params + t.offset);
+      trainer.scatter_state();
+      data::Loader valid(loader_spec(c), data::Split::valid);
+      const double val = trainer.evaluate(
+          [&](int32_t* in, int32_t* tg) { valid.next_batch(c.train.micro_batch, in, tg); }, 1);
+      CHECK(val == Approx(evals[1].at("val_loss").get<double>()).epsilon(1e-6));
+      const json again = trainer.routing_health();
+      CHECK(again == routing);
+      int dead = 0;
+      std::vector<int> pool_hits(size_t(R), 0);
+      for (int l = 0; l < c.model.n_layer; ++l) {
+        std::vector<int> hits(size_t(R), 0);
+        for (int32_t e : trainer.model.routed_experts(l)) ++hits[size_t(e)];
+        double most = 0, total = 0, entropy = 0;
+        for (int h : hits) most = std::max(most, double(h)), total += h;
+        for (int h : hits)
+          if (h > 0) entropy -= h / total * std::log2(h / total);
+        const json& layer = routing["layers"][size_t(l)];
+        CHECK(layer.at("imbalance").get<double>() == Approx(most / (total / R)));
+        CHECK(layer.at("entropy_bits").get<double>() == Approx(entropy));
+        for (int e = 0; e < R; ++e) {
+          if (ffn == FfnKind::moe) dead += hits[size_t(e)] == 0;
+          pool_hits[size_t(e)] += hits[size_t(e)];
+        }
+      }
+      if (ffn == FfnKind::unipool)
+        for (int h : pool_hits) dead += h == 0;
+      CHECK(routing.at("dead_experts").get<int>() == dead);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // 7. The same loop on the GPU (skipped without a device)
 
 #ifdef UNIPOOL_HAVE_CUDA
