@@ -224,15 +224,7 @@ TEST_CASE("2 ranks: bitwise reproducible, ZeRO-1 = ZeRO-0 bitwise, checkpoints h
     // the 2 ranks counted together (the ranks' counts are summed, not one rank's reported).
     Config one = load_config(read_config_file(a), {}, false);
     Trainer trainer(one);
-    const auto host = trainer.gather_state();
-    const SafetensorsFile f = read_safetensors(tmp / "a/ckpt-6/model.safetensors");
-    for (const ParamTensor& t : trainer.layout.tensors)
-      std::copy(f.tensors.at(t.name).data.begin(), f.tensors.at(t.name).data.end(),
-                host.params + t.offset);
-    trainer.scatter_state();
-    data::Loader valid(loader_spec(one), data::Split::valid);
-    const double val = trainer.evaluate(
-        [&](int32_t* in, int32_t* tg) { valid.next_batch(one.train.micro_batch, in, tg); }, 3);
+    const double val = evaluate_weights(trainer, one, tmp / "a/ckpt-6/model.safetensors", 3);
     CHECK(val == Approx(val_losses(tmp / "a").at(6)).epsilon(1e-6));
     CHECK(trainer.routing_health() == routing_of(tmp / "a").at(1));
     REQUIRE(val_losses(tmp / run).size() == 2);

@@ -953,15 +953,8 @@ TEST_CASE("evaluation lines carry the routing health of every MoE layer", "[trai
       // The slot statistics against the routing of the same forward, recomputed here: the final
       // weights, the first validation micro-batch.
       Trainer trainer(c);
-      const auto host = trainer.gather_state();
-      const SafetensorsFile f = read_safetensors(tmp / (variant + "/ckpt-6/model.safetensors"));
-      for (const ParamTensor& t : trainer.layout.tensors)
-        std::copy(f.tensors.at(t.name).data.begin(), f.tensors.at(t.name).data.end(),
-                  host.params + t.offset);
-      trainer.scatter_state();
-      data::Loader valid(loader_spec(c), data::Split::valid);
-      const double val = trainer.evaluate(
-          [&](int32_t* in, int32_t* tg) { valid.next_batch(c.train.micro_batch, in, tg); }, 1);
+      const double val =
+          evaluate_weights(trainer, c, tmp / (variant + "/ckpt-6/model.safetensors"), 1);
       CHECK(val == Approx(evals[1].at("val_loss").get<double>()).epsilon(1e-6));
       const json again = trainer.routing_health();
       CHECK(again == routing);

@@ -17,9 +17,12 @@
 #include <nlohmann/json.hpp>
 
 #include "base/fsutil.h"
+#include "data/loader.h"
 #include "data/shards.h"
 #include "data/tokenize.h"
+#include "engine/checkpoint.h"
 #include "engine/train.h"
+#include "engine/trainer.h"
 #include "tests/catch.h"
 #include "tests/errors.h"  // error_of, contains
 #include "tests/small_config.h"
@@ -129,6 +132,19 @@ inline Config resume_into(Config c, const std::string& out_dir, const std::strin
   opt.resume_dir = ckpt;
   run_train(c, opt);
   return c;
+}
+
+// `trainer` (of config c, one process) given the weights of a model.safetensors, then evaluated on
+// the first `batches` validation micro-batches; returns the mean loss (routing_health() then
+// describes the same forwards).
+inline double evaluate_weights(Trainer& trainer, const Config& c, const std::string& model_file,
+                               int batches) {
+  const auto host = trainer.gather_state();
+  load_weights(model_file, trainer.layout, host.params);
+  trainer.scatter_state();
+  data::Loader valid(loader_spec(c), data::Split::valid);
+  return trainer.evaluate(
+      [&](int32_t* in, int32_t* tg) { valid.next_batch(c.train.micro_batch, in, tg); }, batches);
 }
 
 // A config file tmp/NAME for `unipool train --config`: the small dense config
