@@ -340,12 +340,6 @@ class Mpi final : public Communicator {
   }
 };
 
-// Started by an MPI launcher: OpenMPI's mpirun, or a PMI/PMIx launcher (srun, MPICH's hydra).
-bool launched_by_mpi() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
-    if (std::getenv(var) != nullptr) return true;
-  return false;
-}
 #endif
 
 std::unique_ptr<Communicator>& the_world() {
@@ -354,6 +348,12 @@ std::unique_ptr<Communicator>& the_world() {
 }
 
 }  // namespace
+
+bool launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+    if (std::getenv(var) != nullptr) return true;
+  return false;
+}
 
 std::unique_ptr<Communicator> make_single_process_communicator() {
   return std::make_unique<SingleProcess>();

@@ -92,6 +92,10 @@ class Communicator {
 // join.
 Communicator& world();
 
+// Whether an MPI launcher started this process: OpenMPI's mpirun, or a PMI/PMIx launcher (srun
+// with --mpi, MPICH's hydra), as its environment says.
+bool launched_by_mpi();
+
 // After an Error: when world() was started and has more than one rank, ends them all (the others
 // may be waiting for this one); otherwise returns.
 void abort_world_after_error(int code);

@@ -17,8 +17,7 @@ namespace {
 
 // srun started several tasks but no MPI environment: the ranks come from Slurm's variables.
 bool slurm_without_mpi(int* rank, int* size, int* local_rank) {
-  for (const char* mpi_var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
-    if (std::getenv(mpi_var) != nullptr) return false;
+  if (launched_by_mpi()) return false;
   // SLURM_STEP_NUM_TASKS is set for the tasks srun starts (SLURM_NTASKS also in the batch script).
   const char* ntasks = std::getenv("SLURM_STEP_NUM_TASKS");
   const char* procid = std::getenv("SLURM_PROCID");

@@ -42,7 +42,7 @@ TrainerOn<B>::TrainerOn(const Config& c, Communicator* given_comm)
       shard(comm.my_shard(layout.arena_size)),
       model(layout, c.loss, c.train.micro_batch, c.model.seq_len, /*kv_cache_len=*/0,
             c.train.recompute),
-      exp_avg(B::template alloc<Param>(size_t(c.train.zero == 1 ? shard.size() : layout.arena_size),
+      exp_avg(B::template alloc<Param>(size_t(sharded() ? shard.size() : layout.arena_size),
                                        "AdamW first moments")),
       exp_avg_sq(B::template alloc<Param>(exp_avg.size(), "AdamW second moments")),
       shard_table_(cut_to_shard(layout.optimizer_table, shard)),
@@ -77,17 +77,18 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
 
   // The gradient sum: this rank's shard of the arena ← Σ over ranks, in rank order. Then the
   // global norm from every rank's share of Σ g², added in rank order with the losses.
+  // Every collective of the step is timed into r.comm_seconds.
+  const auto timed = [&r](auto&& collective) {
+    const Stopwatch t;
+    collective();
+    r.comm_seconds += t.seconds();
+  };
   auto phase = model.profile.scope("grad reduce");
-  const Stopwatch comm_time;
-  double comm_seconds = 0;
-  comm.reduce_scatter_sum(model.grads(), layout.arena_size);
-  comm_seconds += comm_time.seconds();
+  timed([&] { comm.reduce_scatter_sum(model.grads(), layout.arena_size); });
   phase.next("grad norm");
   double sums[3] = {r.loss, r.aux_loss,
                     B::grad_sum_squares(shard_table_, model.grads() + shard.begin)};
-  const Stopwatch reduce_time;
-  comm.all_reduce_sum(sums, 3);
-  comm_seconds += reduce_time.seconds();
+  timed([&] { comm.all_reduce_sum(sums, 3); });
   r.loss = sums[0] / ranks;
   r.aux_loss = sums[1] / ranks;
   r.grad_norm = std::sqrt(sums[2]);
@@ -110,9 +111,7 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
   if (!sharded()) {
     // ZeRO-0: every rank gets the whole sum and updates the whole arena (replicated state).
     phase.next("grad all-gather");
-    const Stopwatch gather_time;
-    comm.all_gather(model.grads(), layout.arena_size);
-    comm_seconds += gather_time.seconds();
+    timed([&] { comm.all_gather(model.grads(), layout.arena_size); });
     phase.next("adamw");
     B::adamw_step(layout.optimizer_table, model.params(), model.grads(), exp_avg.data(),
                   exp_avg_sq.data(), model.weight_copy(), adamw);
@@ -126,9 +125,7 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
                   adamw);
     if (comm.size() > 1) {
       phase.next("weight all-gather");
-      const Stopwatch gather_time;
-      comm.all_gather(model.params(), layout.arena_size);
-      comm_seconds += gather_time.seconds();
+      timed([&] { comm.all_gather(model.params(), layout.arena_size); });
       if (copy != nullptr) model.refresh_weight_copy();
     }
   }
@@ -137,12 +134,9 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
     // micro-batches, all ranks, all layers sharing the router), the same on every rank.
     phase.next("expert bias");
     std::vector<double> loads = model.router_loads();
-    const Stopwatch load_time;
-    comm.all_reduce_sum(loads.data(), int(loads.size()));
-    comm_seconds += load_time.seconds();
+    timed([&] { comm.all_reduce_sum(loads.data(), int(loads.size())); });
     model.update_expert_bias(loads, config.loss.bias_update_rate);
   }
-  r.comm_seconds = comm_seconds;
   step = next;
   return r;
 }
@@ -208,72 +202,68 @@ nlohmann::json TrainerOn<B>::routing_health() {
 template <class B>
 typename TrainerOn<B>::HostState TrainerOn<B>::gather_state() {
   const bool root = comm.rank() == 0;
-  const size_t arena = size_t(layout.arena_size);
-  Param* params = nullptr;
-  if constexpr (B::kWeightCopy) {
+  Param* params = model.params();
+  if constexpr (B::kWeightCopy) {  // device memory: a host copy (every rank: scatter_state's
+                                   // buffer)
     host_params_ = model.params_to_host();
     params = host_params_.data();
-  } else {
-    params = model.params();
   }
-  if (!sharded() && !B::kWeightCopy)
-    return {params, root ? exp_avg.data() : nullptr, root ? exp_avg_sq.data() : nullptr};
-  // Moments: downloaded (GPU) and/or gathered from the ranks' shards (ZeRO-1) into host staging.
+  if (!sharded()) {  // ZeRO-0: rank 0's own moments are the whole state
+    if (!root) return {params, nullptr, nullptr};
+    if constexpr (!B::kWeightCopy) return {params, exp_avg.data(), exp_avg_sq.data()};
+    host_exp_avg_.resize(exp_avg.size());
+    host_exp_avg_sq_.resize(exp_avg_sq.size());
+    B::download(host_exp_avg_.data(), exp_avg.data(), exp_avg.size());
+    B::download(host_exp_avg_sq_.data(), exp_avg_sq.data(), exp_avg_sq.size());
+    return {params, host_exp_avg_.data(), host_exp_avg_sq_.data()};
+  }
+  // ZeRO-1: every rank's shard of the moments, gathered to rank 0.
   std::vector<Param> mine_m(exp_avg.size()), mine_v(exp_avg_sq.size());
   B::download(mine_m.data(), exp_avg.data(), mine_m.size());
   B::download(mine_v.data(), exp_avg_sq.data(), mine_v.size());
-  if (!sharded()) {
-    if (!root) return {params, nullptr, nullptr};
-    host_exp_avg_ = std::move(mine_m);
-    host_exp_avg_sq_ = std::move(mine_v);
-  } else {
-    host_exp_avg_.assign(root ? arena : 0, Param(0));
-    host_exp_avg_sq_.assign(root ? arena : 0, Param(0));
-    comm.gather_shards(mine_m.data(), host_exp_avg_.data(), layout.arena_size, 0);
-    comm.gather_shards(mine_v.data(), host_exp_avg_sq_.data(), layout.arena_size, 0);
-    if (!root) return {params, nullptr, nullptr};
-  }
+  const size_t whole = root ? size_t(layout.arena_size) : 0;
+  host_exp_avg_.assign(whole, Param(0));
+  host_exp_avg_sq_.assign(whole, Param(0));
+  comm.gather_shards(mine_m.data(), host_exp_avg_.data(), layout.arena_size, 0);
+  comm.gather_shards(mine_v.data(), host_exp_avg_sq_.data(), layout.arena_size, 0);
+  if (!root) return {params, nullptr, nullptr};
   return {params, host_exp_avg_.data(), host_exp_avg_sq_.data()};
 }
 
 template <class B>
 void TrainerOn<B>::scatter_state() {
-  const bool root = comm.rank() == 0, single = comm.size() == 1;
-  if (single && !B::kWeightCopy) return;  // the state was written in place
-  const size_t arena = size_t(layout.arena_size);
+  const bool root = comm.rank() == 0;
+  if (comm.size() == 1 && !B::kWeightCopy) return;  // the state was written in place
   // Weights: rank 0's everywhere.
-  Param* params = B::kWeightCopy ? host_params_.data() : model.params();
+  const size_t arena = size_t(layout.arena_size);
+  Param* params = model.params();
   if constexpr (B::kWeightCopy) {
     check(host_params_.size() == arena, "trainer: scatter_state without gather_state");
+    params = host_params_.data();
   }
   comm.broadcast(params, arena * sizeof(Param), 0);
   if constexpr (B::kWeightCopy) model.params_from_host(params);
   // Moments: the whole of rank 0's (ZeRO-0), or each rank's shard of them (ZeRO-1).
-  const bool in_place = !B::kWeightCopy && !sharded();
-  Param* m = in_place ? exp_avg.data() : nullptr;
-  Param* v = in_place ? exp_avg_sq.data() : nullptr;
-  std::vector<Param> mine_m, mine_v;
-  if (!in_place) {
-    mine_m.resize(exp_avg.size());
-    mine_v.resize(exp_avg_sq.size());
-    m = mine_m.data();
-    v = mine_v.data();
-    if (root && !sharded()) {  // rank 0's staging holds the values
-      std::copy(host_exp_avg_.begin(), host_exp_avg_.end(), mine_m.begin());
-      std::copy(host_exp_avg_sq_.begin(), host_exp_avg_sq_.end(), mine_v.begin());
-    }
-  }
   if (!sharded()) {
-    comm.broadcast(m, exp_avg.size() * sizeof(Param), 0);
-    comm.broadcast(v, exp_avg_sq.size() * sizeof(Param), 0);
-  } else {
-    comm.scatter_shards(root ? host_exp_avg_.data() : nullptr, m, layout.arena_size, 0);
-    comm.scatter_shards(root ? host_exp_avg_sq_.data() : nullptr, v, layout.arena_size, 0);
+    if constexpr (!B::kWeightCopy) {  // in place
+      comm.broadcast(exp_avg.data(), exp_avg.size() * sizeof(Param), 0);
+      comm.broadcast(exp_avg_sq.data(), exp_avg_sq.size() * sizeof(Param), 0);
+      return;
+    }
+    host_exp_avg_.resize(exp_avg.size());  // rank 0's holds the values
+    host_exp_avg_sq_.resize(exp_avg_sq.size());
+    comm.broadcast(host_exp_avg_.data(), host_exp_avg_.size() * sizeof(Param), 0);
+    comm.broadcast(host_exp_avg_sq_.data(), host_exp_avg_sq_.size() * sizeof(Param), 0);
+    B::upload(exp_avg.data(), host_exp_avg_.data(), exp_avg.size());
+    B::upload(exp_avg_sq.data(), host_exp_avg_sq_.data(), exp_avg_sq.size());
+    return;
   }
-  if (!in_place) {
-    B::upload(exp_avg.data(), m, exp_avg.size());
-    B::upload(exp_avg_sq.data(), v, exp_avg_sq.size());
-  }
+  std::vector<Param> mine_m(exp_avg.size()), mine_v(exp_avg_sq.size());
+  comm.scatter_shards(root ? host_exp_avg_.data() : nullptr, mine_m.data(), layout.arena_size, 0);
+  comm.scatter_shards(root ? host_exp_avg_sq_.data() : nullptr, mine_v.data(), layout.arena_size,
+                      0);
+  B::upload(exp_avg.data(), mine_m.data(), mine_m.size());
+  B::upload(exp_avg_sq.data(), mine_v.data(), mine_v.size());
 }
 
 template <class B>
