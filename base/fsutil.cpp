@@ -78,20 +78,25 @@ AtomicFile::~AtomicFile() {
   if (!committed_) ::unlink(tmp_.c_str());  // best effort; never throws
 }
 
-void AtomicFile::write(const void* data, size_t nbytes) {
-  check(fd_ >= 0, "write to " + tmp_ + " after commit");
+// Writes all n bytes to fd, retrying short and interrupted writes; `what` names the file in errors.
+static void write_all(int fd, const void* data, size_t nbytes, const std::string& what) {
   const char* p = static_cast<const char*>(data);
   while (nbytes > 0) {
     size_t chunk = nbytes < (size_t(1) << 30) ? nbytes : (size_t(1) << 30);
-    ssize_t n = ::write(fd_, p, chunk);
+    ssize_t n = ::write(fd, p, chunk);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw Error("write to " + tmp_ + " (for " + path_ + ") failed: " + errno_str(errno));
+      throw Error("write to " + what + " failed: " + errno_str(errno));
     }
-    if (n == 0) throw Error("write to " + tmp_ + " (for " + path_ + ") made no progress");
+    if (n == 0) throw Error("write to " + what + " made no progress");
     p += n;
     nbytes -= size_t(n);
   }
+}
+
+void AtomicFile::write(const void* data, size_t nbytes) {
+  check(fd_ >= 0, "write to " + tmp_ + " after commit");
+  write_all(fd_, data, nbytes, tmp_ + " (for " + path_ + ")");
 }
 
 void AtomicFile::commit() {
@@ -105,6 +110,22 @@ void AtomicFile::commit() {
     throw Error("rename " + tmp_ + " -> " + path_ + " failed: " + errno_str(errno));
   committed_ = true;  // the temp no longer exists under its name; the destructor must not unlink
   fsync_path(parent_dir(path_));
+}
+
+// ----------------------------------------------------------------------------------------------
+// AppendFile
+
+AppendFile::AppendFile(const std::string& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error("cannot open " + path + " for appending: " + errno_str(errno));
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void AppendFile::append(const std::string& bytes) {
+  write_all(fd_, bytes.data(), bytes.size(), path_);
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {

@@ -42,6 +42,24 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// A file written by appending (metrics.jsonl), each append() one write(2) call (more only after a
+// short write): a line appended whole is in the file at once, not split where a stdio buffer happens
+// to fill and left half-written until the next flush. A reader of the live file may still catch the
+// end of a line in flight for a moment, so it must skip an unterminated last line. Opened O_APPEND,
+// created when missing; Error naming the path on failure.
+class AppendFile {
+ public:
+  explicit AppendFile(const std::string& path);
+  ~AppendFile();
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+  void append(const std::string& bytes);
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
 // The pid in the name of a temp file of write_file_atomic / AtomicFile ("<file>.tmp.<pid>"), or -1
 // for any other name (the clean-up after a writer that died, engine/checkpoint.cpp).
 int64_t atomic_temp_owner(const std::string& name);

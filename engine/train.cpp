@@ -136,9 +136,6 @@ class MetricsLog {
  public:
   MetricsLog(const Config& config, const ResumeInfo& resume)
       : config_(config), path_(config.train.out_dir + "/metrics.jsonl"), resume_(resume) {}
-  ~MetricsLog() {
-    if (file_) std::fclose(file_);
-  }
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
 
@@ -161,11 +158,16 @@ class MetricsLog {
   }
 
  private:
+  // One line, appended whole (AppendFile): a reader of the live file never sees half of it.
   template <class... Args>
   void write(const char* format, Args... args) {
     if (!file_) open();
-    std::fprintf(file_, format, args...);
-    std::fflush(file_);
+    const int n = std::snprintf(nullptr, 0, format, args...);
+    check(n >= 0, "cannot format a line of " + path_);
+    std::string line(static_cast<size_t>(n) + 1, '\0');
+    std::snprintf(line.data(), line.size(), format, args...);
+    line.pop_back();
+    file_->append(line);
   }
 
   // The first line of this run. A resume from an older checkpoint branches the run: the newer
@@ -188,14 +190,13 @@ class MetricsLog {
       write_file_atomic(path_, "");
     }
     write_file_atomic(out + "/config.json", dump_json(config_.to_json(), 2) + "\n");
-    file_ = std::fopen(path_.c_str(), "a");
-    check(file_ != nullptr, "cannot open " + path_ + " for appending");
+    file_ = std::make_unique<AppendFile>(path_);
     if (!resume_.checkpoint.empty()) {
       const nlohmann::json event = {{"step", resume_.step},
                                     {"event", "resume"},
                                     {"checkpoint", resume_.checkpoint},
                                     {"changed", resume_.changed}};
-      std::fprintf(file_, "%s\n", dump_json(event).c_str());
+      file_->append(dump_json(event) + "\n");
     }
   }
 
@@ -220,7 +221,7 @@ class MetricsLog {
   const Config& config_;
   const std::string path_;
   const ResumeInfo resume_;
-  std::FILE* file_ = nullptr;
+  std::unique_ptr<AppendFile> file_;
 };
 
 // --resume: the trainer, the data position and the model's extra state from a checkpoint (the

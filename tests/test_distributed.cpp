@@ -167,7 +167,7 @@ pid_t start_two_ranks(const std::string& config, const std::string& out_dir,
       [&] {
         *ranks = rank_processes(config);
         return ranks->size() == 2 && path_exists(out_dir + "/metrics.jsonl") &&
-               train_lines(out_dir).size() >= min_steps;
+               train_lines(out_dir, true).size() >= min_steps;
       },
       60);
   INFO("stderr:\n"

@@ -102,7 +102,7 @@ TEST_CASE("a stop signal ends the run after its step with a checkpoint, exit 128
       const pid_t pid =
           spawn_binary({"train", "--config", cfg}, tmp / "stdout.txt", tmp / "stderr.txt");
       const bool running = wait_until(
-          [&] { return path_exists(out + "/metrics.jsonl") && train_lines(out).size() >= 2; }, 120);
+          [&] { return path_exists(out + "/metrics.jsonl") && train_lines(out, true).size() >= 2; }, 120);
       ::kill(pid, sig);
       const int status = wait_for_child(pid);
       const std::string err = read_file(tmp / "stderr.txt");

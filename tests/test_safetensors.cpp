@@ -362,6 +362,24 @@ TEST_CASE("fsutil: write_file_atomic creates, replaces, leaves no temp", "[safet
   CHECK(list_directory(dir.path) == std::vector<std::string>{"f.bin"});
 }
 
+TEST_CASE("fsutil: AppendFile creates, appends whole lines, and names the path on failure",
+          "[safetensors]") {
+  TempDir tmp;
+  const std::string path = tmp / "log.jsonl";
+  {
+    AppendFile f(path);
+    f.append("one\n");
+    f.append(std::string(100000, 'x') + "\n");  // larger than any stdio buffer
+  }
+  {
+    AppendFile f(path);  // reopening appends, never truncates
+    f.append("three\n");
+  }
+  CHECK(read_file(path) == "one\n" + std::string(100000, 'x') + "\nthree\n");
+  make_dirs(tmp / "dir");
+  REQUIRE_THROWS_WITH(AppendFile(tmp / "dir"), HasSubstring(tmp / "dir"));
+}
+
 TEST_CASE("fsutil: failed writes throw and leave the old state", "[safetensors]") {
   TempDir dir;
   const std::string path = dir / "f.bin";

@@ -66,9 +66,14 @@ inline bool write_gpl_corpus(const std::string& prefix, const std::string& sourc
     return;                                                                     \
   }
 
-inline std::vector<json> read_jsonl(const std::string& path) {
+// Every line of a JSON-lines file. A file still being written (`live`) may end in a line the writer
+// has not finished: that one is left out; in a finished file every line must parse.
+inline std::vector<json> read_jsonl(const std::string& path, bool live = false) {
   std::vector<json> out;
-  std::istringstream in(read_file(path));
+  std::string text = read_file(path);
+  const size_t last_newline = text.find_last_of('\n');
+  if (live) text.erase(last_newline == std::string::npos ? 0 : last_newline + 1);
+  std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
@@ -77,10 +82,10 @@ inline std::vector<json> read_jsonl(const std::string& path) {
   return out;
 }
 
-// The training lines (those with "loss") of metrics.jsonl, by step.
-inline std::map<int, json> train_lines(const std::string& out_dir) {
+// The training lines (those with "loss") of metrics.jsonl, by step; `live` as in read_jsonl.
+inline std::map<int, json> train_lines(const std::string& out_dir, bool live = false) {
   std::map<int, json> lines;
-  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl"))
+  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl", live))
     if (j.contains("loss")) lines[j.at("step").get<int>()] = j;
   return lines;
 }
