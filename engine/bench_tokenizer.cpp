@@ -47,8 +47,7 @@ void run_tokenizer_bench(const std::vector<std::string>& files, int threads) {
   const Stopwatch load_time;
   const data::Gpt2Tokenizer tokenizer = data::Gpt2Tokenizer::load(dir);
   std::printf("bench-tokenizer | GPT-2 BPE from %s loaded in %.2f s | %d thread%s\n", dir.c_str(),
-              load_time.seconds(), threads,
-              threads == 1 ? "" : "s");
+              load_time.seconds(), threads, threads == 1 ? "" : "s");
   for (const std::string& file : files) {
     std::ifstream f(file, std::ios::binary);
     if (!f) throw Error("bench-tokenizer: cannot read " + file);

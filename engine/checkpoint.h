@@ -48,7 +48,8 @@ nlohmann::json read_checkpoint_state(const std::string& dir);
 void load_checkpoint(const std::string& dir, const Layout& layout, float* params, float* exp_avg,
                      float* exp_avg_sq);
 
-// Loads model weights (the names and shapes of docs/run-directory.md, all present, none extra) from a safetensors file.
+// Loads model weights (the names and shapes of docs/run-directory.md, all present, none extra) from
+// a safetensors file.
 void load_weights(const std::string& path, const Layout& layout, float* params);
 
 // A checkpoint opened for reading (eval, sample, --resume).

@@ -133,6 +133,11 @@ Rule<double> unit_interval() {  // [0, 1)
     return v >= 0 && v < 1 ? std::string() : "must be in [0, 1), got " + std::to_string(v);
   };
 }
+Rule<double> open_unit_interval() {  // (0, 1)
+  return [](const double& v, const Config&) {
+    return v > 0 && v < 1 ? std::string() : "must be in (0, 1), got " + std::to_string(v);
+  };
+}
 Rule<std::string> one_of(std::vector<std::string> allowed) {
   return [allowed](const std::string& v, const Config&) {
     for (const std::string& a : allowed)
@@ -230,6 +235,36 @@ const std::vector<Key>& key_table() {
     t.push_back(key("loss.z_loss_coeff", UNIPOOL_FIELD(double, loss.z_loss_coeff), non_negative()));
     t.push_back(
         key("loss.bias_update_rate", UNIPOOL_FIELD(double, loss.bias_update_rate), non_negative()));
+    // lock.*: UniPool-lock (docs/model.md §UniPool-lock); the rules across keys are in
+    // validate_lock
+    t.push_back(key("lock.enabled", UNIPOOL_FIELD(bool, model.lock.enabled)));
+    t.push_back(key("lock.lock_fraction", UNIPOOL_FIELD(double, model.lock.lock_fraction),
+                    open_unit_interval()));
+    t.push_back(key("lock.anneal_fraction", UNIPOOL_FIELD(double, model.lock.anneal_fraction),
+                    open_unit_interval()));
+    t.push_back(key("lock.entropy_warmup_fraction",
+                    UNIPOOL_FIELD(double, model.lock.entropy_warmup_fraction),
+                    open_unit_interval()));
+    t.push_back(
+        key("lock.entropy_coeff", UNIPOOL_FIELD(double, model.lock.entropy_coeff), non_negative()));
+    t.push_back(
+        key("lock.entropy_target", UNIPOOL_FIELD(int, model.lock.entropy_target), at_least(1)));
+    t.push_back(key("lock.coverage", UNIPOOL_FIELD(double, model.lock.coverage),
+                    Rule<double>([](const double& v, const Config&) {
+                      return v > 0 && v <= 1 ? std::string()
+                                             : "must be in (0, 1], got " + std::to_string(v);
+                    })));
+    t.push_back(key("lock.max_val_loss_excess",
+                    UNIPOOL_FIELD(double, model.lock.max_val_loss_excess), non_negative()));
+    t.push_back(key("lock.loss_excess_consecutive",
+                    UNIPOOL_FIELD(int, model.lock.loss_excess_consecutive), at_least(1)));
+    t.push_back(key("lock.ema_lookback", UNIPOOL_FIELD(int, model.lock.ema_lookback), at_least(1)));
+    t.push_back(key("lock.ema_alpha", UNIPOOL_FIELD(double, model.lock.ema_alpha),
+                    Rule<double>([](const double& v, const Config&) {
+                      return v > 0 && v <= 1 ? std::string()
+                                             : "must be in (0, 1], got " + std::to_string(v);
+                    })));
+    t.push_back(key("lock.compact", UNIPOOL_FIELD(bool, model.lock.compact)));
     // optim.*
     t.push_back(key("optim.lr", UNIPOOL_FIELD(double, optim.lr), non_negative()));
     t.push_back(key("optim.min_lr", UNIPOOL_FIELD(double, optim.min_lr),
@@ -423,6 +458,75 @@ Config load_config(const json& file_json, const std::vector<std::string>& overri
   return c;
 }
 
+// UniPool-lock's preconditions (the reference's validate_progressive_args and validate_config):
+// each names the key to change.
+static void validate_lock(const Config& c) {
+  const ModelConfig& m = c.model;
+  const LockConfig& lk = m.lock;
+  const std::string why = "lock.enabled: UniPool-lock needs ";
+  check(m.ffn == FfnKind::unipool,
+        why + "model.ffn = unipool, got '" + std::string(name_of(m.ffn)) + "'");
+  check(m.pool_layers() == m.n_layer,
+        why + "one global pool (model.pool_group = 0), got " + std::to_string(m.pool_group));
+  check(m.router == RouterKind::norm,
+        why + "the NormRouter (model.router = norm), got '" + std::string(name_of(m.router)) + "'");
+  check(m.router_share == 1,
+        why + "a router per layer (model.router_share = 1), got " + std::to_string(m.router_share));
+  check(!m.expert_bias, why + "model.expert_bias = false");
+  check(c.loss.aux_coeff == 0, why + "loss.aux_coeff = 0 (the pool loss balances), got " +
+                                   std::to_string(c.loss.aux_coeff));
+  check(c.loss.pool_aux_coeff > 0, why + "loss.pool_aux_coeff > 0");
+  check(m.n_layer >= 2, why + "at least 2 layers (model.n_layer)");
+  check(m.pool_size % m.n_layer == 0,
+        "model.pool_size: UniPool-lock gives each of the " + std::to_string(m.n_layer) +
+            " layers pool_size / n_layer experts; " + std::to_string(m.pool_size) +
+            " is not a multiple of n_layer");
+  const int K = m.pool_size / m.n_layer;
+  check(m.top_k <= K, "model.top_k: UniPool-lock routes inside a layer's K = " + std::to_string(K) +
+                          " experts, so top_k must be <= K, got " + std::to_string(m.top_k));
+  check(lk.anneal_fraction < lk.lock_fraction,
+        "lock.anneal_fraction: must be smaller than lock.lock_fraction (the anneal ends at the "
+        "lock)");
+  check(lk.entropy_warmup_fraction <= lk.lock_fraction - lk.anneal_fraction,
+        "lock.entropy_warmup_fraction: the warm-up must end before the anneal starts "
+        "(<= lock_fraction - anneal_fraction)");
+  check(lk.entropy_target <= K, "lock.entropy_target: must be <= K = " + std::to_string(K) +
+                                    " (unreachable after the lock), got " +
+                                    std::to_string(lk.entropy_target));
+  const LockSchedule s = lock_schedule(c);
+  check(s.anneal_steps >= 1, "lock.anneal_fraction: " + std::to_string(lk.anneal_fraction) +
+                                 " of train.steps = " + std::to_string(c.train.steps) +
+                                 " rounds to no step");
+  check(s.freeze >= 1, "lock.lock_fraction: the freeze falls on step " + std::to_string(s.freeze) +
+                           "; it must come after step 0 (raise lock_fraction or train.steps)");
+  check(s.lock < c.train.steps, "lock.lock_fraction: the lock at step " + std::to_string(s.lock) +
+                                    " must come before the last step " +
+                                    std::to_string(c.train.steps));
+  check(c.train.eval_every > 0,
+        "train.eval_every: UniPool-lock chooses the partition at a validation; evaluation must "
+        "be on");
+  for (const auto& [name, at] : {std::pair<const char*, int>{"freeze", s.freeze}, {"lock", s.lock}})
+    check(at % c.train.eval_every == 0, "train.eval_every: " + std::to_string(c.train.eval_every) +
+                                            " does not divide the " + name + " step " +
+                                            std::to_string(at) +
+                                            " (UniPool-lock's transitions happen at "
+                                            "validations)");
+}
+
+LockSchedule lock_schedule(const Config& c) {
+  const LockConfig& lk = c.model.lock;
+  // Python's round() (the reference's): to the nearest, halves to even (0.5 → 0, 1.5 → 2).
+  const auto boundary = [&](double fraction) {
+    return static_cast<int>(std::nearbyint(fraction * c.train.steps));
+  };
+  LockSchedule s;
+  s.lock = boundary(lk.lock_fraction);
+  s.anneal_steps = boundary(lk.anneal_fraction);
+  s.freeze = s.lock - s.anneal_steps;
+  s.warmup = boundary(lk.entropy_warmup_fraction);
+  return s;
+}
+
 void validate_config(const Config& c, bool check_data) {
   for (const Key& k : key_table()) {
     if (!k.rule) continue;
@@ -487,6 +591,8 @@ void validate_config(const Config& c, bool check_data) {
   check(m.is_moe() || (l.aux_coeff == 0 && l.z_loss_coeff == 0),
         "loss.aux_coeff: balancing losses need an MoE model (model.ffn = dense)");
   check(m.is_moe() || !m.expert_bias, "model.expert_bias: a dense model has no router to bias");
+
+  if (m.lock.enabled) validate_lock(c);
 
   const DataConfig& d = c.data;
   if (check_data) {

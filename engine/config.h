@@ -101,6 +101,17 @@ nlohmann::json read_config_file(const std::string& path_or_preset);
 // Every key's dotted name ("model.d_model", ...), in table order (docs/config.md lists them all).
 std::vector<std::string> config_keys();
 
+// UniPool-lock's steps, from lock.* and train.steps as the reference resolves them: each
+// boundary is round(fraction · steps), halves to even as Python rounds; the freeze is the lock
+// minus the anneal's length.
+struct LockSchedule {
+  int freeze = 0;        // the validation after this step chooses the candidate sets
+  int lock = 0;          // the validation after this step locks them
+  int anneal_steps = 0;  // lock − freeze
+  int warmup = 0;        // β reaches lock.entropy_coeff at this step
+};
+LockSchedule lock_schedule(const Config& c);
+
 // Validation alone (load_config calls it); throws Error naming the key.
 void validate_config(const Config& config, bool check_data);
 

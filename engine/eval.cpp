@@ -10,6 +10,7 @@
 #include "data/loader.h"
 #include "engine/backends.h"
 #include "engine/checkpoint.h"
+#include "engine/lock.h"
 #include "engine/train.h"
 #include "model/layout.h"
 #include "model/model.h"
@@ -28,13 +29,15 @@ data::Split parse_split_name(const std::string& s) {
 // Σ over `batches` micro-batches of the mean LM loss (like TrainerOn::evaluate: the caller divides
 // by batches), with the checkpoint's weights on backend B.
 template <class B>
-double evaluation_sum(const Layout& layout, const Config& c, const std::string& dir,
+double evaluation_sum(const Layout& layout, const Config& c, const OpenedCheckpoint& ck,
                       data::Loader& loader, int batches) {
   const int Bsz = c.train.micro_batch, T = c.model.seq_len;
   Model<B> model(layout, c.loss, Bsz, T);
   std::vector<float> weights(layout.arena_size);
-  load_weights(dir + "/model.safetensors", layout, weights.data());
+  load_weights(ck.dir + "/model.safetensors", layout, weights.data());
   model.params_from_host(weights.data());
+  const LockRouting lock = checkpoint_lock_routing(c, ck.state);  // UniPool-lock's sets
+  if (!lock.sets.empty()) model.set_lock_routing(lock);
   std::vector<int32_t> inputs(static_cast<size_t>(Bsz) * T), targets(inputs.size());
   double sum = 0;
   for (int b = 0; b < batches; ++b) {
@@ -70,7 +73,7 @@ EvalResult run_eval(const EvalOptions& o) {
   const double sum = on_backend(backend, [&](auto b) {
     using B = typename decltype(b)::type;
     check_memory(memory_need<B>(c, layout, Workload::eval), c, backend, "unipool eval");
-    return evaluation_sum<B>(layout, c, ck.dir, loader, batches);
+    return evaluation_sum<B>(layout, c, ck, loader, batches);
   });
   EvalResult r;
   r.checkpoint = ck.dir;

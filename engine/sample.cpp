@@ -16,6 +16,7 @@
 #include "engine/backends.h"
 #include "engine/checkpoint.h"
 #include "engine/config.h"
+#include "engine/lock.h"
 #include "model/generator.h"
 #include "model/layout.h"
 
@@ -105,9 +106,9 @@ TextCodec make_codec(const std::string& name, const ModelConfig& m) {
 // The samples, printed as they are drawn, on backend B.
 template <class B>
 std::vector<std::string> sample_on(const Layout& layout, const std::vector<float>& params,
-                                   const std::vector<int32_t>& prompt, const TextCodec& codec,
-                                   const SampleOptions& o) {
-  GeneratorOn<B> generator(layout, params.data());
+                                   const LockRouting& lock, const std::vector<int32_t>& prompt,
+                                   const TextCodec& codec, const SampleOptions& o) {
+  GeneratorOn<B> generator(layout, params.data(), lock);
   Sampler sampler(o.seed);
   std::vector<std::string> texts;
   double total_seconds = 0;
@@ -165,6 +166,7 @@ std::vector<std::string> run_sample(const SampleOptions& o) {
   const Layout layout = make_layout(c.model);
   std::vector<float> params(layout.arena_size, 0.0f);
   load_weights(ck.dir + "/model.safetensors", layout, params.data());
+  const LockRouting lock = checkpoint_lock_routing(c, ck.state);  // UniPool-lock's sets
 
   std::printf(
       "unipool sample | %s (step %d) | %s, %d layers, d %d | %s tokenizer | temperature "
@@ -182,7 +184,7 @@ std::vector<std::string> run_sample(const SampleOptions& o) {
   return on_backend(backend, [&](auto b) {
     using B = typename decltype(b)::type;
     check_memory(memory_need<B>(c, layout, Workload::sample), c, backend, "unipool sample");
-    return sample_on<B>(layout, params, prompt, codec, o);
+    return sample_on<B>(layout, params, lock, prompt, codec, o);
   });
 }
 

@@ -13,14 +13,15 @@ namespace unipool {
 struct SampleOptions {
   std::string checkpoint;
   std::vector<std::string> overrides;  // "key=value" on the checkpoint's config (train.backend)
-  std::string prompt;        // "" starts from the end-of-document token
-  int tokens = 200;          // new tokens per sample
-  double temperature = 0.8;  // 0: greedy (argmax)
-  int top_k = 40;            // 0: the whole vocabulary
-  uint64_t seed = 1234;      // same seed + same checkpoint = same text
+  std::string prompt;                  // "" starts from the end-of-document token
+  int tokens = 200;                    // new tokens per sample
+  double temperature = 0.8;            // 0: greedy (argmax)
+  int top_k = 40;                      // 0: the whole vocabulary
+  uint64_t seed = 1234;                // same seed + same checkpoint = same text
   int samples = 1;
   std::string tokenizer = "auto";  // auto | bytes | gpt2 (auto: by model.vocab_size 257 / 50257)
-  int threads = 0;                 // CPU threads (0: the checkpoint's train.threads) (one token at a time: 1 is usually fastest)
+  int threads = 0;  // CPU threads (0: the checkpoint's train.threads) (one token at a time: 1 is
+                    // usually fastest)
 };
 
 // Generates `samples` continuations of the prompt with the KV-cached generator on the backend

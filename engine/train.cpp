@@ -147,14 +147,13 @@ class MetricsLog {
         step, r.loss, r.aux_loss, r.lr, r.grad_norm, static_cast<long long>(tokens), tok_per_s,
         elapsed, ranks);
   }
-  void eval(int step, double val_loss, const nlohmann::json& routing) {
-    if (routing.empty()) {
-      write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g}\n", step, val_loss,
-            std::exp(val_loss));
-    } else {
-      write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g, \"routing\": %s}\n", step,
-            val_loss, std::exp(val_loss), dump_json(routing).c_str());
-    }
+  // extra: more keys of the line ("lock", "routing"; a JSON object keeps them sorted).
+  void eval(int step, double val_loss, const nlohmann::json& extra) {
+    std::string more;
+    for (auto it = extra.begin(); it != extra.end(); ++it)
+      more += ", \"" + it.key() + "\": " + dump_json(it.value());
+    write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g%s}\n", step, val_loss,
+          std::exp(val_loss), more.c_str());
   }
 
  private:
@@ -309,6 +308,26 @@ void print_run_header(const TrainerOn<B>& trainer, const data::Loader& train_dat
   std::fflush(stdout);
 }
 
+// UniPool-lock's transitions on the console (the details are in the evaluation line's "lock").
+void print_lock_event(int step, const nlohmann::json& lock) {
+  if (!lock.contains("event")) return;
+  const auto& coverage =
+      lock.contains("partition") ? lock["partition"]["coverage"] : lock["coverage"];
+  double lowest = 1;
+  for (const auto& x : coverage) lowest = std::min(lowest, x.get<double>());
+  if (lock["event"] == "freeze") {
+    std::printf(
+        "step %5d | UniPool-lock: candidate sets chosen (%s), lowest layer coverage %.4f; "
+        "the other experts fade out until the lock\n",
+        step, lock["partition"]["status"].get<std::string>().c_str(), lowest);
+  } else {
+    std::printf(
+        "step %5d | UniPool-lock: the sets are locked; each layer now routes inside its "
+        "own experts\n",
+        step);
+  }
+}
+
 // Every `every` steps, and at the last step.
 bool due(int step, int every, int last) {
   return every > 0 && (step % every == 0 || step == last);
@@ -407,13 +426,21 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     if (valid_data && due(step, c.train.eval_every, last_step)) {
       valid_data->reset();  // the same first eval_batches micro-batches every time
       const double val = trainer.evaluate(next_valid, c.train.eval_batches);
-      const nlohmann::json routing = trainer.routing_health();
+      const LockCurriculum::Decision lock_turn = trainer.lock_after_evaluation(val);
       if (root) {
-        metrics->eval(step, val, routing);
+        nlohmann::json extra = nlohmann::json::object();
+        const nlohmann::json routing = trainer.routing_health();
+        if (!routing.empty()) extra["routing"] = routing;
+        if (!lock_turn.metrics.empty()) extra["lock"] = lock_turn.metrics;
+        metrics->eval(step, val, extra);
         std::printf("step %5d/%d | val loss %.4f | val ppl %.2f\n", step, last_step, val,
                     std::exp(val));
+        print_lock_event(step, lock_turn.metrics);
         std::fflush(stdout);
       }
+      if (!lock_turn.stop.empty())
+        throw Error(lock_turn.stop + ". Last good checkpoint: " +
+                    (last_ckpt.empty() ? std::string("none written yet") : last_ckpt));
     }
     const bool stopping = stop_votes > 0;
     if (due(step, c.train.ckpt_every, last_step) || stopping) {

@@ -56,6 +56,17 @@ TrainerOn<B>::TrainerOn(const Config& c, Communicator* given_comm)
   std::vector<Param> init(layout.arena_size);
   init_parameters(layout, init.data(), c.train.seed);
   model.params_from_host(init.data());
+  if (c.model.lock.enabled) lock.emplace(c);
+}
+
+template <class B>
+void TrainerOn<B>::apply_lock_schedule() {
+  if (!lock) return;
+  const LockRouting next = lock->routing(step);
+  const LockRouting& now = model.lock_routing();
+  if (next.alpha != now.alpha || next.locked != now.locked || next.sets != now.sets)
+    model.set_lock_routing(next);
+  model.set_entropy_coeff(lock->entropy_coeff(step));
 }
 
 template <class B>
@@ -66,6 +77,7 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
   // The objective is the mean over micro-batches and ranks: each micro-batch's gradient is formed
   // with weight 1/(accum·ranks), so the sum over ranks below is the mean.
   const double loss_scale = 1.0 / (double(accum) * ranks);
+  apply_lock_schedule();
   for (int micro = 0; micro < accum; ++micro) {
     next_batch(inputs_.data(), targets_.data());
     const Losses losses =
@@ -152,20 +164,23 @@ double TrainerOn<B>::evaluate(const BatchSource& next_batch, int batches) {
     sum += model.forward(inputs_.data(), targets_.data(), /*train=*/false).lm;
   }
   model.collect_routing_stats = false;
-  comm.all_reduce_sum(&sum, 1);
+  // The loss and the routing statistics, summed over ranks (exact integers well below 2^53).
+  const std::vector<int64_t> stats = model.routing_stats();
+  eval_routing_.assign(stats.begin(), stats.end());
+  eval_routing_.push_back(double(model.routing_stats_tokens()));
+  eval_routing_.push_back(sum);
+  comm.all_reduce_sum(eval_routing_.data(), int(eval_routing_.size()));
+  sum = eval_routing_.back();
+  eval_routing_.pop_back();
   return sum / batches;
 }
 
 template <class B>
-nlohmann::json TrainerOn<B>::routing_health() {
+nlohmann::json TrainerOn<B>::routing_health() const {
   const ModelConfig& c = config.model;
-  if (!c.is_moe()) return nlohmann::json::object();
+  if (!c.is_moe() || eval_routing_.empty()) return nlohmann::json::object();
   const int L = c.n_layer, R = c.router_width(), W = 1 + 2 * R;
-  // Every rank's counts, summed (exact: integers well below 2^53).
-  const std::vector<int64_t> mine = model.routing_stats();
-  std::vector<double> all(mine.begin(), mine.end());
-  all.push_back(double(model.routing_stats_tokens()));
-  comm.all_reduce_sum(all.data(), int(all.size()));
+  const std::vector<double>& all = eval_routing_;
   const double tokens = all.back();
   nlohmann::json layers = nlohmann::json::array();
   for (int l = 0; l < L; ++l) {
@@ -197,6 +212,40 @@ nlohmann::json TrainerOn<B>::routing_health() {
       dead += got == 0 ? 1 : 0;
     }
   return {{"layers", layers}, {"dead_experts", dead}};
+}
+
+template <class B>
+LockCurriculum::Decision TrainerOn<B>::lock_after_evaluation(double val_loss) {
+  if (!lock) return {};
+  const ModelConfig& c = config.model;
+  const int L = c.n_layer, M = c.router_width(), W = 1 + 2 * M;
+  check(!eval_routing_.empty(), "trainer: lock_after_evaluation needs an evaluate() first");
+  // Rank 0 decides (the partition is solved once) and hands every rank the new state; an error
+  // there (a broken lock) reaches every rank.
+  std::string envelope;
+  LockCurriculum::Decision decision;
+  if (comm.rank() == 0) {
+    std::vector<std::vector<double>> counts(static_cast<size_t>(L));
+    for (int l = 0; l < L; ++l) {  // slots per expert: the top-k's picks (shadow = actual, docs)
+      const double* slots = eval_routing_.data() + size_t(l) * W + 1;
+      counts[size_t(l)].assign(slots, slots + M);
+    }
+    nlohmann::json message;
+    try {
+      decision = lock->after_evaluation(step, val_loss, counts);
+      message = {{"state", lock->to_json()}, {"stop", decision.stop}};
+    } catch (const Error& e) {
+      message = {{"error", e.what()}};
+    }
+    envelope = dump_json(message);
+  }
+  const nlohmann::json message = nlohmann::json::parse(comm.broadcast_string(envelope, 0));
+  if (message.contains("error")) throw Error(message["error"].get<std::string>());
+  if (comm.rank() != 0) {
+    lock->from_json(message["state"], step);
+    decision.stop = message["stop"].get<std::string>();
+  }
+  return decision;
 }
 
 template <class B>
@@ -269,6 +318,7 @@ void TrainerOn<B>::scatter_state() {
 template <class B>
 nlohmann::json TrainerOn<B>::export_state() {
   nlohmann::json state = model.export_state();
+  if (lock) state["lock"] = lock->to_json();  // the same on every rank
   if (!state.contains("pool_loss")) return state;
   const std::vector<std::string> all = comm.gather_strings(dump_json(state["pool_loss"]), 0);
   if (comm.rank() != 0) return nlohmann::json::object();
@@ -280,6 +330,16 @@ nlohmann::json TrainerOn<B>::export_state() {
 
 template <class B>
 void TrainerOn<B>::import_state(const nlohmann::json& state) {
+  if (lock) {
+    check(state.contains("lock"),
+          "checkpoint state: missing lock (the run was not trained with lock.enabled; start it "
+          "afresh or take its weights with --init-from)");
+    lock->from_json(state["lock"], step);
+  } else {
+    check(!state.contains("lock"),
+          "checkpoint state: the run was trained with UniPool-lock; resume it with lock.enabled "
+          "= true");
+  }
   if (!state.contains("pool_loss") || !state["pool_loss"].contains("ranks")) {
     model.import_state(state);  // (or an error naming the missing key)
     return;

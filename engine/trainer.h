@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/comm.h"
 #include "engine/config.h"
+#include "engine/lock.h"
 #include "model/backend.h"
 #include "model/layout.h"
 #include "model/model.h"
@@ -50,10 +52,16 @@ class TrainerOn {
   // sums are added over ranks. No gradients, no pool-loss state change.
   double evaluate(const BatchSource& next_batch, int batches);
 
-  // The routing health of the last evaluate(), over all ranks (collective; docs/run-directory.md
+  // The routing health of the last evaluate(), over all ranks (docs/run-directory.md
   // §metrics.jsonl): {"layers": [{"zero_gate", "experts_used", "imbalance", "entropy_bits"}, ...],
   // "dead_experts"}; an empty object for a dense model.
-  nlohmann::json routing_health();
+  nlohmann::json routing_health() const;
+
+  // UniPool-lock (lock.enabled): the curriculum's turn after the evaluation that followed step
+  // `step` (collective: rank 0 decides from the last evaluate()'s counts, every rank takes its
+  // state). The metrics go into the evaluation line; a non-empty stop is the fail-stop's message.
+  // Without the lock: an empty decision.
+  LockCurriculum::Decision lock_after_evaluation(double val_loss);
 
   // Checkpoints go through host memory on rank 0. gather_state() (collective) returns host arrays
   // that hold, on rank 0, the master weights and the whole AdamW moments (gathered from the ranks'
@@ -91,13 +99,19 @@ class TrainerOn {
   Model<Backend> model;
   // AdamW moments, arena layout: the whole arena, or (ZeRO-1) this rank's shard of it.
   typename Backend::template Array<Param> exp_avg, exp_avg_sq;
-  int step = 0;  // optimizer steps done
+  int step = 0;                        // optimizer steps done
+  std::optional<LockCurriculum> lock;  // UniPool-lock's curriculum (lock.enabled)
 
  private:
   bool sharded() const { return config.train.zero == 1; }
   TensorTable shard_table_;  // optimizer_table ∩ shard, offsets from its start
   std::vector<int32_t> inputs_, targets_;
   std::vector<Param> host_params_, host_exp_avg_, host_exp_avg_sq_;  // staging (see gather_state)
+  // The last evaluate()'s routing statistics summed over ranks: per MoE layer [1 + 2R] (see
+  // Model::routing_stats), then the number of tokens.
+  std::vector<double> eval_routing_;
+  // Before a training step: the routing and β the curriculum gives it.
+  void apply_lock_schedule();
 };
 
 // The CPU engine's trainer (fp32).

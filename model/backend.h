@@ -103,6 +103,11 @@ struct CpuBackend {
   static constexpr auto& counts_to_float = cpu::counts_to_float<T>;
   static constexpr auto& axpy = cpu::axpy<T>;
   static constexpr auto& pool_counts_update = cpu::pool_counts_update<T>;
+  // UniPool-lock column ops
+  static constexpr auto& scale_columns = cpu::scale_columns<T>;
+  static constexpr auto& select_columns_forward = cpu::select_columns_forward<T>;
+  static constexpr auto& select_columns_backward = cpu::select_columns_backward<T>;
+  static constexpr auto& map_ids = cpu::map_ids;
   // dispatch
   static constexpr auto& dispatch_plan = cpu::dispatch_plan;
   static constexpr auto& gather_rows = cpu::gather_rows<T>;
@@ -197,6 +202,11 @@ struct CudaBackend {
   static constexpr auto& counts_to_float = cuda::counts_to_float;
   static constexpr auto& axpy = cuda::axpy;
   static constexpr auto& pool_counts_update = cuda::pool_counts_update;
+  // UniPool-lock column ops
+  static constexpr auto& scale_columns = cuda::scale_columns;
+  static constexpr auto& select_columns_forward = cuda::select_columns_forward;
+  static constexpr auto& select_columns_backward = cuda::select_columns_backward;
+  static constexpr auto& map_ids = cuda::map_ids;
   // dispatch
   static constexpr auto& dispatch_plan = cuda::dispatch_plan;
   static constexpr auto& gather_rows = cuda::gather_rows;

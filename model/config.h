@@ -80,6 +80,25 @@ inline bool parse_kind(const std::string& name, Recompute* out) {
   return false;
 }
 
+// lock.*: UniPool-lock (docs/model.md §UniPool-lock): a full-pool phase, then each layer keeps its
+// own K = M/L experts of the one global pool. The model reads `enabled`, `compact` and
+// `entropy_target`; the schedule, the partition and the fail-stop are the trainer's
+// (engine/lock.h). Defaults are the reference's (Centaurus-Alpha/UniPool, progressive curriculum).
+struct LockConfig {
+  bool enabled = false;
+  double lock_fraction = 2.0 / 60;    // the hard lock at step round(lock_fraction·steps)
+  double anneal_fraction = 1.0 / 60;  // the anneal window before it (the freeze at its start)
+  double entropy_warmup_fraction = 1.0 / 60;  // β ramps 0 → entropy_coeff over this share of steps
+  double entropy_coeff = 5e-3;                // β of the target-cardinality entropy term
+  int entropy_target = 8;                     // M*: the effective number of experts aimed at
+  double coverage = 0.95;                     // share of a layer's routed tokens its set must cover
+  double max_val_loss_excess = 0.05;  // fail-stop: validation loss above the freeze's by more
+  int loss_excess_consecutive = 2;    // ... at this many validations in a row stops the run
+  int ema_lookback = 5;               // validation count snapshots the partition is smoothed over
+  double ema_alpha = 0.5;             // EMA weight of the newest snapshot
+  bool compact = true;                // after the lock, the router's tail runs on the K columns
+};
+
 struct ModelConfig {
   int vocab_size = 50257;
   int vocab_multiple = 1024;
@@ -101,6 +120,7 @@ struct ModelConfig {
   bool router_renorm = false;  // softmax router: renormalise the k gates
   int router_share = 1;        // B: layers bB..bB+B-1 share one router (PathMoE); 1 = independent
   bool expert_bias = false;    // top-k on s + b, b a per-router bias moved by the load (aux-free)
+  LockConfig lock;             // UniPool-lock (the lock.* keys)
 
   // Fits an int in a validated config (engine/config.cpp checks it in 64 bits).
   int padded_vocab() const {
@@ -130,6 +150,7 @@ struct ModelConfig {
   bool renormalise_gates() const {
     return router == RouterKind::sigmoid ? top_k > 1 : router_renorm;
   }
+  int lock_set_size() const { return lock.enabled ? pool_size / n_layer : 0; }  // K = M / L
 };
 
 struct LossConfig {

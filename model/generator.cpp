@@ -12,12 +12,13 @@ namespace unipool {
 // Generator
 
 template <class B>
-GeneratorOn<B>::GeneratorOn(const Layout& layout, const float* params)
+GeneratorOn<B>::GeneratorOn(const Layout& layout, const float* params, const LockRouting& lock)
     : model_(layout, LossConfig{}, /*batch=*/1, /*seq_len=*/1,
              /*kv_cache_len=*/layout.config.seq_len),
       logits_(size_t(layout.config.padded_vocab())) {
   check(params != nullptr, "generator: no weights");
   model_.params_from_host(params);
+  if (!lock.sets.empty()) model_.set_lock_routing(lock);
 }
 
 template <class B>
@@ -82,9 +83,9 @@ int32_t Sampler::sample(const float* logits, int n, double temperature, int top_
 // Generation loop
 
 template <class B>
-std::vector<int32_t> generate(GeneratorOn<B>& g, Sampler& sampler, const std::vector<int32_t>& prompt,
-                              int tokens, double temperature, int top_k,
-                              const std::function<void(int32_t)>& on_token) {
+std::vector<int32_t> generate(GeneratorOn<B>& g, Sampler& sampler,
+                              const std::vector<int32_t>& prompt, int tokens, double temperature,
+                              int top_k, const std::function<void(int32_t)>& on_token) {
   check(!prompt.empty(), "generate: the prompt needs at least one token");
   check(static_cast<int>(prompt.size()) <= g.max_len(),
         "generate: the prompt has " + std::to_string(prompt.size()) +

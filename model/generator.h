@@ -28,7 +28,8 @@ namespace unipool {
 template <class Backend>
 class GeneratorOn {
  public:
-  GeneratorOn(const Layout& layout, const float* params);
+  // lock: UniPool-lock's routing of the weights' checkpoint (engine/lock.h), if any.
+  GeneratorOn(const Layout& layout, const float* params, const LockRouting& lock = {});
 
   void reset() { pos_ = 0; }
   const float* step(int32_t token);  // logits [vocab_size] for the next token

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 
 #include "base/error.h"
 #include "base/json_fields.h"
@@ -157,6 +158,11 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
       m.xg =
           per_layer(first.xg, [&] { return act(N * k * d, "expert inputs (worst-case routing)"); });
       m.aux_grad = keep(flt(R, "routing"));  // made in the forward with that moment's ĝ: kept
+      if (c.lock.enabled) {
+        const int64_t K = c.lock_set_size();
+        m.s_set = per_layer(first.s_set, [&] { return flt(N * K, "router activations"); });
+        m.ids_set = per_layer(first.ids_set, [&] { return ints(N * k, "routing"); });
+      }
       if (c.router == RouterKind::norm && !plan_only_)
         m.c = normrouter_constant(static_cast<int>(R), static_cast<int>(k));
     }
@@ -164,6 +170,13 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
     if (c.expert_bias) {
       router_load_ = flt(int64_t(c.n_routers()) * R, "routing");
       B::zero(router_load_.data(), router_load_.size());
+    }
+    if (c.lock.enabled) {
+      const int64_t K = c.lock_set_size();
+      lock_sets_ = ints(c.n_layer * K, "routing");
+      lock_scale_ = flt(c.n_layer * R, "routing");
+      lock_hide_ = flt(c.n_layer * R, "routing");
+      lock_ghat_ = flt(K, "routing");
     }
     routing_stats_ = ints(int64_t(c.n_layer) * (1 + 2 * R), "routing");
     B::zero(routing_stats_.data(), routing_stats_.size());
@@ -173,7 +186,7 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
     dz_ = flt(N * R, "backward scratch");
     dgate_ = flt(2 * rows, "backward scratch");
   }
-  aux_terms_ = flt(3 * int64_t(c.n_layer), "losses");
+  aux_terms_ = flt(4 * int64_t(c.n_layer), "losses");
   if (c.ffn == FfnKind::unipool && !plan_only_) {
     const size_t n = size_t(c.n_pools()) * c.pool_size;
     pool_ghat_ = B::template alloc<Float>(n, "pool-loss state");
@@ -504,7 +517,27 @@ void Model<B>::route(int l) {
   B::router_logits_forward(m.z.data(), acts_[l].xn_ffn.data(), param(v.router), N_, d, R);
   router_scores_forward(l);
   const Param* bias = v.expert_bias >= 0 ? param(v.expert_bias) : nullptr;
-  B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), bias, N_, R, k, c.renormalise_gates());
+  if (lock_routing_.sets.empty()) {
+    B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), bias, N_, R, k,
+                    c.renormalise_gates());
+  } else if (lock_compact()) {
+    // Locked: the top-k over the K columns of the layer's set (ascending, so ties still go to the
+    // lower pool id), then the chosen positions mapped back to pool ids.
+    const int K = c.lock_set_size();
+    const int32_t* set = lock_sets_.data() + int64_t(l) * K;
+    B::select_columns_forward(m.s_set.data(), m.s.data(), set, N_, R, K);
+    B::topk_forward(m.ids_set.data(), m.gates.data(), m.s_set.data(), nullptr, N_, K, k, false);
+    B::copy(m.ids.data(), m.ids_set.data(), m.ids.size());
+    B::map_ids(m.ids.data(), set, int64_t(N_) * k);
+  } else {
+    // Candidate or locked sets on the whole width: the scores outside the set faded by 1 − α
+    // (they feed the top-k, the gates and the balancing terms so), and hidden from the top-k once
+    // α = 1.
+    if (lock_routing_.alpha > 0)
+      B::scale_columns(m.s.data(), lock_scale_.data() + int64_t(l) * R, N_, R);
+    const Float* hide = lock_routing_.alpha >= 1 ? lock_hide_.data() + int64_t(l) * R : nullptr;
+    B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), hide, N_, R, k, false);
+  }
   B::expert_counts(m.counts.data(), m.ids.data(), N_, k, R);
 }
 
@@ -590,7 +623,11 @@ void Model<B>::combine(int l) {
 }
 
 // Balancing terms. Each is coeff · Σ_i w_i Σ_t s[t,i]; its gradient on s[t,i] is coeff · w_i,
-// collected (times loss_scale) in aux_grad for the backward. Values go to aux_terms[l, term].
+// collected (times loss_scale) in aux_grad for the backward. The entropy term's gradient is also
+// the same for every token, so it joins aux_grad too. Values go to aux_terms[l, term]. On the
+// compact path (locked sets) the pool and entropy terms see the K columns of the layer's set:
+// aux_grad[0..K) then holds their gradient (the other columns' scores are 0 on the whole width,
+// so the values are the same).
 template <class B>
 void Model<B>::balancing_terms(int l, double loss_scale) {
   const ModelConfig& c = layout_.config;
@@ -600,7 +637,12 @@ void Model<B>::balancing_terms(int l, double loss_scale) {
   const int k = c.top_k, R = c.router_width();
   const auto phase = profile.scope("balancing terms");
   B::zero(m.aux_grad.data(), m.aux_grad.size());
-  Float* terms = aux_terms_.data() + 3 * l;
+  Float* terms = aux_terms_.data() + 4 * l;
+  const bool compact = lock_compact();
+  const int K = c.lock_set_size();
+  // The scores the pool and entropy terms read, and their width.
+  const Float* scores = compact ? m.s_set.data() : m.s.data();
+  const int width = compact ? K : R;
   const double NN = static_cast<double>(N_) * N_;
   const int g = v.pool, Lg = c.ffn == FfnKind::unipool ? c.pool_layers() : 1;
   Float* ghat = c.ffn == FfnKind::unipool ? pool_ghat_.data() + int64_t(g) * R : nullptr;
@@ -612,8 +654,14 @@ void Model<B>::balancing_terms(int l, double loss_scale) {
   }
   if (loss_cfg.pool_aux_coeff > 0 && pool_valid_) {  // pool loss with the previous ĝ
     const double coeff = loss_cfg.pool_aux_coeff * R / (k * NN * Lg);
-    B::balance_loss_forward(terms + 1, m.s.data(), ghat, coeff, N_, R);
-    B::axpy(m.aux_grad.data(), ghat, loss_scale * coeff, R);
+    const Float* weights = ghat;
+    if (compact) {  // ĝ of the set's experts
+      B::select_columns_forward(lock_ghat_.data(), ghat, lock_sets_.data() + int64_t(l) * K, 1, R,
+                                K);
+      weights = lock_ghat_.data();
+    }
+    B::balance_loss_forward(terms + 1, scores, weights, coeff, N_, width);
+    B::axpy(m.aux_grad.data(), weights, loss_scale * coeff, width);
   }
   if (c.ffn == FfnKind::unipool && advance_pool_state) {  // ĝ ← layer-mean of this batch's counts
     const bool last_layer_of_group = l == (g + 1) * Lg - 1;
@@ -622,6 +670,12 @@ void Model<B>::balancing_terms(int l, double loss_scale) {
   }
   if (loss_cfg.z_loss_coeff > 0) {
     B::z_loss_forward(terms + 2, m.z.data(), loss_cfg.z_loss_coeff, N_, R);
+  }
+  if (entropy_coeff_ > 0) {  // UniPool-lock's target-cardinality term, β/L per layer
+    const double coeff = entropy_coeff_ / c.n_layer;
+    B::entropy_loss_forward(terms + 3, expert_weight_.data(), scores, nullptr, coeff,
+                            std::log(double(c.lock.entropy_target)), N_, width);
+    B::axpy(m.aux_grad.data(), expert_weight_.data(), loss_scale, width);
   }
   if (c.expert_bias) {  // the step's load of this layer's router (for update_expert_bias)
     B::counts_to_float(expert_weight_.data(), m.counts.data(), R);
@@ -789,10 +843,25 @@ void Model<B>::route_backward(int l) {
   Float* dgate_row = dgate_.data();
   Float* dgate_slot = dgate_.data() + rows;
   B::row_to_slot_values(dgate_slot, dgate_row, m.row_slot.data(), rows);
-  B::zero(ds_.data(), ds_.size());
-  B::balance_loss_backward(ds_.data(), m.aux_grad.data(), 1.0, N_, R);
-  B::topk_backward(ds_.data(), dgate_slot, m.ids.data(), m.gates.data(), m.s.data(), N_, R, k,
-                   c.renormalise_gates());
+  if (lock_compact()) {
+    // The K columns of the layer's set, then spread over the whole width (0 elsewhere); dz_ is
+    // free until router_scores_backward writes it.
+    const int K = c.lock_set_size();
+    Float* ds_set = dz_.data();
+    B::zero(ds_set, size_t(N_) * K);
+    B::balance_loss_backward(ds_set, m.aux_grad.data(), 1.0, N_, K);
+    B::topk_backward(ds_set, dgate_slot, m.ids_set.data(), m.gates.data(), m.s_set.data(), N_, K, k,
+                     false);
+    B::select_columns_backward(ds_.data(), ds_set, lock_sets_.data() + int64_t(l) * K, N_, R, K);
+  } else {
+    B::zero(ds_.data(), ds_.size());
+    B::balance_loss_backward(ds_.data(), m.aux_grad.data(), 1.0, N_, R);
+    B::topk_backward(ds_.data(), dgate_slot, m.ids.data(), m.gates.data(), m.s.data(), N_, R, k,
+                     c.renormalise_gates());
+    // The faded scores were s ⊙ m: their gradient times m is the gradient on s.
+    if (!lock_routing_.sets.empty() && lock_routing_.alpha > 0)
+      B::scale_columns(ds_.data(), lock_scale_.data() + int64_t(l) * R, N_, R);
+  }
   router_scores_backward(l);
   if (loss_config_.z_loss_coeff > 0) {
     B::z_loss_backward(dz_.data(), m.z.data(), loss_config_.z_loss_coeff * loss_scale_, N_, R);
@@ -865,6 +934,68 @@ void Model<B>::update_expert_bias(const std::vector<double>& loads, double rate)
   B::zero(router_load_.data(), router_load_.size());
 }
 
+// ---------------------------------------------------------------------------------------------
+// UniPool-lock: the routing restriction and the entropy term's coefficient (docs/model.md
+// §UniPool-lock).
+
+template <class B>
+bool Model<B>::lock_compact() const {
+  return lock_routing_.locked && layout_.config.lock.compact;
+}
+
+template <class B>
+void Model<B>::set_lock_routing(const LockRouting& routing) {
+  const ModelConfig& c = layout_.config;
+  check(c.lock.enabled, "model: set_lock_routing needs a model built with lock.enabled");
+  const int L = c.n_layer, R = c.router_width(), K = c.lock_set_size();
+  check(routing.alpha >= 0 && routing.alpha <= 1,
+        "model: the lock's alpha must be in [0, 1], got " + std::to_string(routing.alpha));
+  check(!routing.locked || (routing.alpha == 1 && !routing.sets.empty()),
+        "model: locked sets need alpha = 1");
+  check(!(routing.locked && c.lock.compact) || loss_config_.aux_coeff == 0,
+        "model: the compact path has no per-layer Switch loss (loss.aux_coeff must be 0)");
+  LockRouting sorted = routing;
+  if (!routing.sets.empty()) {
+    check(int(routing.sets.size()) == L,
+          "model: the lock needs one set per layer (" + std::to_string(L) + ")");
+    std::vector<int32_t> sets;
+    std::vector<Float> scale, hide;
+    std::vector<int> owner(static_cast<size_t>(R), -1);
+    for (int l = 0; l < L; ++l) {
+      std::vector<int>& set = sorted.sets[size_t(l)];
+      std::sort(set.begin(), set.end());
+      check(int(set.size()) == K, "model: layer " + std::to_string(l) + "'s set holds " +
+                                      std::to_string(set.size()) +
+                                      " experts, not K = " + std::to_string(K));
+      for (int e : set) {
+        check(e >= 0 && e < R && owner[size_t(e)] < 0,
+              "model: expert " + std::to_string(e) + " is outside the pool or in two sets");
+        owner[size_t(e)] = l;
+        sets.push_back(e);
+      }
+    }
+    const Float faded = Float(1.0 - routing.alpha);
+    const Float hidden = -std::numeric_limits<Float>::infinity();
+    for (int l = 0; l < L; ++l)
+      for (int e = 0; e < R; ++e) {
+        scale.push_back(owner[size_t(e)] == l ? Float(1) : faded);
+        hide.push_back(owner[size_t(e)] == l ? Float(0) : hidden);
+      }
+    B::upload(lock_sets_.data(), sets.data(), sets.size());
+    B::upload(lock_scale_.data(), scale.data(), scale.size());
+    B::upload(lock_hide_.data(), hide.data(), hide.size());
+  }
+  lock_routing_ = std::move(sorted);
+}
+
+template <class B>
+void Model<B>::set_entropy_coeff(double beta) {
+  check(beta >= 0 && std::isfinite(beta), "model: the entropy coefficient must be >= 0");
+  check(beta == 0 || layout_.config.lock.enabled,
+        "model: the entropy term needs a model built with lock.enabled");
+  entropy_coeff_ = beta;
+}
+
 template <class B>
 void Model<B>::reset_routing_stats() {
   B::zero(routing_stats_.data(), routing_stats_.size());
@@ -910,6 +1041,13 @@ double Model<B>::routing_margin() const {
     const int b = layout_.layers[size_t(l)].expert_bias;
     if (b >= 0)
       B::download(bias.data(), params_.data() + layout_.tensors[size_t(b)].offset, bias.size());
+    if (!lock_routing_.sets.empty() && lock_routing_.alpha >= 1) {
+      // The experts outside the set are hidden from the top-k (−inf keys; on the compact path s
+      // holds their unfaded scores, which the top-k never saw).
+      std::vector<Float> hide(static_cast<size_t>(R));
+      B::download(hide.data(), lock_hide_.data() + int64_t(l) * R, hide.size());
+      for (int i = 0; i < R; ++i) bias[size_t(i)] = Param(hide[size_t(i)]);
+    }
     for (int t = 0; t < N_; ++t) {
       for (int i = 0; i < R; ++i)
         row[i] = static_cast<double>(s[static_cast<int64_t>(t) * R + i]) +

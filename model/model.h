@@ -39,6 +39,17 @@ struct PoolLossState {
   void from_json(const nlohmann::json& j, int groups, int M);  // Error on a shape mismatch
 };
 
+// UniPool-lock's routing restriction (docs/model.md §UniPool-lock), set by the trainer from its
+// curriculum: each layer's set of K experts of the pool, how far the others are faded (their
+// scores × (1 − alpha); at alpha = 1 they are also hidden from the top-k), and whether the sets
+// are locked (then, with lock.compact, the router's tail runs on the K columns only). No sets: the
+// whole pool, as plain UniPool.
+struct LockRouting {
+  std::vector<std::vector<int>> sets;  // [L][K] expert ids (any order), or empty
+  double alpha = 0;                    // in [0, 1]
+  bool locked = false;                 // needs alpha = 1
+};
+
 // The model on one backend (model/backend.h). Every pointer it hands out (params(), grads(), ...)
 // is in the backend's memory: host memory on the CPU, device memory on the GPU; the host-side
 // accessors (params_to_host, pool_state, routed_experts, token_losses, ...) copy.
@@ -125,6 +136,13 @@ class Model {
   std::vector<double> router_loads() const;
   void update_expert_bias(const std::vector<double>& loads, double rate);
 
+  // UniPool-lock (a model built with lock.enabled): the routing restriction of the next forwards,
+  // and β, the coefficient of the target-cardinality entropy term of the training forwards
+  // (docs/model.md §UniPool-lock). Error when they do not fit the model.
+  void set_lock_routing(const LockRouting& routing);
+  const LockRouting& lock_routing() const { return lock_routing_; }
+  void set_entropy_coeff(double beta);
+
   // Routing statistics of the forwards run while collect_routing_stats is true (evaluation), per
   // MoE layer [L][1 + 2R]: tokens whose k gates are all 0, slots per expert, slots per expert with
   // a nonzero gate (the routing_stats op; exact integers). reset_routing_stats() zeroes them.
@@ -182,7 +200,10 @@ class Model {
     Buffer<Float> row_gate;              // [N·k] gate of each expert-major row
     Buffer<Act> xg;                      // [N·k, d] tokens gathered expert-major
     Buffer<Float> aux_grad;              // [R] d(objective)/d s[t, i], the same for every token t
-    double c = 0;                        // NormRouter constant c(R, k)
+    // UniPool-lock's compact path (locked sets, lock.compact): the K columns of the layer's set
+    Buffer<Float> s_set;      // [N, K] their scores
+    Buffer<int32_t> ids_set;  // [N, k] the chosen ones, as positions in the set
+    double c = 0;             // NormRouter constant c(R, k)
   };
 
   // decode_pos < 0: B_ sequences of T_ tokens; else one token at that position (decode()).
@@ -198,6 +219,7 @@ class Model {
   void experts_forward(int l);
   void combine(int l);
   void balancing_terms(int l, double loss_scale);
+  bool lock_compact() const;  // the locked sets route through the compact path
   void moe_backward(int l);
   void combine_backward(int l);
   void experts_backward(int l);
@@ -256,9 +278,10 @@ class Model {
   Array<Act> x_final_, xn_final_, dxn_final_;  // final norm's input, output and output grad
   Array<Float> rstd_final_;
   Array<int32_t> tokens_, targets_;
-  Array<Float> losses_;     // [N] per-token cross-entropy
-  Array<Act> logits_;       // [chunk, Vp] LM-head scratch (becomes dlogits in place)
-  Array<Float> aux_terms_;  // [L, 3] per layer: Switch term, pool term, z-loss (each written once)
+  Array<Float> losses_;  // [N] per-token cross-entropy
+  Array<Act> logits_;    // [chunk, Vp] LM-head scratch (becomes dlogits in place)
+  // [L, 4] per layer: Switch term, pool term, z-loss, entropy term (each written once)
+  Array<Float> aux_terms_;
   std::vector<Float> host_losses_, host_aux_terms_;  // their host copies, summed after forward()
   // pool-loss state per pool group: ĝ of the previous micro-batch and the running layer sum
   Array<Float> pool_ghat_, pool_running_;  // [groups, M]
@@ -269,6 +292,14 @@ class Model {
   Array<Float> expert_weight_;    // [R] weights of a balancing term (counts as floats)
   Array<Float> router_load_;      // [routers, R] tokens routed since the last bias update
   Array<int32_t> routing_stats_;  // [L, 1 + 2R] (collect_routing_stats)
+  // UniPool-lock (set_lock_routing): per layer its set (ascending), the factor of each expert's
+  // score (1 in the set, 1 − α outside) and the top-k bias hiding the others (0 / −inf, α = 1)
+  LockRouting lock_routing_;
+  Array<int32_t> lock_sets_;  // [L, K]
+  Array<Float> lock_scale_;   // [L, R]
+  Array<Float> lock_hide_;    // [L, R]
+  Array<Float> lock_ghat_;    // [K] ĝ of a layer's set (compact path scratch)
+  double entropy_coeff_ = 0;  // β
   int64_t routing_stats_tokens_ = 0;
   Array<Act> ytmp_;  // [N·k, d] expert outputs before the combine
   // decoding (kv_cache_len_ > 0): [L, P, nkv·hd] keys after RoPE and values, attention scratch,

@@ -20,6 +20,11 @@ want() { [[ " ${steps[*]} " == *" $1 "* ]]; }
 BUILD=build-gpu
 prefix=()
 [ -d .device/deps ] && prefix=(-DCMAKE_PREFIX_PATH="$PWD/.device/deps")
+# CBC packed by scripts/gpu_deps.sh: found by pkg-config at configure time, loaded at run time.
+if [ -f .device/deps/lib/pkgconfig/cbc.pc ]; then
+  export PKG_CONFIG_PATH="$PWD/.device/deps/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  export LD_LIBRARY_PATH="$PWD/.device/deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 # NCCL (engine/comm_nccl.*): the toolkit's, else the pip package nvidia-nccl-cu13's when present.
@@ -37,7 +42,7 @@ if want build; then
   if cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CUDA_ARCHITECTURES=90 "${prefix[@]}" > "$OUT/build.txt" 2>&1 &&
      cmake --build "$BUILD" -j "$(nproc)" >> "$OUT/build.txt" 2>&1; then
-    echo "build: ok in $((SECONDS - t0)) s ($(grep -c -i warning "$OUT/build.txt") warning lines; $(grep -o 'unipool: [^(]*NCCL[^(]*' "$OUT/build.txt" | head -1))"
+    echo "build: ok in $((SECONDS - t0)) s ($(grep -c -i warning "$OUT/build.txt") warning lines; $(grep -o 'unipool: [^(]*NCCL[^(]*' "$OUT/build.txt" | head -1); $(grep -o 'unipool: [^(]*CBC[^(]*' "$OUT/build.txt" | head -1))"
   else
     echo "build: FAILED (last lines of $OUT/build.txt:)"; tail -40 "$OUT/build.txt"; exit 1
   fi

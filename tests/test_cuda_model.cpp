@@ -13,6 +13,7 @@
 // with bf16 tolerances.
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -57,6 +58,11 @@ const ModelVariant kVariants[] = {
      false, 0.01, 0.01, 0},
     {"moe sigmoid k2 expert bias", FfnKind::moe, RouterKind::sigmoid, 2, 1, 0, 0, false, 0, 0, 0,
      true},
+    // UniPool-lock: the anneal's faded scores, and the locked sets on the compact path
+    {"unipool lock anneal alpha 0.4 k2 M16 entropy", FfnKind::unipool, RouterKind::norm, 2, 1, 0,
+     16, false, 0, 0.01, 0, false, 0.4, false, 0.01},
+    {"unipool lock locked compact k1 M96 entropy", FfnKind::unipool, RouterKind::norm, 1, 1, 0, 96,
+     false, 0, 0.01, 0, false, 1.0, true, 0.01},
 };
 
 // hd = 32 (a head size the GPU attention supports), T not a multiple of the attention tiles,
@@ -148,6 +154,8 @@ TEST_CASE("cuda model: loss and every gradient tensor match the CPU engine, ever
       const int B = c.train.micro_batch, T = c.model.seq_len;
       CpuModel<float> cpu_model(layout, c.loss, B, T);
       Model<CudaBackend> gpu_model(layout, c.loss, B, T);
+      test::apply_lock_variant(cpu_model, c, variant);
+      test::apply_lock_variant(gpu_model, c, variant);
       const std::vector<float> w = steered_weights(layout, 5);
       std::copy(w.begin(), w.end(), cpu_model.params());
       gpu_model.params_from_host(w.data());
@@ -373,6 +381,49 @@ TEST_CASE("cuda training: recompute moe and full are bitwise the run without rec
 
 // The GPU model and the CPU model share one checkpoint format: weights written from a GPU trainer
 // load into a CPU model that then computes the same loss (within bf16 tolerance).
+// UniPool-lock on the GPU: the compact path (the K columns of each layer's set) against the whole
+// width with the others faded to 0 and hidden: the same routes and LM loss, the gradients bit for
+// bit (the entropy term sums each column alone, the zero columns add nothing); the aux loss's
+// value only to rounding (the pool term's row sums see another width).
+TEST_CASE("cuda lock: the compact path is the whole-width masked path", "[cuda][model]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  test::ModelVariant compact_variant = kVariants[std::size(kVariants) - 1];
+  test::ModelVariant masked_variant = compact_variant;
+  masked_variant.lock_locked = false;
+  const Config c = gpu_test_config(compact_variant);
+  const Layout layout = make_layout(c.model);
+  const int B = c.train.micro_batch, T = c.model.seq_len;
+  Model<CudaBackend> compact(layout, c.loss, B, T), masked(layout, c.loss, B, T);
+  test::apply_lock_variant(compact, c, compact_variant);
+  test::apply_lock_variant(masked, c, masked_variant);
+  REQUIRE(compact.lock_routing().locked);
+  REQUIRE(!masked.lock_routing().locked);
+  const std::vector<float> w = steered_weights(layout, 5);
+  compact.params_from_host(w.data());
+  masked.params_from_host(w.data());
+  std::vector<int32_t> in(size_t(B) * T), tg(in.size());
+  for (int micro = 0; micro < 2; ++micro) {
+    pattern_batch(in.data(), tg.data(), B, T, c.model.vocab_size, uint64_t(micro));
+    compact.zero_grads();
+    masked.zero_grads();
+    const Losses a = compact.forward(in.data(), tg.data(), true, 0.5);
+    const Losses b = masked.forward(in.data(), tg.data(), true, 0.5);
+    compact.backward();
+    masked.backward();
+    CHECK(a.lm == b.lm);
+    CHECK(a.aux == Approx(b.aux).epsilon(1e-5));
+    for (int l = 0; l < c.model.n_layer; ++l) {
+      CHECK(compact.routed_experts(l) == masked.routed_experts(l));
+      for (int32_t e : compact.routed_experts(l)) {
+        const auto& set = compact.lock_routing().sets[size_t(l)];
+        CHECK(std::find(set.begin(), set.end(), e) != set.end());
+      }
+    }
+  }
+  const std::vector<float> ga = compact.grads_to_host(), gb = masked.grads_to_host();
+  CHECK(std::memcmp(ga.data(), gb.data(), ga.size() * sizeof(float)) == 0);
+}
+
 TEST_CASE("cuda model: weights move between the backends", "[cuda][model]") {
   UNIPOOL_SKIP_WITHOUT_GPU();
   Config c = small_unipool_training_config();

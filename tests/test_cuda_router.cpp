@@ -584,4 +584,108 @@ TEST_CASE("cuda router: counts_to_float, axpy and pool_counts_update equal the C
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// UniPool-lock column ops: pure copies and single multiplies, so bitwise the CPU op's. Row counts
+// include 0 (a no-op on empty buffers); widths not multiples of the warp (1, 45, 200).
+TEST_CASE("cuda router: scale_columns equals the CPU op, scale 1 is the identity", "[cuda]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  for (int N : {0, 1, 37, 1000}) {
+    for (int E : {1, 8, 45, 96, 200}) {
+      INFO("N " << N << " E " << E);
+      const FVec x = random_floats(size_t(N) * E, 181u + uint32_t(N + E), 8.0);
+      FVec scale = random_floats(size_t(E), 182u + uint32_t(E), 3.0);
+      scale[0] = 1.0f;
+      if (E > 2) scale[2] = 0.0f;
+      FVec ref = x;
+      cpu::scale_columns(ref.data(), scale.data(), N, E);
+      DeviceBuffer<float> d_x(x), d_scale(scale);
+      cuda::scale_columns(d_x.data(), d_scale.data(), N, E);
+      CHECK(bitwise_equal(d_x.to_host(), ref));
+
+      DeviceBuffer<float> d_y(x), d_ones(FVec(size_t(E), 1.0f));
+      cuda::scale_columns(d_y.data(), d_ones.data(), N, E);
+      CHECK(bitwise_equal(d_y.to_host(), x));
+    }
+  }
+  DeviceBuffer<float> d_x(FVec(8, 1.0f)), d_scale(FVec(8, 2.0f));
+  CHECK_THROWS_AS(cuda::scale_columns(d_x.data(), d_scale.data(), -1, 8), unipool::Error);
+  CHECK_THROWS_AS(cuda::scale_columns(d_x.data(), d_scale.data(), 1, 0), unipool::Error);
+}
+
+TEST_CASE("cuda router: select_columns forward and backward equal the CPU ops", "[cuda]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  for (int N : {0, 1, 37, 1000}) {
+    for (int E : {1, 8, 45, 96, 200}) {
+      for (int K : {1, (E + 1) / 2, E}) {
+        INFO("N " << N << " E " << E << " K " << K);
+        const uint32_t seed = 191u + uint32_t(N * 7 + E * 3 + K);
+        const Ids cols = random_ids(1, K, E, seed);  // K distinct columns
+        const FVec in = random_floats(size_t(N) * E, seed + 1, 5.0);
+        FVec dout = random_floats(size_t(N) * K, seed + 2, 5.0);
+        if (!dout.empty()) dout[0] = -0.0f;  // a selected -0 stays -0
+        DeviceBuffer<int32_t> d_cols(cols);
+        DeviceBuffer<float> d_in(in), d_dout(dout);
+
+        auto out_ref = std::vector<float>(size_t(N) * K, std::numeric_limits<float>::quiet_NaN());
+        cpu::select_columns_forward(out_ref.data(), in.data(), cols.data(), N, E, K);
+        DeviceBuffer<float> d_out = poisoned_floats(size_t(N) * K);
+        cuda::select_columns_forward(d_out.data(), d_in.data(), d_cols.data(), N, E, K);
+        CHECK(bitwise_equal(d_out.to_host(), out_ref));
+
+        auto din_ref = std::vector<float>(size_t(N) * E, std::numeric_limits<float>::quiet_NaN());
+        cpu::select_columns_backward(din_ref.data(), dout.data(), cols.data(), N, E, K);
+        for (int run = 0; run < 2; ++run) {  // poisoned with NaN, then with -0
+          DeviceBuffer<float> d_din = run == 0 ? poisoned_floats(size_t(N) * E)
+                                               : DeviceBuffer<float>(FVec(size_t(N) * E, -0.0f));
+          cuda::select_columns_backward(d_din.data(), d_dout.data(), d_cols.data(), N, E, K);
+          CHECK(bitwise_equal(d_din.to_host(), din_ref));  // +0 where not selected, as the CPU
+        }
+
+        // A forward may select a column more than once.
+        std::mt19937 gen(seed + 3);
+        Ids repeat(static_cast<size_t>(K));
+        for (auto& c : repeat) c = int32_t(gen() % uint32_t(E));
+        cpu::select_columns_forward(out_ref.data(), in.data(), repeat.data(), N, E, K);
+        DeviceBuffer<int32_t> d_repeat(repeat);
+        DeviceBuffer<float> d_out2 = poisoned_floats(size_t(N) * K);
+        cuda::select_columns_forward(d_out2.data(), d_in.data(), d_repeat.data(), N, E, K);
+        CHECK(bitwise_equal(d_out2.to_host(), out_ref));
+      }
+    }
+  }
+  DeviceBuffer<int32_t> d_cols(Ids{0, 1, 2});
+  DeviceBuffer<float> d_a = poisoned_floats(12), d_b = poisoned_floats(12);
+  for (int badK : {0, 5}) {
+    CHECK_THROWS_AS(cuda::select_columns_forward(d_a.data(), d_b.data(), d_cols.data(), 2, 4, badK),
+                    unipool::Error);
+    CHECK_THROWS_AS(
+        cuda::select_columns_backward(d_a.data(), d_b.data(), d_cols.data(), 2, 4, badK),
+        unipool::Error);
+  }
+  CHECK_THROWS_AS(cuda::select_columns_forward(d_a.data(), d_b.data(), d_cols.data(), -1, 4, 3),
+                  unipool::Error);
+  CHECK_THROWS_AS(cuda::select_columns_backward(d_a.data(), d_b.data(), d_cols.data(), 2, 0, 3),
+                  unipool::Error);
+}
+
+TEST_CASE("cuda router: map_ids equals the CPU op", "[cuda]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(37), int64_t(4099 * 3)}) {
+    for (int K : {1, 45, 200}) {
+      INFO("n " << n << " K " << K);
+      std::mt19937 gen(uint32_t(n * 13 + K));
+      Ids table(static_cast<size_t>(K)), ids(static_cast<size_t>(n));
+      for (auto& v : table) v = int32_t(gen() % 100000u);
+      for (auto& v : ids) v = int32_t(gen() % uint32_t(K));
+      Ids ref = ids;
+      cpu::map_ids(ref.data(), table.data(), n);
+      DeviceBuffer<int32_t> d_ids(ids), d_table(table);
+      cuda::map_ids(d_ids.data(), d_table.data(), n);
+      CHECK(count_mismatches(d_ids.to_host(), ref, "ids") == 0);
+    }
+  }
+  DeviceBuffer<int32_t> d_ids(Ids{0}), d_table(Ids{5});
+  CHECK_THROWS_AS(cuda::map_ids(d_ids.data(), d_table.data(), -1), unipool::Error);
+}
+
 #endif  // UNIPOOL_HAVE_CUDA

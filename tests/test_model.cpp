@@ -73,8 +73,19 @@ const ModelVariant kVariants[] = {
      true},
     {"moe sigmoid k2 switch z-loss", FfnKind::moe, RouterKind::sigmoid, 2, 1, 0, 0, false, 0.05, 0,
      0.02},
-    {"unipool sigmoid k2 expert bias router_share 2", FfnKind::unipool, RouterKind::sigmoid, 2, 2, 0,
-     0, false, 0, 0.05, 0, true},
+    {"unipool sigmoid k2 expert bias router_share 2", FfnKind::unipool, RouterKind::sigmoid, 2, 2,
+     0, 0, false, 0, 0.05, 0, true},
+    // UniPool-lock (M = 8, K = 2): the entropy term alone, then the phases' routing
+    {"unipool lock explore entropy k2", FfnKind::unipool, RouterKind::norm, 2, 1, 0, 8, false, 0,
+     0.05, 0, false, -1, false, 0.05},
+    {"unipool lock anneal alpha 0.4 k2 entropy", FfnKind::unipool, RouterKind::norm, 2, 1, 0, 8,
+     false, 0, 0.05, 0, false, 0.4, false, 0.05},
+    {"unipool lock hidden alpha 1 k1 entropy z-loss", FfnKind::unipool, RouterKind::norm, 1, 1, 0,
+     8, false, 0, 0.05, 0.01, false, 1.0, false, 0.05},
+    {"unipool lock locked compact k1 entropy", FfnKind::unipool, RouterKind::norm, 1, 1, 0, 8,
+     false, 0, 0.05, 0, false, 1.0, true, 0.05},
+    {"unipool lock locked compact k2 entropy", FfnKind::unipool, RouterKind::norm, 2, 1, 0, 8,
+     false, 0, 0.05, 0, false, 1.0, true, 0.05},
 };
 
 // A bias that reorders the choice (the bias is not trained: it only moves the selection).
@@ -94,6 +105,7 @@ TEST_CASE("finite differences of the whole model, every variant, every tensor", 
       const Config c = tiny_config(variant);
       const Layout layout = make_layout(c.model);
       CpuModel<double> model(layout, c.loss, kBatch, c.model.seq_len);
+      test::apply_lock_variant(model, c, variant);
       const int N = kBatch * c.model.seq_len;
       std::vector<int32_t> inputs(N), targets(N);
 
@@ -123,7 +135,8 @@ TEST_CASE("finite differences of the whole model, every variant, every tensor", 
       const Losses at = model.forward(inputs.data(), targets.data(), true);
       model.backward();
       const std::vector<double> grads(model.grads(), model.grads() + layout.arena_size);
-      if (variant.aux > 0 || variant.pool_aux > 0 || variant.z_loss > 0) CHECK(at.aux > 0);
+      if (variant.aux > 0 || variant.pool_aux > 0 || variant.z_loss > 0 || variant.entropy > 0)
+        CHECK(at.aux > 0);
 
       auto objective = [&]() {
         const Losses l = model.forward(inputs.data(), targets.data(), true);
@@ -181,15 +194,14 @@ void run_pair(CpuModel<double>& model, const std::vector<int32_t>& in,
 
 }  // namespace
 
-TEST_CASE("planned_activation_bytes equals what a model allocates, every variant",
-          "[model]") {
+TEST_CASE("planned_activation_bytes equals what a model allocates, every variant", "[model]") {
   for (const ModelVariant& v : kVariants) {
     DYNAMIC_SECTION(v.name) {
       const Config c = tiny_config(v);
       const Layout layout = make_layout(c.model);
-      for (const auto [batch, seq, kv] : {std::array<int, 3>{2, c.model.seq_len, 0},
-                                          std::array<int, 3>{3, 5, 0},
-                                          std::array<int, 3>{1, 1, c.model.seq_len}}) {
+      for (const auto [batch, seq, kv] :
+           {std::array<int, 3>{2, c.model.seq_len, 0}, std::array<int, 3>{3, 5, 0},
+            std::array<int, 3>{1, 1, c.model.seq_len}}) {
         INFO(batch << " × " << seq << ", KV cache " << kv);
         const CpuModel<float> model(layout, c.loss, batch, seq, kv);
         CHECK(model.activation_bytes() > 0);

@@ -113,13 +113,13 @@ namespace {
 
 // What a preset builds, in the paper's terms: padded vocabulary, shape, FFN variant, router width
 // (E experts per layer or M per pool; 0 for dense), top-k, layers per pool (0 = one global pool),
-// layers per router, score function, renormalised gates, aux-free expert bias.
+// layers per router, score function, renormalised gates, aux-free expert bias, UniPool-lock.
 struct Arch {
   int64_t vp, L, d, nh, nkv, F;
   FfnKind ffn = FfnKind::dense;
   int64_t width = 0, k = 1, group = 0, share = 1;
   RouterKind router = RouterKind::softmax;
-  bool renorm = false, bias = false;
+  bool renorm = false, bias = false, lock = false;
 };
 
 // The paper's shapes: V_p 51200 (50257 padded to 1024), 4 KV heads, F = 4d.
@@ -143,7 +143,7 @@ Arch arch_of(const ModelConfig& m) {
   a.ffn = m.ffn;
   if (m.is_moe()) {
     a.width = m.router_width(), a.k = m.top_k, a.share = m.router_share, a.router = m.router;
-    a.renorm = m.router_renorm, a.bias = m.expert_bias;
+    a.renorm = m.router_renorm, a.bias = m.expert_bias, a.lock = m.lock.enabled;
     if (m.has_pools()) a.group = m.pool_group;
   }
   return a;
@@ -156,7 +156,8 @@ std::string describe(const Arch& a) {
   if (a.ffn == FfnKind::dense) return s;
   return s + " width " + std::to_string(a.width) + " k " + std::to_string(a.k) + " group " +
          std::to_string(a.group) + " share " + std::to_string(a.share) + " router " +
-         name_of(a.router) + (a.renorm ? " renorm" : "") + (a.bias ? " expert_bias" : "");
+         name_of(a.router) + (a.renorm ? " renorm" : "") + (a.bias ? " expert_bias" : "") +
+         (a.lock ? " lock" : "");
 }
 
 // Parameter counts by the closed formula (docs/model.md §Paper presets), embeddings included:
@@ -195,6 +196,10 @@ Arch with_share(Arch a, int64_t B, bool renorm) {
 }
 Arch with_bias(Arch a) {
   a.bias = true;
+  return a;
+}
+Arch with_lock(Arch a) {
+  a.lock = true;
   return a;
 }
 
@@ -244,6 +249,9 @@ const std::vector<Row>& rows() {
       {"unipool-182m-g6", unipool(k182, 16, 1, 2), 0, 0.01, 777161484, 182471424},
       {"unipool-182m-g4", unipool(k182, 24, 1, 3), 0, 0.01, 777235212, 182471424},
       {"unipool-182m-g2", unipool(k182, 48, 1, 6), 0, 0.01, 777456396, 182471424},
+      // UniPool-lock (the reference's ab70205 recipes; the parameters are UniPool's).
+      {"unipool-lock-182m", with_lock(unipool(k182, 96)), 0, 0.01, 777898764, 182471424},
+      {"unipool-lock-469m", with_lock(unipool(k469, 192)), 0, 0.02, 2588460056, 469812224},
       // Not UniPool-paper rows.
       {"pathmoe-182m", with_share(moe(k182, 8, 2), 4, true), 0, 0, 777032448, 267406080},
       {"pathmoe-unipool-182m", with_share(unipool(k182, 96), 4, false), 0, 0.01, 777235203,
@@ -326,7 +334,8 @@ TEST_CASE("the paper presets share the paper recipe", "[config]") {
     CHECK(c.optim.grad_clip == 1.0);
     CHECK(c.train.steps == 60000);
     CHECK(c.train.micro_batch * c.train.grad_accum == 512);  // the global batch on one rank
-    CHECK(c.train.micro_batch == 16);
+    // (the UniPool-lock scripts of the reference run micro-batches of 64)
+    CHECK(c.train.micro_batch == (c.model.lock.enabled ? 64 : 16));
     CHECK(c.train.seed == 1234);
     CHECK(c.train.eval_every == 1000);
     CHECK(c.train.out_dir == std::string("runs/") + row.preset);

@@ -526,6 +526,161 @@ TEST_CASE("balancing bookkeeping: counts_to_float, axpy, pool_counts_update", "[
 }
 
 // ------------------------------------------------------------------------------------------------
+// UniPool-lock column ops.
+TEST_CASE("scale_columns: x[t,i] *= scale[i], hand-checked, and scale 1 is the bitwise identity",
+          "[router]") {
+  const int N = 3, E = 4;
+  std::vector<float> x = {1.0f,  -2.0f, 0.5f,  3.0f,  //
+                          4.0f,  0.25f, -1.0f, 0.0f,  //
+                          -0.0f, 7.0f,  2.0f,  -6.0f};
+  const std::vector<float> scale = {2.0f, 0.5f, -1.0f, 0.0f};
+  cpu::scale_columns(x.data(), scale.data(), N, E);
+  const std::vector<float> want = {2.0f,  -1.0f,  -0.5f, 0.0f,  //
+                                   8.0f,  0.125f, 1.0f,  0.0f,  //
+                                   -0.0f, 3.5f,   -2.0f, -0.0f};
+  CHECK(x == want);
+  CHECK(unipool::test::bitwise_equal(x, want));  // the signs of the zeros too
+
+  // One multiply, rounded once: a non-representable product matches float(x)·float(s).
+  const int N2 = 9, E2 = 37;
+  const std::vector<float> x0 = to_float(random_vector(size_t(N2) * E2, 71, 5.0));
+  const std::vector<float> s2 = to_float(random_vector(size_t(E2), 72, 3.0));
+  std::vector<float> x2 = x0;
+  cpu::scale_columns(x2.data(), s2.data(), N2, E2);
+  for (int t = 0; t < N2; ++t) {
+    for (int i = 0; i < E2; ++i) {
+      const size_t p = size_t(t) * E2 + i;
+      CHECK(x2[p] == x0[p] * s2[i]);
+    }
+  }
+
+  // scale 1: bitwise unchanged (float and double), NaN, inf and -0 included.
+  std::vector<float> xf = x0;
+  xf[0] = std::numeric_limits<float>::infinity();
+  xf[1] = -0.0f;
+  xf[2] = 1e-40f;  // subnormal
+  const std::vector<float> xf0 = xf;
+  cpu::scale_columns(xf.data(), std::vector<float>(size_t(E2), 1.0f).data(), N2, E2);
+  CHECK(unipool::test::bitwise_equal(xf, xf0));
+  Vec xd = random_vector(size_t(N2) * E2, 73, 100.0);
+  const Vec xd0 = xd;
+  cpu::scale_columns(xd.data(), Vec(size_t(E2), 1.0).data(), N2, E2);
+  CHECK(unipool::test::bitwise_equal(xd, xd0));
+
+  // N = 0: nothing (null data is not touched); bad shapes throw.
+  cpu::scale_columns<float>(nullptr, scale.data(), 0, E);
+  CHECK_THROWS_AS(cpu::scale_columns(x.data(), scale.data(), -1, E), unipool::Error);
+  CHECK_THROWS_AS(cpu::scale_columns(x.data(), scale.data(), N, 0), unipool::Error);
+}
+
+TEST_CASE("select_columns forward and backward: hand-checked, backward writes +0 elsewhere",
+          "[router]") {
+  const int N = 2, E = 5, K = 3;
+  const Ids cols = {3, 0, 4};
+  const std::vector<float> in = {10.0f, 11.0f, 12.0f, 13.0f, 14.0f,  //
+                                 20.0f, 21.0f, 22.0f, 23.0f, 24.0f};
+  auto out = nan_vector<float>(size_t(N) * K);
+  cpu::select_columns_forward(out.data(), in.data(), cols.data(), N, E, K);
+  CHECK(out == std::vector<float>{13.0f, 10.0f, 14.0f, 23.0f, 20.0f, 24.0f});
+
+  // dout with a -0 that must survive the copy; din poisoned with NaN and -0 beforehand.
+  const std::vector<float> dout = {1.5f, -0.0f, -2.0f, 0.25f, 3.0f, -7.0f};
+  std::vector<float> din(size_t(N) * E, -0.0f);
+  for (size_t p = 0; p < din.size(); p += 2) din[p] = std::numeric_limits<float>::quiet_NaN();
+  cpu::select_columns_backward(din.data(), dout.data(), cols.data(), N, E, K);
+  const std::vector<float> want = {-0.0f, 0.0f, 0.0f, 1.5f,  -2.0f,  //
+                                   3.0f,  0.0f, 0.0f, 0.25f, -7.0f};
+  CHECK(unipool::test::bitwise_equal(din, want));
+  for (int t = 0; t < N; ++t) {
+    for (int i : {1, 2}) {  // not selected: +0, the sign bit clear
+      CHECK_FALSE(std::signbit(din[size_t(t) * E + i]));
+      CHECK(din[size_t(t) * E + i] == 0.0f);
+    }
+  }
+  CHECK(std::signbit(din[0]));  // the selected -0 of dout stays -0
+
+  // K = E with a permutation: the backward is the inverse permutation.
+  const Ids perm = {2, 4, 1, 0, 3};
+  std::vector<float> pout(size_t(N) * E), back(size_t(N) * E);
+  cpu::select_columns_forward(pout.data(), in.data(), perm.data(), N, E, E);
+  cpu::select_columns_backward(back.data(), pout.data(), perm.data(), N, E, E);
+  CHECK(back == in);
+
+  // N = 0: nothing; bad shapes and columns throw.
+  cpu::select_columns_forward<float>(nullptr, nullptr, cols.data(), 0, E, K);
+  cpu::select_columns_backward<float>(nullptr, nullptr, cols.data(), 0, E, K);
+  for (int badK : {0, E + 1}) {
+    CHECK_THROWS_AS(cpu::select_columns_forward(out.data(), in.data(), perm.data(), N, E, badK),
+                    unipool::Error);
+    CHECK_THROWS_AS(cpu::select_columns_backward(din.data(), dout.data(), perm.data(), N, E, badK),
+                    unipool::Error);
+  }
+  CHECK_THROWS_AS(cpu::select_columns_forward(out.data(), in.data(), cols.data(), -1, E, K),
+                  unipool::Error);
+  CHECK_THROWS_AS(cpu::select_columns_backward(din.data(), dout.data(), cols.data(), -1, E, K),
+                  unipool::Error);
+  const Ids outside = {3, 5, 0}, negative = {-1, 0, 1}, twice = {1, 3, 1};
+  CHECK_THROWS_AS(cpu::select_columns_forward(out.data(), in.data(), outside.data(), N, E, K),
+                  unipool::Error);
+  CHECK_THROWS_AS(cpu::select_columns_forward(out.data(), in.data(), negative.data(), N, E, K),
+                  unipool::Error);
+  CHECK_THROWS_AS(cpu::select_columns_backward(din.data(), dout.data(), outside.data(), N, E, K),
+                  unipool::Error);
+  CHECK_THROWS_AS(cpu::select_columns_backward(din.data(), dout.data(), twice.data(), N, E, K),
+                  unipool::Error);
+  // A repeated column is a valid forward (a copy twice).
+  cpu::select_columns_forward(out.data(), in.data(), twice.data(), N, E, K);
+  CHECK(out == std::vector<float>{11.0f, 13.0f, 11.0f, 21.0f, 23.0f, 21.0f});
+}
+
+TEST_CASE("select_columns_backward is the adjoint of select_columns_forward", "[router]") {
+  for (int K : {1, 5, 13}) {
+    const int N = 7, E = 13;
+    INFO("K " << K);
+    const Ids cols = random_ids(1, K, E, 81u + uint32_t(K));  // K distinct columns in [0, E)
+    const Vec x = random_vector(size_t(N) * E, 82u + uint32_t(K));
+    const Vec y = random_vector(size_t(N) * K, 83u + uint32_t(K));
+    auto sx = nan_vector<double>(size_t(N) * K);
+    cpu::select_columns_forward(sx.data(), x.data(), cols.data(), N, E, K);
+    auto sty = nan_vector<double>(size_t(N) * E);
+    cpu::select_columns_backward(sty.data(), y.data(), cols.data(), N, E, K);
+    CHECK(all_finite(sx));
+    CHECK(all_finite(sty));
+    // <select(x), y> = <x, select_backward(y)>
+    const double lhs = weighted_sum(sx, y), rhs = weighted_sum(x, sty);
+    CHECK(lhs == Approx(rhs).epsilon(1e-14));
+    // The explicit adjoint: Pᵀy has y[t,j] at (t, cols[j]) and +0 elsewhere.
+    Vec want(size_t(N) * E, 0.0);
+    for (int t = 0; t < N; ++t)
+      for (int j = 0; j < K; ++j)
+        want[size_t(t) * E + size_t(cols[size_t(j)])] = y[size_t(t) * K + j];
+    CHECK(unipool::test::bitwise_equal(sty, want));
+    // Thread-count independent.
+    const auto runs = with_thread_counts([&] {
+      Vec d(size_t(N) * E, -1.0);
+      cpu::select_columns_backward(d.data(), y.data(), cols.data(), N, E, K);
+      return d;
+    });
+    for (const auto& r : runs) CHECK(unipool::test::bitwise_equal(r, want));
+  }
+}
+
+TEST_CASE("map_ids: ids[n] = table[ids[n]] against a hand-written table", "[router]") {
+  // A table of K = 6 visible experts: local id j → pool id table[j].
+  const Ids table = {17, 3, 42, 0, 9, 25};
+  Ids ids = {0, 5, 2, 2, 1, 4, 3, 0};
+  cpu::map_ids(ids.data(), table.data(), int64_t(ids.size()));
+  CHECK(ids == Ids{17, 25, 42, 42, 3, 9, 0, 17});
+  // Applying the identity table changes nothing; n = 0 is a no-op on any pointer.
+  Ids same = {4, 1, 0};
+  const Ids identity = {0, 1, 2, 3, 4};
+  cpu::map_ids(same.data(), identity.data(), 3);
+  CHECK(same == Ids{4, 1, 0});
+  cpu::map_ids(nullptr, nullptr, 0);
+  CHECK_THROWS_AS(cpu::map_ids(same.data(), identity.data(), -1), unipool::Error);
+}
+
+// ------------------------------------------------------------------------------------------------
 TEST_CASE("'=' outputs of the router ops are fully overwritten", "[router]") {
   const int N = 41, E = 12, k = 2;
   const std::vector<float> z = to_float(logits_away_from_zero(size_t(N) * E, 57));

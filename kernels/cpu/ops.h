@@ -159,6 +159,17 @@ void axpy(T* y, const T* x, double a, int n);
 // running[i] += counts[i]; when finish: ghat[i] = running[i] / layers, running[i] = 0
 template <typename T>
 void pool_counts_update(T* running, T* ghat, const int32_t* counts, bool finish, int layers, int E);
+// UniPool-lock column ops. x [N,E] *= scale [E], column by column (in place)
+template <typename T>
+void scale_columns(T* x, const T* scale, int N, int E);
+// out [N,K] = in[:, cols]: out[t,j] = in[t, cols[j]]   (cols [K] in [0, E), 1 <= K <= E)
+template <typename T>
+void select_columns_forward(T* out, const T* in, const int32_t* cols, int N, int E, int K);
+// din [N,E] = +0 except din[t, cols[j]] = dout[t,j]  (cols distinct; the adjoint of the forward)
+template <typename T>
+void select_columns_backward(T* din, const T* dout, const int32_t* cols, int N, int E, int K);
+// ids [n] = table[ids[n]] (in place; ids must lie in [0, K) for a table [K]: not checked)
+inline void map_ids(int32_t* ids, const int32_t* table, int64_t n);
 
 // ---- dispatch (kernels/cpu/dispatch.h)
 // ------------------------------------------------------------- Stable counting sort of the N·k

@@ -1,9 +1,10 @@
 // CPU router ops (docs/model.md §NormRouter, §Top-k, dispatch and combine, §Balancing losses;
 // reference unipool-spec.md §5–§6): softmax router, NormRouter, top-k, expert counts, the Switch /
-// pool balancing term, the z-loss and the balancing bookkeeping (counts_to_float, axpy,
-// pool_counts_update). Header-only templates on the float type T, forward and backward side by
-// side. The signatures equal kernels/cuda/ops.h's (scalar inputs and outputs such as σ and the
-// losses are one-element arrays, so they can live on the device there).
+// pool balancing term, the z-loss, the balancing bookkeeping (counts_to_float, axpy,
+// pool_counts_update) and the UniPool-lock column ops (scale_columns,
+// select_columns_forward/backward, map_ids). Header-only templates on the float type T, forward and
+// backward side by side. The signatures equal kernels/cuda/ops.h's (scalar inputs and outputs such
+// as σ and the losses are one-element arrays, so they can live on the device there).
 //
 // Shapes: z router logits [N,E]; s scores [N,E]; ids, gates [N,k] (row t = token t's k choices in
 // slot order); E = router width. Sums run in double and in a fixed order (see layers.h), so every
@@ -14,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "kernels/cpu/layers.h"
@@ -402,6 +404,89 @@ void pool_counts_update(T* running, T* ghat, const int32_t* counts, bool finish,
       running[i] = T(0);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// UniPool-lock column ops: the router of a layer sees a subset of the pool's experts.
+// x, in, din [N,E]; out, dout [N,K]; scale [E]; cols [K] (column indices in [0, E), checked;
+// distinct for the backward, checked); 1 <= K <= E; N >= 0 (0: nothing to do).
+//   scale_columns:           x[t,i] = x[t,i] · scale[i]   (in place, one multiply: scale 1 leaves
+//                            x bitwise unchanged)
+//   select_columns_forward:  out[t,j] = in[t, cols[j]]                                (out =)
+//   select_columns_backward: din[t, cols[j]] = dout[t,j], din[t,i] = +0 for the other i
+//                            (din =; the adjoint of select_columns_forward)
+//   map_ids:                 ids[n] = table[ids[n]]   (in place; ids [n] must lie in [0, K) for a
+//                            table [K]: not checked, it runs on every routed slot)
+namespace detail {
+inline void check_columns(const char* op, int N, int E) {
+  if (N < 0 || E < 1) {
+    throw unipool::Error(std::string(op) + ": need N >= 0 and E >= 1, got N = " +
+                         std::to_string(N) + ", E = " + std::to_string(E));
+  }
+}
+// Checks 1 <= K <= E and every cols[j] in [0, E); with distinct, also that no column repeats.
+inline void check_selection(const char* op, const int32_t* cols, int N, int E, int K,
+                            bool distinct) {
+  check_columns(op, N, E);
+  if (K < 1 || K > E) {
+    throw unipool::Error(std::string(op) + ": need 1 <= K <= E, got K = " + std::to_string(K) +
+                         ", E = " + std::to_string(E));
+  }
+  std::vector<char> seen(distinct ? size_t(E) : 0, 0);
+  for (int j = 0; j < K; ++j) {
+    const int32_t c = cols[j];
+    if (c < 0 || c >= E) {
+      throw unipool::Error(std::string(op) + ": column " + std::to_string(c) + " at " +
+                           std::to_string(j) + " is outside [0, " + std::to_string(E) + ")");
+    }
+    if (distinct) {
+      if (seen[size_t(c)] != 0) {
+        throw unipool::Error(std::string(op) + ": column " + std::to_string(c) +
+                             " is selected twice");
+      }
+      seen[size_t(c)] = 1;
+    }
+  }
+}
+}  // namespace detail
+
+template <typename T>
+void scale_columns(T* x, const T* scale, int N, int E) {
+  detail::check_columns("scale_columns", N, E);
+#pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork)
+  for (int t = 0; t < N; ++t) {
+    T* xr = x + int64_t(t) * E;
+    for (int i = 0; i < E; ++i) xr[i] = xr[i] * scale[i];
+  }
+}
+
+template <typename T>
+void select_columns_forward(T* out, const T* in, const int32_t* cols, int N, int E, int K) {
+  detail::check_selection("select_columns_forward", cols, N, E, K, /*distinct=*/false);
+#pragma omp parallel for schedule(static) if (int64_t(N) * K >= detail::kMinParallelWork)
+  for (int t = 0; t < N; ++t) {
+    const T* ir = in + int64_t(t) * E;
+    T* orow = out + int64_t(t) * K;
+    for (int j = 0; j < K; ++j) orow[j] = ir[cols[j]];
+  }
+}
+
+template <typename T>
+void select_columns_backward(T* din, const T* dout, const int32_t* cols, int N, int E, int K) {
+  detail::check_selection("select_columns_backward", cols, N, E, K, /*distinct=*/true);
+#pragma omp parallel for schedule(static) if (int64_t(N) * E >= detail::kMinParallelWork)
+  for (int t = 0; t < N; ++t) {
+    const T* dr = dout + int64_t(t) * K;
+    T* dir = din + int64_t(t) * E;
+    for (int i = 0; i < E; ++i) dir[i] = T(0);
+    for (int j = 0; j < K; ++j) dir[cols[j]] = dr[j];
+  }
+}
+
+inline void map_ids(int32_t* ids, const int32_t* table, int64_t n) {
+  if (n < 0) throw unipool::Error("map_ids: need n >= 0, got n = " + std::to_string(n));
+#pragma omp parallel for schedule(static) if (n >= detail::kMinParallelWork)
+  for (int64_t i = 0; i < n; ++i) ids[i] = table[ids[i]];
 }
 
 }  // namespace unipool::cpu

@@ -143,6 +143,18 @@ void axpy(float* y, const float* x, double a, int n);
 // running[i] += counts[i]; when finish: ghat[i] = running[i] / layers, running[i] = 0
 void pool_counts_update(float* running, float* ghat, const int32_t* counts, bool finish, int layers,
                         int E);
+// UniPool-lock column ops (elementwise, one thread per element, no atomics):
+// x [N,E] *= scale [E], column by column (in place; one fp32 multiply, as the CPU op)
+void scale_columns(float* x, const float* scale, int N, int E);
+// out [N,K] = in[:, cols]: out[t,j] = in[t, cols[j]]   (1 <= K <= E; cols [K] on the device, not
+// checked: a column outside [0, E) reads as 0)
+void select_columns_forward(float* out, const float* in, const int32_t* cols, int N, int E, int K);
+// din [N,E] = +0 except din[t, cols[j]] = dout[t,j]   (cols distinct, not checked; a column
+// outside [0, E) is skipped)
+void select_columns_backward(float* din, const float* dout, const int32_t* cols, int N, int E,
+                             int K);
+// ids [n] = table[ids[n]] (in place; ids must lie in [0, K) for a table [K]: not checked)
+void map_ids(int32_t* ids, const int32_t* table, int64_t n);
 
 // ---- dispatch (kernels/cuda/dispatch.cu; CPU: kernels/cpu/dispatch.h) --------------------------
 // Stable counting sort of the N·k slots by expert on the device: offsets [E+1] =, row_slot [N·k] =,

@@ -1,5 +1,6 @@
 // CUDA router ops (fp32): softmax, sigmoid and NormRouter scores, top-k, expert counts, the
-// balancing and z losses and the balancing bookkeeping. Contract: kernels/cuda/ops.h; math and CPU
+// balancing and z losses, the balancing bookkeeping and the UniPool-lock column ops (scale_columns,
+// select_columns_forward/backward, map_ids). Contract: kernels/cuda/ops.h; math and CPU
 // oracle: kernels/cpu/router.h (same names, same argument order).
 //
 // Mapping. The per-row ops run one warp per token row (kRowWarps rows per block); lane l handles
@@ -490,6 +491,60 @@ __global__ void pool_counts_update_kernel(float* __restrict__ running, float* __
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// UniPool-lock column ops, one thread per element, grid-stride (every output element written by
+// one thread: no atomics, no order to fix).
+// scale_columns: x [N,E] (n = N·E), scale [E]:  x[t,i] = x[t,i] · scale[i]   (in place, one fp32
+// multiply: no FMA to contract, so bitwise the CPU op's)
+__global__ void scale_columns_kernel(float* x, const float* __restrict__ scale, int64_t n, int E) {
+  for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < n;
+       p += int64_t(gridDim.x) * blockDim.x)
+    x[p] = x[p] * scale[p % E];
+}
+
+// select_columns_forward: in [N,E], out [N,K] (n = N·K), cols [K]:
+//   out[t,j] = in[t, cols[j]]   (a column outside [0, E) reads as 0)
+__global__ void select_columns_forward_kernel(float* __restrict__ out, const float* __restrict__ in,
+                                              const int32_t* __restrict__ cols, int64_t n, int E,
+                                              int K) {
+  for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < n;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = p / K;
+    const int c = cols[p % K];
+    out[p] = c >= 0 && c < E ? in[t * E + c] : 0.f;
+  }
+}
+
+// select_columns_backward, after din [N,E] is zeroed (+0): dout [N,K] (n = N·K), cols [K]
+// distinct:  din[t, cols[j]] = dout[t,j]   (a column outside [0, E) is skipped)
+__global__ void select_columns_scatter_kernel(float* __restrict__ din,
+                                              const float* __restrict__ dout,
+                                              const int32_t* __restrict__ cols, int64_t n, int E,
+                                              int K) {
+  for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < n;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = p / K;
+    const int c = cols[p % K];
+    if (c >= 0 && c < E) din[t * E + c] = dout[p];
+  }
+}
+
+// map_ids: ids [n], table [K]:  ids[p] = table[ids[p]]   (ids in [0, K), not checked)
+__global__ void map_ids_kernel(int32_t* __restrict__ ids, const int32_t* __restrict__ table,
+                               int64_t n) {
+  for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < n;
+       p += int64_t(gridDim.x) * blockDim.x)
+    ids[p] = table[ids[p]];
+}
+
+void check_selection(const char* op, int N, int E, int K) {
+  check_rows(op, N, E);
+  if (K < 1 || K > E) {
+    throw Error(std::string("cuda::") + op + ": need 1 <= K <= E, got K = " + std::to_string(K) +
+                ", E = " + std::to_string(E));
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
@@ -684,6 +739,41 @@ void pool_counts_update(float* running, float* ghat, const int32_t* counts, bool
   pool_counts_update_kernel<<<blocks_for(E, kThreads), kThreads, 0, stream()>>>(
       running, ghat, counts, finish, layers, E);
   CUDA_CHECK_LAUNCH("pool_counts_update_kernel");
+}
+
+void scale_columns(float* x, const float* scale, int N, int E) {
+  check_rows("scale_columns", N, E);
+  const int64_t n = int64_t(N) * E;
+  if (n == 0) return;
+  scale_columns_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream()>>>(x, scale, n, E);
+  CUDA_CHECK_LAUNCH("scale_columns_kernel");
+}
+
+void select_columns_forward(float* out, const float* in, const int32_t* cols, int N, int E, int K) {
+  check_selection("select_columns_forward", N, E, K);
+  const int64_t n = int64_t(N) * K;
+  if (n == 0) return;
+  select_columns_forward_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream()>>>(
+      out, in, cols, n, E, K);
+  CUDA_CHECK_LAUNCH("select_columns_forward_kernel");
+}
+
+void select_columns_backward(float* din, const float* dout, const int32_t* cols, int N, int E,
+                             int K) {
+  check_selection("select_columns_backward", N, E, K);
+  const int64_t n = int64_t(N) * K;
+  if (n == 0) return;
+  memset_zero(din, sizeof(float) * size_t(N) * size_t(E));  // +0 (all bits 0), on stream()
+  select_columns_scatter_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream()>>>(
+      din, dout, cols, n, E, K);
+  CUDA_CHECK_LAUNCH("select_columns_scatter_kernel");
+}
+
+void map_ids(int32_t* ids, const int32_t* table, int64_t n) {
+  if (n < 0) throw Error("cuda::map_ids: need n >= 0, got n = " + std::to_string(n));
+  if (n == 0) return;
+  map_ids_kernel<<<grid_stride_blocks(n, kThreads), kThreads, 0, stream()>>>(ids, table, n);
+  CUDA_CHECK_LAUNCH("map_ids_kernel");
 }
 
 }  // namespace unipool::cuda
