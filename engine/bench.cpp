@@ -41,6 +41,22 @@ void bench_on(const Config& c, const BenchOptions& options, BackendKind backend,
     owner = std::make_unique<TrainerOn<B>>(c, &comm);
   });
   TrainerOn<B>& trainer = *owner;
+  if (trainer.lock) {
+    // UniPool-lock: the steady state (all but the first lock_fraction of a run) is the locked
+    // phase, so that is what is timed, with the contiguous partition (layer l keeps experts
+    // l·K … l·K + K − 1; which experts changes nothing in the cost).
+    const int L = c.model.n_layer, K = c.model.lock_set_size();
+    std::vector<std::vector<int>> sets(static_cast<size_t>(L));
+    for (int l = 0; l < L; ++l)
+      for (int j = 0; j < K; ++j) sets[size_t(l)].push_back(l * K + j);
+    trainer.lock->install_locked(sets);
+    trainer.step = trainer.lock->schedule().lock;
+    if (root)
+      std::printf(
+          "UniPool-lock: timing the locked phase (each layer routes inside its %d experts; "
+          "lock.compact = %s)\n",
+          K, c.model.lock.compact ? "true" : "false");
+  }
   uint64_t counter = uint64_t(comm.rank()) << 40;  // each rank its own random tokens
   const int vocab = c.model.vocab_size;
   auto random_batch = [&](int32_t* in, int32_t* tg) {

@@ -160,6 +160,25 @@ LockCurriculum::Decision LockCurriculum::after_evaluation(
   return d;
 }
 
+void LockCurriculum::install_locked(const std::vector<std::vector<int>>& sets) {
+  check(int(sets.size()) == L_, "lock: install_locked needs one set per layer");
+  std::vector<int> owner(size_t(M_), -1);
+  for (int l = 0; l < L_; ++l) {
+    check(int(sets[size_t(l)].size()) == K_, "lock: every set holds K experts");
+    for (int e : sets[size_t(l)]) {
+      check(e >= 0 && e < M_ && owner[size_t(e)] < 0, "lock: the sets must partition the pool");
+      owner[size_t(e)] = l;
+    }
+  }
+  sets_ = sets;
+  phase_ = Phase::locked;
+  history_.clear();
+  partition_status_ = "installed";
+  partition_coverage_.assign(size_t(L_), 0.0);
+  has_reference_ = false;
+  excess_ = 0;
+}
+
 nlohmann::json LockCurriculum::settings() const {
   return {{"steps", steps_},
           {"lock_fraction", config_.lock_fraction},

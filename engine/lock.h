@@ -53,6 +53,10 @@ class LockCurriculum {
   Decision after_evaluation(int step, double val_loss,
                             const std::vector<std::vector<double>>& counts);
 
+  // The locked phase with these sets, as after the lock's validation (`unipool bench` times the
+  // steady state of a lock run this way). Error when the sets are not a partition into K each.
+  void install_locked(const std::vector<std::vector<int>>& sets);
+
   // The checkpoint's "lock" object (docs/run-directory.md §state.json), and its reading back at
   // step `step` (Error naming the key when it does not fit this config or this step).
   nlohmann::json to_json() const;

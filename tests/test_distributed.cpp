@@ -247,6 +247,45 @@ TEST_CASE("2 ranks: bitwise reproducible, ZeRO-1 = ZeRO-0 bitwise, checkpoints h
         read_file(tmp / "a/ckpt-6/model.safetensors"));
 }
 
+TEST_CASE("2 ranks through UniPool-lock's phases: one decision for all, resumed bit for bit",
+          "[mpi][lock]") {
+  REQUIRE_MPI();
+  TempDir tmp;
+  const std::string corpus = tmp / "gpl";
+  REQUIRE_CORPUS(corpus);
+  // 24 steps; the freeze after step 6, the lock after step 12 (tests/test_lock_train.cpp's run).
+  const auto lock_run = [](Config& c) {
+    c.train.steps = 24;
+    c.train.eval_every = 2;
+    c.train.ckpt_every = 4;
+    c.model.top_k = 2;
+    c.model.lock.enabled = true;
+    c.model.lock.lock_fraction = 0.5;
+    c.model.lock.anneal_fraction = 0.25;
+    c.model.lock.entropy_warmup_fraction = 0.125;
+    c.model.lock.entropy_target = 2;
+  };
+  const std::string full = config_file(tmp, corpus, "full", FfnKind::unipool, lock_run);
+  train_ranks(2, full, tmp / "full-log");
+  const json state = json::parse(read_file(tmp / "full/ckpt-24/state.json"));
+  CHECK(state["lock"]["phase"] == "locked");
+  CHECK(state["lock"]["partition"].size() == 2);
+  CHECK(state["pool_loss"]["ranks"].size() == 2);
+  for (const json& j : read_jsonl(tmp / "full/metrics.jsonl")) {
+    if (!j.contains("val_loss")) continue;
+    const int step = j["step"];
+    INFO("step " << step);
+    CHECK(j["lock"].value("event", "") == (step == 6 ? "freeze" : step == 12 ? "lock" : ""));
+    if (step > 12) CHECK(j["lock"]["off_mask_routes"] == 0.0);
+  }
+  // Resumed in the anneal at 2 ranks: the same run.
+  const std::string again = config_file(tmp, corpus, "again", FfnKind::unipool, lock_run);
+  train_ranks(2, again, tmp / "again-log", " --resume " + quoted(tmp / "full/ckpt-8"));
+  require_same_file(tmp / "again/ckpt-24/model.safetensors",
+                    tmp / "full/ckpt-24/model.safetensors");
+  CHECK(json::parse(read_file(tmp / "again/ckpt-24/state.json"))["lock"] == state["lock"]);
+}
+
 TEST_CASE("2 ranks x grad_accum 1 = 1 rank x grad_accum 2 up to fp32 rounding", "[mpi]") {
   REQUIRE_MPI();
   TempDir tmp;

@@ -1,8 +1,9 @@
 // UniPool-lock end to end (engine/lock.h through engine/train.cpp): a tiny run through every phase
 // (explore, the freeze, the anneal, the lock, locked) whose sets partition the pool and whose
-// routes after the lock never leave them; a resume in each phase (and at both boundaries) equals
-// the uninterrupted run bit for bit; `unipool eval` of a checkpoint gives the val_loss logged at
-// its step; a checkpoint refuses to resume with other lock settings or without the lock.
+// routes after the lock never leave them; a resume in each phase (and at both boundaries) and the
+// runs with activation recompute equal the uninterrupted run bit for bit; `unipool eval` of a
+// checkpoint gives the val_loss logged at its step; a checkpoint refuses to resume with other lock
+// settings or without the lock; the fail-stop ends a run whose validation loss climbs.
 //
 // The corpus is /usr/share/common-licenses/GPL-3, as in tests/test_train.cpp.
 #include <cmath>
@@ -120,6 +121,16 @@ TEST_CASE("UniPool-lock: a run through every phase, resumed in each bit for bit"
     CHECK(json::parse(read_file(out + "/ckpt-24/state.json"))["lock"] == state["lock"]);
   }
 
+  // Activation recompute reruns the locked routing in the backward: the same run, bit for bit.
+  for (Recompute r : {Recompute::moe, Recompute::full}) {
+    INFO("train.recompute = " << name_of(r));
+    Config rc = c;
+    rc.train.recompute = r;
+    rc.train.out_dir = tmp / (std::string("recompute-") + name_of(r));
+    run_train(rc, {});
+    CHECK(read_file(rc.train.out_dir + "/ckpt-24/model.safetensors") == final_weights);
+  }
+
   // `unipool eval` of a checkpoint uses the routing of its last step: the logged val_loss, in the
   // anneal and locked (and at the lock's step, whose evaluation ran before the lock).
   for (int at : {10, 12, 16}) {
@@ -151,4 +162,46 @@ TEST_CASE("UniPool-lock: a checkpoint resumes only with its own lock settings", 
   Config longer = c;
   longer.train.steps = 16;
   CHECK_THROWS_WITH(resume_into(longer, tmp / "longer", ckpt), HasSubstring("train.steps"));
+}
+
+TEST_CASE("UniPool-lock: the fail-stop ends a run whose validation loss climbs after the freeze",
+          "[lock][train]") {
+  TempDir tmp;
+  const std::string corpus = tmp / "gpl";
+  REQUIRE_CORPUS(corpus);
+  Config c = lock_config(corpus, tmp / "run");
+  c.train.ckpt_every = 6;
+  c.train.steps = 24;
+  run_train(c, {});  // a healthy run; its checkpoint after the freeze holds the reference loss
+  const json at_freeze = json::parse(read_file(tmp / "run/ckpt-6/state.json"));
+  REQUIRE(at_freeze["lock"]["reference_val_loss"].is_number());
+
+  // The same run from there with a learning rate that wrecks the model: the validation loss
+  // climbs above the freeze's at once, twice in a row (steps 8 and 10) stops it.
+  Config wrecked = c;
+  wrecked.optim.lr = 1.0;
+  wrecked.optim.min_lr = 1.0;
+  std::string message;
+  try {
+    resume_into(wrecked, tmp / "wrecked", tmp / "run/ckpt-6");
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  INFO(message);
+  REQUIRE(!message.empty());
+  CHECK_THAT(message, HasSubstring("UniPool-lock fail-stop at step 10"));
+  CHECK_THAT(message, HasSubstring("2 validations in a row"));
+  CHECK_THAT(message, HasSubstring("Last good checkpoint: " + tmp / "run/ckpt-6"));
+  // The stopping validation is logged with the count that stopped it; nothing after it, and no
+  // checkpoint of the stopping step.
+  const auto evals = eval_lines(tmp / "wrecked");
+  REQUIRE(evals.count(10) == 1);
+  CHECK(evals.rbegin()->first == 10);
+  const json& last = evals.at(10)["lock"];
+  CHECK(last["loss_excess_consecutive"] == 2);
+  CHECK(evals.at(8)["lock"]["loss_excess_consecutive"] == 1);
+  CHECK(evals.at(10)["val_loss"].get<double>() >
+        at_freeze["lock"]["reference_val_loss"].get<double>() + 0.05);
+  CHECK(train_lines(tmp / "wrecked").rbegin()->first == 10);
+  CHECK(!path_exists(tmp / "wrecked/ckpt-10"));
 }
