@@ -19,6 +19,7 @@
 #include "engine/eval.h"
 #include "engine/train.h"
 #include "tests/catch.h"
+#include "tests/cuda_test_util.h"
 #include "tests/small_config.h"
 #include "tests/tempdir.h"
 #include "tests/train_fixtures.h"
@@ -204,4 +205,36 @@ TEST_CASE("UniPool-lock: the fail-stop ends a run whose validation loss climbs a
         at_freeze["lock"]["reference_val_loss"].get<double>() + 0.05);
   CHECK(train_lines(tmp / "wrecked").rbegin()->first == 10);
   CHECK(!path_exists(tmp / "wrecked/ckpt-10"));
+}
+
+TEST_CASE("cuda UniPool-lock: a run through every phase, reproducible and resumed bit for bit",
+          "[cuda][lock][train]") {
+  UNIPOOL_SKIP_WITHOUT_GPU();
+  TempDir tmp;
+  const std::string corpus = tmp / "docs";  // the repository's notes as a byte corpus
+  REQUIRE(write_gpl_corpus(corpus, UNIPOOL_SOURCE_DIR "/docs/backward.md"));
+  auto gpu_config = [&](const std::string& out) {
+    Config c = lock_config(corpus, out);
+    c.model.d_model = 64;  // head size 32: one the GPU attention supports
+    c.model.ffn_hidden = 64;
+    c.train.backend = BackendKind::cuda;
+    c.train.ckpt_every = 4;
+    validate_config(c, /*check_data=*/true);
+    return c;
+  };
+  const Config a = gpu_config(tmp / "a"), b = gpu_config(tmp / "b");
+  run_train(a, {});
+  run_train(b, {});
+  const std::string weights = read_file(tmp / "a/ckpt-24/model.safetensors");
+  CHECK(read_file(tmp / "b/ckpt-24/model.safetensors") == weights);
+  const json state = json::parse(read_file(tmp / "a/ckpt-24/state.json"));
+  CHECK(state["lock"]["phase"] == "locked");
+  for (const auto& [step, line] : eval_lines(a.train.out_dir))
+    if (step > 12) CHECK(line["lock"]["off_mask_routes"] == 0.0);
+  for (int at : {8, 16}) {  // inside the anneal, and locked
+    INFO("resumed at " << at);
+    const std::string out = tmp / ("resumed-" + std::to_string(at));
+    resume_into(a, out, tmp / ("a/ckpt-" + std::to_string(at)));
+    CHECK(read_file(out + "/ckpt-24/model.safetensors") == weights);
+  }
 }
