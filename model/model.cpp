@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/json_fields.h"
+#include "base/random.h"
 #include "model/normrouter_constant.h"
 
 namespace unipool {
@@ -179,6 +180,7 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
       lock_ghat_ = flt(K, "routing");
     }
     routing_stats_ = ints(int64_t(c.n_layer) * (1 + 2 * R), "routing");
+    perturbation_tables_ = ints(int64_t(c.n_layer) * R, "routing");
     B::zero(routing_stats_.data(), routing_stats_.size());
     drows_ = act(rows * d, "backward scratch");
     ytmp_ = act(rows * d, "expert outputs");
@@ -354,6 +356,9 @@ Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool tra
             std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(c.vocab_size) +
             ")");
   }
+  check(!train || perturbations_.empty(),
+        "model: routing perturbations are for evaluation forwards only");
+  ++forwards_;
   B::upload(tokens_.data(), inputs, size_t(N_));
   B::upload(targets_.data(), targets, size_t(N_));
   loss_scale_ = loss_scale;
@@ -538,7 +543,34 @@ void Model<B>::route(int l) {
     const Float* hide = lock_routing_.alpha >= 1 ? lock_hide_.data() + int64_t(l) * R : nullptr;
     B::topk_forward(m.ids.data(), m.gates.data(), m.s.data(), hide, N_, R, k, false);
   }
+  if (!perturbation_of_layer_.empty() && perturbation_of_layer_[size_t(l)] >= 0) perturb_routing(l);
   B::expert_counts(m.counts.data(), m.ids.data(), N_, k, R);
+}
+
+// set_routing_perturbations' replacement of layer l's chosen ids (evaluation only).
+template <class B>
+void Model<B>::perturb_routing(int l) {
+  const ModelConfig& c = layout_.config;
+  const RoutingPerturbation& p = perturbations_[size_t(perturbation_of_layer_[size_t(l)])];
+  MoeActivations& m = moe_[l];
+  const int k = c.top_k, R = c.router_width();
+  if (p.kind == RoutingPerturbation::Kind::permute) {
+    B::map_ids(m.ids.data(), perturbation_tables_.data() + int64_t(l) * R, int64_t(N_) * k);
+    return;
+  }
+  // k distinct draws per token: a partial Fisher–Yates shuffle of the candidates.
+  const uint64_t stream = splitmix64(p.seed + 0x9E3779B97F4A7C15ULL * forwards_);
+  std::vector<int32_t> ids(size_t(N_) * k), pick(p.experts.size());
+  const uint64_t n = pick.size();
+  for (int t = 0; t < N_; ++t) {
+    std::copy(p.experts.begin(), p.experts.end(), pick.begin());
+    for (int j = 0; j < k; ++j) {
+      const uint64_t r = splitmix64(stream + uint64_t(t) * uint64_t(k) + uint64_t(j)) % (n - j);
+      std::swap(pick[size_t(j)], pick[size_t(j + r)]);
+      ids[size_t(t) * k + j] = pick[size_t(j)];
+    }
+  }
+  B::upload(m.ids.data(), ids.data(), ids.size());
 }
 
 // The router's scores from its logits, forward and backward: the one place the router type is
@@ -994,6 +1026,38 @@ void Model<B>::set_entropy_coeff(double beta) {
   check(beta == 0 || layout_.config.lock.enabled,
         "model: the entropy term needs a model built with lock.enabled");
   entropy_coeff_ = beta;
+}
+
+template <class B>
+void Model<B>::set_routing_perturbations(const std::vector<RoutingPerturbation>& perturbations) {
+  const ModelConfig& c = layout_.config;
+  check(perturbations.empty() || c.is_moe(), "model: a dense model has no routing to perturb");
+  const int L = c.n_layer, R = c.router_width(), k = c.top_k;
+  std::vector<int> of_layer(static_cast<size_t>(L), -1);
+  for (size_t i = 0; i < perturbations.size(); ++i) {
+    const RoutingPerturbation& p = perturbations[i];
+    check(p.layer >= 0 && p.layer < L && of_layer[size_t(p.layer)] < 0,
+          "model: a routing perturbation names layer " + std::to_string(p.layer) +
+              " (outside the model, or twice)");
+    std::vector<char> seen(static_cast<size_t>(R), 0);
+    for (int32_t e : p.experts) {
+      check(e >= 0 && e < R && !seen[size_t(e)],
+            "model: a routing perturbation's experts must be distinct ids below " +
+                std::to_string(R));
+      seen[size_t(e)] = 1;
+    }
+    if (p.kind == RoutingPerturbation::Kind::permute) {
+      check(int(p.experts.size()) == R,
+            "model: a permutation of the routing needs all " + std::to_string(R) + " experts");
+      B::upload(perturbation_tables_.data() + int64_t(p.layer) * R, p.experts.data(), size_t(R));
+    } else {
+      check(int(p.experts.size()) >= k, "model: random routing needs at least top_k = " +
+                                            std::to_string(k) + " candidate experts");
+    }
+    of_layer[size_t(p.layer)] = int(i);
+  }
+  perturbations_ = perturbations;
+  perturbation_of_layer_ = perturbations.empty() ? std::vector<int>{} : of_layer;
 }
 
 template <class B>

@@ -50,6 +50,20 @@ struct LockRouting {
   bool locked = false;                 // needs alpha = 1
 };
 
+// A perturbation of one MoE layer's routing in evaluation forwards (`unipool probe`,
+// docs/analysis.md): after the layer's top-k its expert ids are replaced, its gates kept.
+//   random:  each token's k experts drawn uniformly without replacement from `experts` (a host
+//            stream seeded by `seed`, the forward's number and the token: the same on every
+//            backend and thread count)
+//   permute: every chosen id e becomes experts[e] (a permutation of the router's width)
+struct RoutingPerturbation {
+  enum class Kind { random, permute };
+  Kind kind = Kind::random;
+  int layer = 0;
+  std::vector<int32_t> experts;
+  uint64_t seed = 0;
+};
+
 // The model on one backend (model/backend.h). Every pointer it hands out (params(), grads(), ...)
 // is in the backend's memory: host memory on the CPU, device memory on the GPU; the host-side
 // accessors (params_to_host, pool_state, routed_experts, token_losses, ...) copy.
@@ -142,6 +156,10 @@ class Model {
   void set_lock_routing(const LockRouting& routing);
   const LockRouting& lock_routing() const { return lock_routing_; }
   void set_entropy_coeff(double beta);
+
+  // Perturbations of the evaluation forwards' routing, at most one per layer; empty: none.
+  // Error for a training forward while any is set, or for ids outside the router's width.
+  void set_routing_perturbations(const std::vector<RoutingPerturbation>& perturbations);
 
   // Routing statistics of the forwards run while collect_routing_stats is true (evaluation), per
   // MoE layer [L][1 + 2R]: tokens whose k gates are all 0, slots per expert, slots per expert with
@@ -300,6 +318,13 @@ class Model {
   Array<Float> lock_hide_;    // [L, R]
   Array<Float> lock_ghat_;    // [K] ĝ of a layer's set (compact path scratch)
   double entropy_coeff_ = 0;  // β
+  // set_routing_perturbations: per layer the perturbation (index −1: none) and, for permute, its
+  // table in backend memory; forwards_ numbers the forwards (the random draws' stream)
+  std::vector<RoutingPerturbation> perturbations_;
+  std::vector<int> perturbation_of_layer_;
+  Array<int32_t> perturbation_tables_;  // [L, R]
+  uint64_t forwards_ = 0;
+  void perturb_routing(int l);
   int64_t routing_stats_tokens_ = 0;
   Array<Act> ytmp_;  // [N·k, d] expert outputs before the combine
   // decoding (kv_cache_len_ > 0): [L, P, nkv·hd] keys after RoPE and values, attention scratch,
