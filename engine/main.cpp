@@ -16,6 +16,7 @@
 #include "engine/comm.h"
 #include "engine/config.h"
 #include "engine/eval.h"
+#include "engine/probe.h"
 #include "engine/sample.h"
 #include "engine/train.h"
 
@@ -148,6 +149,23 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--split", o->split, "valid, test or train");
 }
 
+// unipool probe --checkpoint DIR [--batches N] [--seed S] [--out FILE] [--set key=value]...
+void add_probe_command(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand(
+      "probe", "where a checkpoint's tokens go: routing measures and perturbations (probe.json)");
+  auto o = options_for<ProbeOptions>(cmd, [](ProbeOptions& o) { run_probe(o); });
+  cmd->add_option("--checkpoint", o->checkpoint,
+                  "a ckpt-STEP directory, or a run directory (its newest)")
+      ->required();
+  cmd->add_option("--batches", o->batches,
+                  "validation micro-batches probed (as many more choose the \"matched\" experts)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", o->seed, "seed of the random routing and the shuffles");
+  cmd->add_option("--out", o->out, "the JSON file (default: <checkpoint>/probe.json)");
+  cmd->add_option("--set", o->overrides,
+                  "override a key of the checkpoint's config (e.g. train.backend=cpu)");
+}
+
 // unipool sample --checkpoint DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K]
 // [--seed S]
 void add_sample_command(CLI::App& app) {
@@ -203,6 +221,7 @@ int main(int argc, char** argv) {
   add_inspect_command(app);
   add_eval_command(app);
   add_sample_command(app);
+  add_probe_command(app);
   add_bench_tokenizer_command(app);
   try {
     app.parse(argc, argv);  // runs the chosen subcommand's callback

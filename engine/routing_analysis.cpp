@@ -159,7 +159,8 @@ PathStats path_stats(const Choices& top1, const std::vector<int64_t>& ks) {
   for (int64_t k : ks) {
     if (k < 1) continue;
     int64_t in_top = 0;
-    for (int64_t i = 0; i < std::min<int64_t>(k, int64_t(freq.size())); ++i) in_top += freq[size_t(i)];
+    for (int64_t i = 0; i < std::min<int64_t>(k, int64_t(freq.size())); ++i)
+      in_top += freq[size_t(i)];
     p.top_share.emplace_back(k, T > 0 ? double(in_top) / double(T) : 0.0);
   }
   return p;

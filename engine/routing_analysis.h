@@ -10,7 +10,8 @@ namespace unipool::analysis {
 
 using Counts = std::vector<double>;  // tokens (routing slots) per expert of one layer
 
-// Shannon entropy of the distribution counts / Σ counts, in bits (0 when Σ = 0; empty experts add 0).
+// Shannon entropy of the distribution counts / Σ counts, in bits (0 when Σ = 0; empty experts add
+// 0).
 double entropy_bits(const Counts& counts);
 // 2^entropy_bits: the number of equally used experts with the same entropy.
 double effective_experts(const Counts& counts);
@@ -28,7 +29,7 @@ double mean_pairwise_jaccard(const std::vector<Counts>& layers, int n);
 // covers (the reference's routing diagnostics).
 struct UnionCoverage {
   int k = 0;
-  int union_size = 0;     // |∪_l topK(l)|
+  int union_size = 0;        // |∪_l topK(l)|
   double pool_coverage = 0;  // union_size / width
   double saturation = 0;     // union_size / min(K·L, width)
   // share of each layer's tokens that went to an expert of the union: over all tokens, the mean
@@ -57,7 +58,8 @@ struct PathStats {
 };
 PathStats path_stats(const Choices& top1, const std::vector<int64_t>& ks);
 
-// Adjacent-layer consistency of the chosen sets: sets[l][t] = token t's k chosen experts at layer l.
+// Adjacent-layer consistency of the chosen sets: sets[l][t] = token t's k chosen experts at layer
+// l.
 using ChoiceSets = std::vector<std::vector<std::vector<int32_t>>>;
 // The Jaccard form: mean over tokens and adjacent layers of |S_l ∩ S_l+1| / |S_l ∪ S_l+1| (the
 // PathMoE paper's reading; ids compared as they are).

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the GPU tests on the CPU: the CUDA kernels (kernels/cuda/*.cu, as they are now) are turned
 # into host C++ by tools/cuda_emu/gen.py and built with the CUDA emulator into one test binary
-# (tests/test_cuda*.cpp, tests/test_train.cpp, tests/test_lock_train.cpp) that sees one emulated
-# device. No GPU, driver or libcudart is needed; nvcc's headers are (/usr/local/cuda/include, or
-# $CUDA_HOME/include).
+# (tests/test_cuda*.cpp, tests/test_train.cpp, tests/test_lock_train.cpp, tests/test_probe.cpp) that
+# sees one emulated device. No GPU, driver or libcudart is needed; nvcc's headers are
+# (/usr/local/cuda/include, or $CUDA_HOME/include).
 # See tools/cuda_emu/README.md for what this proves and what it does not.
 #
 # Usage: scripts/cuda_emu.sh [CATCH2 ARGS...]      (default: "[cuda]")

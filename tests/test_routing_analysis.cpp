@@ -47,8 +47,7 @@ TEST_CASE("routing measures over layers: Jaccard of top sets, union coverage", "
   CHECK(u[0].token_min == 1);
 
   // Three layers, each on its own pair of experts, a little spill: worked by hand.
-  const std::vector<Counts> apart = {
-      {6, 2, 0, 0, 0, 0}, {0, 0, 6, 2, 0, 0}, {1, 0, 0, 0, 6, 3}};
+  const std::vector<Counts> apart = {{6, 2, 0, 0, 0, 0}, {0, 0, 6, 2, 0, 0}, {1, 0, 0, 0, 6, 3}};
   CHECK(mean_pairwise_jaccard(apart, 2) == 0);  // top-2 sets {0,1} {2,3} {4,5}
   const auto v = union_coverage(apart, {1, 2});
   REQUIRE(v.size() == 2);
