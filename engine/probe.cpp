@@ -34,12 +34,13 @@ struct Batches {
   std::vector<std::vector<int32_t>> inputs, targets;
 };
 
-// What the probe batches' routing was: per layer the tokens per expert (the layer's own ids), and
-// per token its top-1 expert and its k experts in ids that name one expert each across layers
-// (pool g's expert e: g·M + e; vanilla layer l's expert e: l·E + e).
+// What the probe batches' routing was: per layer the tokens per expert, and per token its top-1
+// expert and its k experts, as the router names them (its own indices), and its top-1 expert in ids
+// that name one expert across layers (pool g's expert e: g·M + e; vanilla layer l's expert e:
+// l·E + e), for the reuse.
 struct Seen {
   std::vector<Counts> counts;
-  Choices top1;
+  Choices top1, top1_global;
   ChoiceSets sets;
 };
 
@@ -65,6 +66,7 @@ class Prober {
     if (seen) {
       seen->counts.assign(size_t(L), Counts(size_t(R), 0.0));
       seen->top1.assign(size_t(L), {});
+      seen->top1_global.assign(size_t(L), {});
       seen->sets.assign(size_t(L), {});
     }
     double sum = 0;
@@ -78,13 +80,11 @@ class Prober {
         const std::vector<int32_t> ids = model_.routed_experts(l);
         const int32_t base = m.has_pools() ? layout_.layers[size_t(l)].pool * R : l * R;
         for (size_t t = 0; t * k < ids.size(); ++t) {
-          std::vector<int32_t> chosen;
-          for (int j = 0; j < k; ++j) {
-            const int32_t e = ids[t * k + j];
-            seen->counts[size_t(l)][size_t(e)] += 1;
-            chosen.push_back(base + e);
-          }
+          std::vector<int32_t> chosen(ids.begin() + int64_t(t * k),
+                                      ids.begin() + int64_t(t * k + k));
+          for (int32_t e : chosen) seen->counts[size_t(l)][size_t(e)] += 1;
           seen->top1[size_t(l)].push_back(chosen[0]);
+          seen->top1_global[size_t(l)].push_back(base + chosen[0]);
           seen->sets[size_t(l)].push_back(std::move(chosen));
         }
       }
@@ -175,7 +175,7 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
   if (!pools.empty()) j["pools"] = pools;
 
   // Per token.
-  j["reuse"] = analysis::mean_reuse(seen.top1);
+  j["reuse"] = analysis::mean_reuse(seen.top1_global);
   const analysis::PathStats paths = analysis::path_stats(seen.top1, kPathKs);
   nlohmann::json shares = nlohmann::json::array();
   for (const auto& [k, share] : paths.top_share) shares.push_back({{"k", k}, {"share", share}});

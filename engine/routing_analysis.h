@@ -39,9 +39,8 @@ struct UnionCoverage {
 std::vector<UnionCoverage> union_coverage(const std::vector<Counts>& layers,
                                           const std::vector<int>& ks);
 
-// Each token's top-1 expert per layer: choices[l][t]. For experts private to a layer (vanilla MoE)
-// the ids must already be distinct across layers (e.g. l·E + e), so that equal ids mean the same
-// expert.
+// Each token's top-1 expert per layer: choices[l][t]. For mean_reuse equal ids must mean the same
+// expert: experts private to a layer (vanilla MoE) need ids distinct across layers (e.g. l·E + e).
 using Choices = std::vector<std::vector<int32_t>>;
 
 // Mean over tokens of U(x) / L, U(x) = the number of distinct experts token x meets over the L
