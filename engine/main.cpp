@@ -16,6 +16,7 @@
 #include "engine/comm.h"
 #include "engine/config.h"
 #include "engine/eval.h"
+#include "engine/plot.h"
 #include "engine/probe.h"
 #include "engine/sample.h"
 #include "engine/train.h"
@@ -166,6 +167,16 @@ void add_probe_command(CLI::App& app) {
                   "override a key of the checkpoint's config (e.g. train.backend=cpu)");
 }
 
+// unipool plot RUN_DIR... [--out DIR] [--format png|svg]
+void add_plot_command(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand(
+      "plot", "pictures of runs: loss curves, expert utilisation, entropy, path coverage");
+  auto o = options_for<PlotOptions>(cmd, [](PlotOptions& o) { run_plot(o); });
+  cmd->add_option("runs", o->runs, "run directories (train.out_dir)")->required();
+  cmd->add_option("--out", o->out, "output directory (default: <first run>/plots)");
+  cmd->add_option("--format", o->format, "png or svg");
+}
+
 // unipool sample --checkpoint DIR --prompt TEXT [--tokens N] [--temperature T] [--top-k K]
 // [--seed S]
 void add_sample_command(CLI::App& app) {
@@ -222,6 +233,7 @@ int main(int argc, char** argv) {
   add_eval_command(app);
   add_sample_command(app);
   add_probe_command(app);
+  add_plot_command(app);
   add_bench_tokenizer_command(app);
   try {
     app.parse(argc, argv);  // runs the chosen subcommand's callback

@@ -27,7 +27,9 @@ using analysis::Counts;
 
 // The K of the union coverage (the reference's diagnostics), the top-K path shares.
 const std::vector<int> kUnionKs = {1, 2, 3, 5, 8, 10, 16, 20, 32, 48, 64};
-const std::vector<int64_t> kPathKs = {1, 10, 100, 1000};
+const std::vector<int64_t> kPathKs = {1,     2,      5,      10,     20,     50,    100,
+                                      200,   500,    1000,   2000,   5000,   10000, 20000,
+                                      50000, 100000, 200000, 500000, 1000000};
 
 // The probe batches (then, for "matched", as many more), read once.
 struct Batches {
@@ -176,7 +178,10 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
 
   // Per token.
   j["reuse"] = analysis::mean_reuse(seen.top1_global);
-  const analysis::PathStats paths = analysis::path_stats(seen.top1, kPathKs);
+  std::vector<int64_t> path_ks;  // the K up to the token count
+  for (int64_t k : kPathKs)
+    if (k <= int64_t(seen.top1[0].size())) path_ks.push_back(k);
+  const analysis::PathStats paths = analysis::path_stats(seen.top1, path_ks);
   nlohmann::json shares = nlohmann::json::array();
   for (const auto& [k, share] : paths.top_share) shares.push_back({{"k", k}, {"share", share}});
   j["paths"] = {{"tokens", paths.tokens},

