@@ -69,6 +69,18 @@ def label_of(run):
     return os.path.basename(os.path.normpath(run))
 
 
+def finish(fig, ax, out, xlabel, ylabel, title):
+    """Labels, grid and legend of a one-panel figure, then the file."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def plot_loss(runs, out):
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, run in enumerate(runs):
@@ -80,14 +92,7 @@ def plot_loss(runs, out):
         if val:
             ax.plot([s for s, _ in val], [x for _, x in val], "o-", color=color, markersize=4,
                     linewidth=1.5, label=label_of(run) + " validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per token)")
-    ax.set_title("training and validation loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    finish(fig, ax, out, "step", "loss (nats per token)", "training and validation loss")
 
 
 def plot_utilisation(probes, out):
@@ -130,15 +135,8 @@ def plot_entropy(probes, out):
         ax.plot(range(len(entropy)), entropy, "o-", color=color, label=name)
         ax.axhline(math.log2(width), color=color, linestyle=":", linewidth=1,
                    label="%s: log2(%d), uniform" % (name, width))
-    ax.set_xlabel("layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("routing entropy (bits)")
-    ax.set_title("routing entropy per layer")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    finish(fig, ax, out, "layer", "routing entropy (bits)", "routing entropy per layer")
 
 
 def plot_paths(probes, out):
@@ -149,15 +147,9 @@ def plot_paths(probes, out):
                 label="%s (%d distinct paths, %d tokens)" % (name, p["paths"]["distinct"],
                                                             p["paths"]["tokens"]))
     ax.set_xscale("log")
-    ax.set_xlabel("K most frequent paths")
-    ax.set_ylabel("share of tokens")
     ax.set_ylim(0, 1.02)
-    ax.set_title("path coverage (a path: a token's top-1 expert per layer)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    finish(fig, ax, out, "K most frequent paths", "share of tokens",
+           "path coverage (a path: a token's top-1 expert per layer)")
 
 
 def main(argv):
