@@ -302,7 +302,8 @@ nlohmann::json run_probe(const ProbeOptions& o) {
                  "unipool probe");
     return probe_on<B>(c, ck, batches, o);
   });
-  const std::string path = o.out.empty() ? ck.dir + "/probe.json" : o.out;
+  // DIR/probe.json for the DIR given (SPEC.md: a run directory or a checkpoint's).
+  const std::string path = o.out.empty() ? o.checkpoint + "/probe.json" : o.out;
   write_file_atomic(path, dump_json(j, 1) + "\n");
   print_summary(j, path);
   return j;

@@ -8,7 +8,8 @@
 // layer's most used experts measured on the next `batches` micro-batches, "matched", and among the
 // whole pool, "full_pool"), and every layer's chosen ids permuted at random (the PathMoE paper's
 // shuffling), each with its validation loss. Seeded: the same seed gives the same numbers, on any
-// thread count. Writes the JSON to `out` (default DIR/probe.json) and prints a summary.
+// thread count. Writes the JSON to `out` (default DIR/probe.json, DIR as given: a run directory or
+// a checkpoint's) and prints a summary.
 #pragma once
 #include <cstdint>
 #include <string>

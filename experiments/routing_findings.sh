@@ -86,8 +86,7 @@ print("%-9s %9s %9s %8s %11s %10s %9s %9s" % ("run", "val loss", "dead", "U/L", 
                                              "rand. Δ", "shuffle"))
 for name in ("unipool", "collapse", "vanilla"):
     run = os.path.join(out, name)
-    ckpts = sorted((int(n[5:]), n) for n in os.listdir(run) if n.startswith("ckpt-"))
-    p = json.load(open(os.path.join(run, ckpts[-1][1], "probe.json")))
+    p = json.load(open(os.path.join(run, "probe.json")))
     layers = p["layers"]
     entropy = sum(l["entropy_bits"] for l in layers) / len(layers)
     effective = sum(l["effective_experts"] for l in layers) / len(layers)
@@ -97,4 +96,4 @@ for name in ("unipool", "collapse", "vanilla"):
         name, p["val_loss"], p["dead_experts"], p["reuse"], entropy, effective, delta,
         100 * p["shuffle"]["ppl_change"]))
 EOF
-echo "routing_findings: done; pictures in $out/plots, numbers in $out/*/ckpt-$steps/probe.json"
+echo "routing_findings: done; pictures in $out/plots, numbers in $out/*/probe.json"

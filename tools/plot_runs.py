@@ -52,17 +52,14 @@ def read_metrics(run):
 
 
 def newest_probe(run):
-    """The probe.json of the run's newest checkpoint that has one (or the run's own), else None."""
-    candidates = []
+    """The newest probe.json of the run (written last: the run's own, `unipool probe --checkpoint
+    RUN`, or a checkpoint's), else None."""
+    candidates = [os.path.join(run, "probe.json")]
     for name in os.listdir(run):
         if name.startswith("ckpt-") and name[5:].isdigit():
-            p = os.path.join(run, name, "probe.json")
-            if os.path.exists(p):
-                candidates.append((int(name[5:]), p))
-    if candidates:
-        return max(candidates)[1]
-    p = os.path.join(run, "probe.json")
-    return p if os.path.exists(p) else None
+            candidates.append(os.path.join(run, name, "probe.json"))
+    found = [(os.path.getmtime(p), p) for p in candidates if os.path.exists(p)]
+    return max(found)[1] if found else None
 
 
 def label_of(run):
