@@ -44,6 +44,7 @@ struct Seen {
   std::vector<Counts> counts;
   Choices top1, top1_global;
   ChoiceSets sets;
+  std::vector<int64_t> stats;  // the routing_stats op's counts [L][1 + 2R] (zero gates, ...)
 };
 
 template <class B>
@@ -72,6 +73,8 @@ class Prober {
       seen->sets.assign(size_t(L), {});
     }
     double sum = 0;
+    model_.reset_routing_stats();
+    model_.collect_routing_stats = seen != nullptr;
     for (int b = first; b < first + n; ++b) {
       sum += model_
                  .forward(batches_.inputs[size_t(b)].data(), batches_.targets[size_t(b)].data(),
@@ -91,6 +94,8 @@ class Prober {
         }
       }
     }
+    model_.collect_routing_stats = false;
+    if (seen) seen->stats = model_.routing_stats();
     return sum / n;
   }
 
@@ -133,10 +138,18 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
 
   // Per layer.
   nlohmann::json layers = nlohmann::json::array();
+  const double tokens = double(n) * c.train.micro_batch * m.seq_len;
   for (int l = 0; l < L; ++l) {
     const Counts& cl = seen.counts[size_t(l)];
     std::vector<int64_t> ints(cl.begin(), cl.end());
+    // From the routing_stats op: tokens whose k gates are all 0 (the layer adds nothing to them),
+    // experts that got a token with a nonzero gate.
+    const int64_t* st = seen.stats.data() + size_t(l) * (1 + 2 * R);
+    int used = 0;
+    for (int e = 0; e < R; ++e) used += st[1 + R + e] > 0 ? 1 : 0;
     layers.push_back({{"counts", ints},
+                      {"zero_gate", double(st[0]) / tokens},
+                      {"experts_used", used},
                       {"entropy_bits", analysis::entropy_bits(cl)},
                       {"effective_experts", analysis::effective_experts(cl)},
                       {"top16_share", analysis::top_share(cl, 16)},
@@ -245,12 +258,15 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
 void print_summary(const nlohmann::json& j, const std::string& path) {
   std::printf("val loss %.4f (ppl %.2f) over %lld tokens\n", j["val_loss"].get<double>(),
               j["val_ppl"].get<double>(), static_cast<long long>(j["tokens"].get<int64_t>()));
-  std::printf("layer | entropy bits | effective experts | top-16 share | max/mean\n");
+  std::printf(
+      "layer | entropy bits | effective experts | top-16 share | max/mean | zero gate | "
+      "experts used\n");
   int l = 0;
   for (const auto& layer : j["layers"])
-    std::printf("%5d | %12.3f | %17.2f | %12.3f | %8.2f\n", l++,
+    std::printf("%5d | %12.3f | %17.2f | %12.3f | %8.2f | %9.3f | %12d\n", l++,
                 layer["entropy_bits"].get<double>(), layer["effective_experts"].get<double>(),
-                layer["top16_share"].get<double>(), layer["imbalance"].get<double>());
+                layer["top16_share"].get<double>(), layer["imbalance"].get<double>(),
+                layer["zero_gate"].get<double>(), layer["experts_used"].get<int>());
   std::printf(
       "dead experts %d | reuse U/L %.4f | paths: %lld distinct of %lld tokens, entropy "
       "%.2f bits, adjacent consistency %.3f (Jaccard %.3f)\n",

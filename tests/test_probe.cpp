@@ -77,6 +77,11 @@ TEST_CASE("probe: the measures of a UniPool checkpoint, reproducible on any thre
     CHECK(layer["entropy_bits"].get<double>() > 0);
     CHECK(layer["entropy_bits"].get<double>() <= 3.0);
     CHECK(layer["top16_share"] == 1.0);  // 16 > the 8 experts
+    CHECK(layer["zero_gate"].get<double>() >= 0);
+    CHECK(layer["zero_gate"].get<double>() <= 1);
+    CHECK(layer["experts_used"].get<int>() >= 0);
+    CHECK(layer["experts_used"].get<int>() <= 8);
+    if (layer["zero_gate"].get<double>() < 1) CHECK(layer["experts_used"].get<int>() >= 1);
   }
   CHECK(a["dead_experts"].get<int>() >= 0);
   CHECK(a["reuse"].get<double>() >= 0.5);  // U ≥ 1 of 2 layers
