@@ -160,16 +160,26 @@ LockCurriculum::Decision LockCurriculum::after_evaluation(
   return d;
 }
 
-void LockCurriculum::install_locked(const std::vector<std::vector<int>>& sets) {
-  check(int(sets.size()) == L_, "lock: install_locked needs one set per layer");
+// L sets of K expert ids each, every id in the pool and in one set only; `where` names them.
+void LockCurriculum::check_partition(const std::vector<std::vector<int>>& sets,
+                                     const std::string& where) const {
+  check(int(sets.size()) == L_,
+        where + ": expected " + std::to_string(L_) + " lists of expert ids (one per layer)");
   std::vector<int> owner(size_t(M_), -1);
   for (int l = 0; l < L_; ++l) {
-    check(int(sets[size_t(l)].size()) == K_, "lock: every set holds K experts");
+    check(int(sets[size_t(l)].size()) == K_, where + "[" + std::to_string(l) + "]: expected K = " +
+                                                 std::to_string(K_) + " expert ids");
     for (int e : sets[size_t(l)]) {
-      check(e >= 0 && e < M_ && owner[size_t(e)] < 0, "lock: the sets must partition the pool");
+      check(
+          e >= 0 && e < M_ && owner[size_t(e)] < 0,
+          where + ": " + std::to_string(e) + " is not an expert id of the pool, or is in two sets");
       owner[size_t(e)] = l;
     }
   }
+}
+
+void LockCurriculum::install_locked(const std::vector<std::vector<int>>& sets) {
+  check_partition(sets, "lock: install_locked's sets");
   sets_ = sets;
   phase_ = Phase::locked;
   history_.clear();
@@ -263,25 +273,20 @@ void LockCurriculum::from_json(const nlohmann::json& j, int step) {
   std::vector<double> coverage;
   if (p != Phase::explore) {
     const nlohmann::json& part = json_at(j, "partition", where);
-    check(part.is_array() && int(part.size()) == L_,
-          where + ".partition: expected " + std::to_string(L_) + " lists of expert ids");
-    std::vector<int> owner(size_t(M_), -1);
-    for (int l = 0; l < L_; ++l) {
-      const nlohmann::json& row = part[size_t(l)];
-      check(row.is_array() && int(row.size()) == K_, where + ".partition[" + std::to_string(l) +
-                                                         "]: expected K = " + std::to_string(K_) +
-                                                         " expert ids");
+    check(part.is_array(),
+          where + ".partition: expected lists of expert ids, got " + describe_json(part));
+    for (const nlohmann::json& row : part) {
+      check(row.is_array(),
+            where + ".partition: expected lists of expert ids, got " + describe_json(row));
       std::vector<int> set;
       for (const nlohmann::json& x : row) {
-        check(x.is_number_integer() && x.get<int64_t>() >= 0 && x.get<int64_t>() < M_ &&
-                  owner[size_t(x.get<int64_t>())] < 0,
-              where + ".partition: " + describe_json(x) +
-                  " is not an expert id of the pool, or is in two sets");
-        owner[size_t(x.get<int64_t>())] = l;
+        check(x.is_number_integer() && x.get<int64_t>() >= 0 && x.get<int64_t>() < M_,
+              where + ".partition: " + describe_json(x) + " is not an expert id of the pool");
         set.push_back(int(x.get<int64_t>()));
       }
       sets.push_back(std::move(set));
     }
+    check_partition(sets, where + ".partition");
     status = json_string(j, "partition_status", where);
     const nlohmann::json& cov = json_at(j, "partition_coverage", where);
     check(cov.is_array() && int(cov.size()) == L_,

@@ -64,6 +64,7 @@ class LockCurriculum {
 
  private:
   nlohmann::json settings() const;  // what must not change during the run
+  void check_partition(const std::vector<std::vector<int>>& sets, const std::string& where) const;
   nlohmann::json observe(const std::vector<std::vector<double>>& counts) const;
 
   LockConfig config_;

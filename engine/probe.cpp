@@ -144,12 +144,11 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
     std::vector<int64_t> ints(cl.begin(), cl.end());
     // From the routing_stats op: tokens whose k gates are all 0 (the layer adds nothing to them),
     // experts that got a token with a nonzero gate.
-    const int64_t* st = seen.stats.data() + size_t(l) * (1 + 2 * R);
-    int used = 0;
-    for (int e = 0; e < R; ++e) used += st[1 + R + e] > 0 ? 1 : 0;
+    const analysis::LayerStats st =
+        analysis::layer_stats(seen.stats.data() + size_t(l) * (1 + 2 * R), R, tokens);
     layers.push_back({{"counts", ints},
-                      {"zero_gate", double(st[0]) / tokens},
-                      {"experts_used", used},
+                      {"zero_gate", st.zero_gate},
+                      {"experts_used", st.experts_used},
                       {"entropy_bits", analysis::entropy_bits(cl)},
                       {"effective_experts", analysis::effective_experts(cl)},
                       {"top16_share", analysis::top_share(cl, 16)},
@@ -160,16 +159,10 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
   // Per pool (a vanilla layer's experts are its own pool of one layer): dead experts, and for
   // pools shared by several layers the Jaccard of the layers' top-16 sets and the union coverage.
   const int group = m.has_pools() ? m.pool_layers() : 1;
-  int dead = 0;
+  const int dead = analysis::dead_experts(seen.counts, group);
   nlohmann::json pools = nlohmann::json::array();
-  for (int g0 = 0; g0 < L; g0 += group) {
+  for (int g0 = 0; g0 < L && group > 1; g0 += group) {
     const std::vector<Counts> of_pool(seen.counts.begin() + g0, seen.counts.begin() + g0 + group);
-    for (int e = 0; e < R; ++e) {
-      double got = 0;
-      for (const Counts& cl : of_pool) got += cl[size_t(e)];
-      dead += got == 0 ? 1 : 0;
-    }
-    if (group < 2) continue;
     nlohmann::json unions = nlohmann::json::array();
     for (const analysis::UnionCoverage& u : analysis::union_coverage(of_pool, kUnionKs))
       unions.push_back({{"k", u.k},

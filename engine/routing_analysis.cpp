@@ -65,6 +65,19 @@ double top_share(const Counts& counts, int n) {
   return in_top / sum;
 }
 
+int dead_experts(const std::vector<Counts>& layers, int layers_per_pool) {
+  check(layers_per_pool >= 1, "dead_experts: need layers_per_pool >= 1");
+  int dead = 0;
+  for (size_t g0 = 0; g0 < layers.size(); g0 += size_t(layers_per_pool))
+    for (size_t e = 0; e < layers[g0].size(); ++e) {
+      double got = 0;
+      for (size_t l = g0; l < std::min(layers.size(), g0 + size_t(layers_per_pool)); ++l)
+        got += layers[l][e];
+      dead += got == 0 ? 1 : 0;
+    }
+  return dead;
+}
+
 double mean_pairwise_jaccard(const std::vector<Counts>& layers, int n) {
   const size_t L = layers.size();
   if (L < 2) return 0;

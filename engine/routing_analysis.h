@@ -22,6 +22,31 @@ std::vector<int> top_experts(const Counts& counts, int n);
 // Share of the tokens that went to the n most used experts (0 when Σ = 0).
 double top_share(const Counts& counts, int n);
 
+// One layer's row of the routing_stats op's counts (model/model.h, Model::routing_stats: [1 + 2R]
+// per layer: tokens whose k gates are all 0, slots per expert, slots per expert with a nonzero
+// gate), read: the share of `tokens` with no expert, the experts that got a nonzero gate, the
+// slots per expert.
+struct LayerStats {
+  double zero_gate = 0;
+  int experts_used = 0;
+  Counts slots;
+};
+template <class T>
+LayerStats layer_stats(const T* row, int width, double tokens) {
+  LayerStats s;
+  s.zero_gate = tokens > 0 ? double(row[0]) / tokens : 0.0;
+  for (int e = 0; e < width; ++e) {
+    s.slots.push_back(double(row[1 + e]));
+    s.experts_used += row[1 + width + e] > 0 ? 1 : 0;
+  }
+  return s;
+}
+
+// Experts that no layer of their pool sent a token to, summed over the pools: layers[l] are the
+// counts of layer l, pools are runs of `layers_per_pool` adjacent layers (1: a vanilla layer's own
+// experts).
+int dead_experts(const std::vector<Counts>& layers, int layers_per_pool);
+
 // Mean over pairs of layers (l ≠ l') of the Jaccard index of their top-n expert sets.
 double mean_pairwise_jaccard(const std::vector<Counts>& layers, int n);
 

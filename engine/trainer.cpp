@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/json_fields.h"
 #include "engine/optimizer.h"
+#include "engine/routing_analysis.h"
 #include "model/init.h"
 
 namespace unipool {
@@ -180,37 +181,21 @@ nlohmann::json TrainerOn<B>::routing_health() const {
   const ModelConfig& c = config.model;
   if (!c.is_moe() || eval_routing_.empty()) return nlohmann::json::object();
   const int L = c.n_layer, R = c.router_width(), W = 1 + 2 * R;
-  const std::vector<double>& all = eval_routing_;
-  const double tokens = all.back();
+  const double tokens = eval_routing_.back();
   nlohmann::json layers = nlohmann::json::array();
+  std::vector<analysis::Counts> slots;
   for (int l = 0; l < L; ++l) {
-    const double* s = all.data() + size_t(l) * W;
-    const double* slots = s + 1;
-    const double* nonzero = s + 1 + R;
-    double total = 0, most = 0, entropy = 0;
-    int used = 0;
-    for (int e = 0; e < R; ++e) {
-      total += slots[e];
-      most = std::max(most, slots[e]);
-      used += nonzero[e] > 0 ? 1 : 0;
-    }
-    for (int e = 0; e < R; ++e)
-      if (slots[e] > 0) entropy -= slots[e] / total * std::log2(slots[e] / total);
-    layers.push_back({{"zero_gate", tokens > 0 ? s[0] / tokens : 0.0},
-                      {"experts_used", used},
-                      {"imbalance", total > 0 ? most / (total / R) : 0.0},
-                      {"entropy_bits", entropy}});
+    const analysis::LayerStats s =
+        analysis::layer_stats(eval_routing_.data() + size_t(l) * W, R, tokens);
+    layers.push_back({{"zero_gate", s.zero_gate},
+                      {"experts_used", s.experts_used},
+                      {"imbalance", analysis::imbalance(s.slots)},
+                      {"entropy_bits", analysis::entropy_bits(s.slots)}});
+    slots.push_back(s.slots);
   }
   // Dead experts: of a pool, those no layer of the pool sent a token to; of a layer's own
   // experts (vanilla MoE), those the layer sent none.
-  int dead = 0;
-  const int group = c.has_pools() ? c.pool_layers() : 1;
-  for (int g0 = 0; g0 < L; g0 += group)
-    for (int e = 0; e < R; ++e) {
-      double got = 0;
-      for (int l = g0; l < g0 + group; ++l) got += all[size_t(l) * W + 1 + size_t(e)];
-      dead += got == 0 ? 1 : 0;
-    }
+  const int dead = analysis::dead_experts(slots, c.has_pools() ? c.pool_layers() : 1);
   return {{"layers", layers}, {"dead_experts", dead}};
 }
 

@@ -94,3 +94,18 @@ TEST_CASE("reuse, paths and adjacent-layer consistency on worked examples", "[an
   const ChoiceSets two = {{{0, 1}, {4, 5}}, {{1, 2}, {5, 4}}};
   CHECK(adjacent_jaccard(two) == Approx((1.0 / 3 + 1) / 2));
 }
+
+TEST_CASE("dead experts per pool, and a layer's row of the routing_stats counts", "[analysis]") {
+  // Two pools of two layers over 3 experts: pool 0 never uses expert 2, pool 1 uses all.
+  const std::vector<Counts> layers = {{4, 0, 0}, {0, 3, 0}, {1, 0, 0}, {0, 2, 5}};
+  CHECK(dead_experts(layers, 2) == 1);
+  CHECK(dead_experts(layers, 1) == 7);  // each layer alone: 2 + 2 + 2 + 1
+  CHECK(dead_experts(layers, 4) == 0);
+  // [zero-gate tokens, slots per expert ×3, nonzero-gate slots per expert ×3] over 10 tokens.
+  const int64_t row[] = {4, 6, 3, 1, 5, 0, 1};
+  const LayerStats s = layer_stats(row, 3, 10.0);
+  CHECK(s.zero_gate == 0.4);
+  CHECK(s.experts_used == 2);
+  CHECK(s.slots == Counts{6, 3, 1});
+  CHECK(layer_stats(row, 3, 0.0).zero_gate == 0);
+}
