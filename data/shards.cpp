@@ -428,33 +428,77 @@ void MegatronWriter::add_document(const uint16_t* tokens, size_t n, int32_t eod)
   check(length <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
         prefix_ + ".bin: a document of " + std::to_string(length) +
             " tokens does not fit an int32 length");
+  check(open_length_ == 0, prefix_ + ": add_document inside a document given in pieces");
   files_->bin.tokens(tokens, n);
   if (eod >= 0) {
     const uint16_t t = static_cast<uint16_t>(eod);
     files_->bin.tokens(&t, 1);
   }
   lengths_.push_back(static_cast<int32_t>(length));
-  pointers_.push_back(bytes_);
-  bytes_ += static_cast<int64_t>(length) * 2;
-  document_indices_.push_back(static_cast<int64_t>(lengths_.size()));
+  ++num_documents_;
 }
 
 void MegatronWriter::add_empty_document() {
-  document_indices_.push_back(static_cast<int64_t>(lengths_.size()));
+  empty_documents_.push_back(num_documents_++);
+}
+
+void MegatronWriter::append_tokens(const uint16_t* tokens, size_t n) {
+  open_length_ += static_cast<int64_t>(n);
+  check(open_length_ < std::numeric_limits<int32_t>::max(),
+        prefix_ + ".bin: a document of more than 2^31 - 2 tokens does not fit an int32 length");
+  files_->bin.tokens(tokens, n);
+}
+
+void MegatronWriter::end_document(int32_t eod) {
+  if (open_length_ == 0) {
+    add_empty_document();
+    return;
+  }
+  if (eod >= 0) {
+    const uint16_t t = static_cast<uint16_t>(eod);
+    files_->bin.tokens(&t, 1);
+  }
+  lengths_.push_back(static_cast<int32_t>(open_length_ + (eod >= 0 ? 1 : 0)));
+  ++num_documents_;
+  open_length_ = 0;
 }
 
 void MegatronWriter::finish() {
+  check(open_length_ == 0, prefix_ + ": finish() inside a document given in pieces");
   const uint64_t n = lengths_.size();
   AtomicFile idx(prefix_ + ".idx");
-  const uint64_t version = 1, sequences = n, documents = document_indices_.size();
+  const uint64_t version = 1, sequences = n, documents = uint64_t(num_documents_) + 1;
   idx.write(kMegatronMagic, sizeof(kMegatronMagic));
   idx.write(&version, 8);
   idx.write(&kDtypeUint16, 1);
   idx.write(&sequences, 8);
   idx.write(&documents, 8);
   idx.write(lengths_.data(), n * 4);
-  idx.write(pointers_.data(), n * 8);
-  idx.write(document_indices_.data(), documents * 8);
+  // pointers (byte offsets) and document indices, computed and written a block at a time
+  std::vector<int64_t> block;
+  block.reserve(size_t(1) << 16);
+  auto drain = [&] {
+    idx.write(block.data(), block.size() * 8);
+    block.clear();
+  };
+  int64_t pointer = 0;
+  for (const int32_t length : lengths_) {
+    block.push_back(pointer);
+    pointer += int64_t(length) * 2;
+    if (block.size() == block.capacity()) drain();
+  }
+  drain();
+  int64_t first_sequence = 0;
+  size_t next_empty = 0;
+  block.push_back(0);
+  for (int64_t d = 0; d < num_documents_; ++d) {
+    const bool empty = next_empty < empty_documents_.size() && empty_documents_[next_empty] == d;
+    if (empty) ++next_empty;
+    first_sequence += empty ? 0 : 1;
+    block.push_back(first_sequence);
+    if (block.size() == block.capacity()) drain();
+  }
+  drain();
   files_->bin.drain();
   files_->bin.file.commit();
   idx.commit();

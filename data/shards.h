@@ -119,16 +119,23 @@ class MegatronWriter {
   // A document with no sequence (an empty text, as Megatron-LM's preprocessing writes it: no
   // tokens, not even the EOD): document_indices repeats the previous entry.
   void add_empty_document();
+  // A document given in pieces (one larger than memory): append_tokens any number of times, then
+  // end_document, which appends `eod` (when eod >= 0) and closes the sequence. A document that got
+  // no tokens is an empty document (add_empty_document: no sequence, no EOD).
+  void append_tokens(const uint16_t* tokens, size_t n);
+  void end_document(int32_t eod = -1);
   void finish();  // writes PREFIX.idx, commits PREFIX.bin and PREFIX.idx
 
  private:
   struct Files;
   std::string prefix_;
   Files* files_;
+  // The index in memory is 4 bytes a sequence: pointers and document indices follow from the
+  // lengths and the (rare) empty documents, and are computed while finish() writes them.
   std::vector<int32_t> lengths_;
-  std::vector<int64_t> pointers_;
-  std::vector<int64_t> document_indices_ = {0};  // first sequence of each document, then N
-  int64_t bytes_ = 0;
+  std::vector<int64_t> empty_documents_;  // numbers of the documents with no sequence, ascending
+  int64_t num_documents_ = 0;
+  int64_t open_length_ = 0;  // tokens appended to the document not yet ended
 };
 
 // llm.c shard, magic 20240520 version 1, uint16 tokens; the token count goes in the header first.

