@@ -21,6 +21,7 @@
 #include "base/clock.h"
 #include "base/error.h"
 #include "base/fsutil.h"
+#include "data/unigram.h"
 #include "engine/backends.h"
 #include "engine/checkpoint.h"
 #include "engine/distributed.h"
@@ -374,8 +375,17 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
   const int first_step = trainer.step, last_step = c.train.steps;
   const int64_t tokens_per_step =
       static_cast<int64_t>(ranks) * c.train.micro_batch * c.model.seq_len * c.train.grad_accum;
+  // The unigram baseline (data/unigram.h): the loss of a model that knows only token frequencies.
+  data::UnigramBaseline unigram;
+  on_every_rank(comm, [&] {
+    if (root) unigram = data::unigram_baseline(spec, data::Split::train);
+  });
   if (root) {
     print_run_header(trainer, *train_data, backend, tokens_per_step, resumed.checkpoint, need);
+    std::printf("data: unigram baseline %.4f nats per token (the entropy of the training split's "
+                "token frequencies, %s %lld tokens)\n",
+                unigram.entropy, unigram.whole ? "all" : "windows of",
+                static_cast<long long>(unigram.tokens));
     for (auto it = resumed.changed.begin(); it != resumed.changed.end(); ++it)
       std::printf("resume: %s changed from %s to %s\n", it.key().c_str(),
                   describe_json(it.value()[0]).c_str(), describe_json(it.value()[1]).c_str());
@@ -433,8 +443,10 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
         if (!routing.empty()) extra["routing"] = routing;
         if (!lock_turn.metrics.empty()) extra["lock"] = lock_turn.metrics;
         metrics->eval(step, val, extra);
-        std::printf("step %5d/%d | val loss %.4f | val ppl %.2f\n", step, last_step, val,
+        std::printf("step %5d/%d | val loss %.4f | val ppl %.2f", step, last_step, val,
                     std::exp(val));
+        if (step == last_step) std::printf(" | unigram baseline %.4f", unigram.entropy);
+        std::printf("\n");
         print_lock_event(step, lock_turn.metrics);
         std::fflush(stdout);
       }
