@@ -744,11 +744,12 @@ void read_jsonl(ByteSource& src, const std::string& name, const std::string& key
       if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;  // blank line
       const std::string where = name + ":" + std::to_string(first_line + int64_t(i));
       check_json_depth(line, where);
-      const auto j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
+      auto j = nlohmann::json::parse(line.begin(), line.end(), nullptr, false);
       check(!j.is_discarded(), where + ": not valid JSON (or not valid UTF-8)");
-      check(j.is_object() && j.contains(key) && j[key].is_string(),
+      const auto field = j.is_object() ? j.find(key) : j.end();
+      check(field != j.end() && field->is_string(),
             where + ": expected a JSON object with a \"" + key + "\" string");
-      texts[i] = j[key].get<std::string>();
+      texts[i] = std::move(field->get_ref<std::string&>());
       is_document[i] = 1;
     });
     for (size_t i = 0; i < lines.size(); ++i) {

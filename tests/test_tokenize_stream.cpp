@@ -374,13 +374,14 @@ TEST_CASE("tokenize stream: prepare_pile.sh interrupted and rerun gives one run'
   write_file(dir / "shards/val.jsonl.zst", zstd_compress(jsonl_of({"not a shard\n"})));
   const std::string script = std::string(UNIPOOL_SOURCE_DIR) + "/scripts/prepare_pile.sh";
   const std::string env = "UNIPOOL='" + std::string(UNIPOOL_BINARY) + "' ";
-  auto prepare = [&](const std::string& out, const std::string& binary_env) {
+  auto prepare = [&](const std::string& out, const std::string& binary_env,
+                     const std::string& flags = "--threads 2") {
     return test::run_shell(
-        binary_env + "bash '" + script + "' --threads 2 '" + dir / "shards" + "' '" + out + "'",
+        binary_env + "bash '" + script + "' " + flags + " '" + dir / "shards" + "' '" + out + "'",
         dir / "shell");
   };
-  // one uninterrupted run
-  test::Outcome full = prepare(dir / "full", env);
+  // one uninterrupted run (two shards at a time)
+  test::Outcome full = prepare(dir / "full", env, "--jobs 2 --threads 1");
   INFO(full.out << full.err);
   REQUIRE(full.status == 0);
   CHECK_THAT(full.out,
