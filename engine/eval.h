@@ -14,6 +14,12 @@ struct EvalOptions {
   std::vector<std::string> overrides;  // "key=value", applied to the checkpoint's config
   int batches = 0;                     // micro-batches; 0: train.eval_batches
   std::string split = "valid";         // valid | test | train
+  // Zero-shot downstream evaluation instead (engine/zero_shot.h) when task is set:
+  std::string task;         // hellaswag, arc_easy, ... (engine/tasks.h)
+  std::string data;         // the task's file
+  int limit = 0;            // the first N examples (0: all)
+  std::string out;          // the results JSON ("": none)
+  std::string per_example;  // JSON lines, one per example ("": none)
 };
 
 struct EvalResult {

@@ -20,6 +20,7 @@
 #include "engine/probe.h"
 #include "engine/sample.h"
 #include "engine/train.h"
+#include "engine/zero_shot.h"
 
 using namespace unipool;
 
@@ -146,9 +147,20 @@ void add_inspect_command(CLI::App& app) {
 }
 
 // unipool eval --checkpoint DIR [--set key=value]... [--batches N] [--split valid|test|train]
+// unipool eval --checkpoint DIR --task NAME --data FILE [--limit N] [--out FILE]
+//              [--per-example FILE]
 void add_eval_command(CLI::App& app) {
-  CLI::App* cmd = app.add_subcommand("eval", "validation loss and perplexity of a checkpoint");
-  auto o = options_for<EvalOptions>(cmd, [](EvalOptions& o) { run_eval(o); });
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "validation loss and perplexity of a checkpoint, or its zero-shot task accuracy");
+  auto o = options_for<EvalOptions>(cmd, [](EvalOptions& o) {
+    if (!o.task.empty()) {
+      run_zero_shot(o);
+      return;
+    }
+    check(o.data.empty() && o.limit == 0 && o.out.empty() && o.per_example.empty(),
+          "--data, --limit, --out and --per-example go with --task NAME");
+    run_eval(o);
+  });
   cmd->add_option("--checkpoint", o->checkpoint,
                   "a ckpt-STEP directory, or a run directory (its newest)")
       ->required();
@@ -157,9 +169,19 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--batches", o->batches, "micro-batches to evaluate (0: train.eval_batches)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--split", o->split, "valid, test or train");
+  cmd->add_option("--task", o->task,
+                  "zero-shot task: hellaswag, arc_easy, arc_challenge, piqa, winogrande, lambada, "
+                  "race or multiple_choice (docs/evaluation.md)");
+  cmd->add_option("--data", o->data, "the task's file (JSON lines in its published layout)");
+  cmd->add_option("--limit", o->limit, "score the first N examples (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--out", o->out, "write the results JSON here");
+  cmd->add_option("--per-example", o->per_example,
+                  "write each example's log-likelihoods here (JSON lines)");
 }
 
 // unipool probe --checkpoint DIR [--batches N] [--seed S] [--out FILE] [--set key=value]...
+//               [--task NAME --data FILE [--limit N]]
 void add_probe_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "probe", "where a checkpoint's tokens go: routing measures and perturbations (probe.json)");
@@ -172,6 +194,11 @@ void add_probe_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", o->seed, "seed of the random routing and the shuffles");
   cmd->add_option("--out", o->out, "the JSON file (default: <checkpoint>/probe.json)");
+  cmd->add_option("--task", o->task,
+                  "also score this zero-shot task under each random routing (docs/evaluation.md)");
+  cmd->add_option("--data", o->data, "the task's file");
+  cmd->add_option("--limit", o->limit, "the task's first N examples (0: all)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--set", o->overrides,
                   "override a key of the checkpoint's config (e.g. train.backend=cpu)");
 }

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <memory>
 
 #include "base/error.h"
 #include "base/fsutil.h"
@@ -14,6 +15,7 @@
 #include "engine/lock.h"
 #include "engine/routing_analysis.h"
 #include "engine/train.h"
+#include "engine/zero_shot.h"
 #include "model/layout.h"
 #include "model/model.h"
 
@@ -109,6 +111,27 @@ class Prober {
   const Batches& batches_;
 };
 
+// A task scored alongside the probe: the checkpoint's weights for the scorer and the requests.
+struct TaskProbe {
+  ScoringModel model;
+  LoadedTask task;
+};
+
+nlohmann::json number_or_null(double x) {
+  return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr);
+}
+
+// The task's metrics with `perturbations` of the routing (none: the checkpoint's own).
+template <class B>
+TaskMetrics task_metrics_under(const TaskProbe& tp,
+                               const std::vector<RoutingPerturbation>& perturbations,
+                               const std::string& label) {
+  ScoreOptions so;
+  so.perturbations = perturbations;
+  so.progress = label;
+  return task_metrics(tp.task, score_requests<B>(tp.model, tp.task.requests, so));
+}
+
 // A random permutation of 0..n−1 (Fisher–Yates on a splitmix64 stream).
 std::vector<int32_t> random_permutation(int n, uint64_t seed) {
   std::vector<int32_t> p(static_cast<size_t>(n));
@@ -120,7 +143,7 @@ std::vector<int32_t> random_permutation(int n, uint64_t seed) {
 
 template <class B>
 nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batches& batches,
-                        const ProbeOptions& o) {
+                        const ProbeOptions& o, const TaskProbe* tp) {
   const ModelConfig& m = c.model;
   const int L = m.n_layer, R = m.router_width(), n = o.batches;
   Prober<B> prober(c, ck, batches);
@@ -135,6 +158,11 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
   j["seed"] = o.seed;
   j["val_loss"] = base;
   j["val_ppl"] = std::exp(base);
+  TaskMetrics task_base;
+  if (tp) {
+    task_base = task_metrics_under<B>(*tp, {}, o.task);
+    j["task"] = metrics_json(task_base, tp->task);
+  }
 
   // Per layer.
   nlohmann::json layers = nlohmann::json::array();
@@ -202,7 +230,7 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
   if (m.has_pools()) prober.run(n, n, &matched_set);  // the "matched" experts' own batches
   const int matched = std::max(m.top_k, R / group);   // a layer's share of its pool (8 at M = 8L)
   nlohmann::json probes = nlohmann::json::array();
-  std::map<std::string, std::pair<double, int>> mean_delta;
+  std::map<std::string, std::pair<double, int>> mean_delta, mean_acc_delta;
   for (int l = L / 2; l < L; ++l) {
     std::vector<std::pair<std::string, std::vector<int32_t>>> modes;
     std::vector<int32_t> all(static_cast<size_t>(R));
@@ -222,15 +250,29 @@ nlohmann::json probe_on(const Config& c, const OpenedCheckpoint& ck, const Batch
       p.seed = splitmix64(o.seed ^ (uint64_t(l) << 32));
       prober.model().set_routing_perturbations({p});
       const double loss = prober.run(0, n, nullptr);
-      probes.push_back({{"layer", l}, {"mode", mode}, {"val_loss", loss}, {"delta", loss - base}});
+      nlohmann::json entry = {
+          {"layer", l}, {"mode", mode}, {"val_loss", loss}, {"delta", loss - base}};
+      if (tp) {
+        const TaskMetrics t = task_metrics_under<B>(
+            *tp, {p}, o.task + " (layer " + std::to_string(l) + ", " + mode + ")");
+        entry["acc"] = number_or_null(t.acc.value);
+        entry["acc_delta"] = number_or_null(t.acc.value - task_base.acc.value);
+        entry["acc_norm"] = number_or_null(t.acc_norm.value);
+        entry["acc_norm_delta"] = number_or_null(t.acc_norm.value - task_base.acc_norm.value);
+        mean_acc_delta[mode].first += t.acc.value - task_base.acc.value;
+        mean_acc_delta[mode].second += 1;
+      }
+      probes.push_back(entry);
       mean_delta[mode].first += loss - base;
       mean_delta[mode].second += 1;
     }
   }
   j["random_probe"] = probes;
-  nlohmann::json means = nlohmann::json::object();
+  nlohmann::json means = nlohmann::json::object(), acc_means = nlohmann::json::object();
   for (const auto& [mode, acc] : mean_delta) means[mode] = acc.first / acc.second;
+  for (const auto& [mode, acc] : mean_acc_delta) acc_means[mode] = acc.first / acc.second;
   j["random_probe_mean_delta"] = means;
+  if (tp) j["random_probe_mean_acc_delta"] = acc_means;
 
   // Expert-index shuffling: every layer's chosen ids through its own random permutation.
   std::vector<RoutingPerturbation> shuffles;
@@ -273,6 +315,15 @@ void print_summary(const nlohmann::json& j, const std::string& path) {
        ++it)
     std::printf("random routing (%s), deep-half layers: val loss %+.4f on average\n",
                 it.key().c_str(), it.value().get<double>());
+  if (j.contains("task")) {
+    const nlohmann::json& t = j["task"];
+    std::printf("%s: acc %.4f over %d examples\n", t["task"].get<std::string>().c_str(),
+                t["acc"].get<double>(), t["n"].get<int>());
+    for (auto it = j["random_probe_mean_acc_delta"].begin();
+         it != j["random_probe_mean_acc_delta"].end(); ++it)
+      std::printf("random routing (%s), deep-half layers: %s acc %+.4f on average\n",
+                  it.key().c_str(), t["task"].get<std::string>().c_str(), it.value().get<double>());
+  }
   std::printf("expert-index shuffling, every layer: ppl %+.1f%%\n",
               100 * j["shuffle"]["ppl_change"].get<double>());
   std::printf("written: %s\n", path.c_str());
@@ -305,11 +356,20 @@ nlohmann::json run_probe(const ProbeOptions& o) {
       c.model.top_k, o.batches, c.train.micro_batch, c.model.seq_len,
       static_cast<unsigned long long>(o.seed), backend_banner(backend).c_str());
   std::fflush(stdout);
+  std::unique_ptr<TaskProbe> tp;
+  if (!o.task.empty()) {
+    check(!o.data.empty(), "--task needs --data FILE (the task's file: docs/evaluation.md)");
+    tp = std::make_unique<TaskProbe>();
+    tp->task = load_task(o.task, o.data, o.limit, make_codec("auto", c.model), c.model.seq_len);
+    tp->model = load_scoring_model(ck);
+  } else {
+    check(o.data.empty() && o.limit == 0, "--data and --limit go with --task NAME");
+  }
   const nlohmann::json j = on_backend(backend, [&](auto b) {
     using B = typename decltype(b)::type;
     check_memory(memory_need<B>(c, make_layout(c.model), Workload::eval), c, backend,
                  "unipool probe");
-    return probe_on<B>(c, ck, batches, o);
+    return probe_on<B>(c, ck, batches, o, tp.get());
   });
   // DIR/probe.json for the DIR given (SPEC.md: a run directory or a checkpoint's).
   const std::string path = o.out.empty() ? o.checkpoint + "/probe.json" : o.out;

@@ -7,7 +7,8 @@
 // random experts (the UniPool paper's probe: among the layer's own experts, or for a pool among the
 // layer's most used experts measured on the next `batches` micro-batches, "matched", and among the
 // whole pool, "full_pool"), and every layer's chosen ids permuted at random (the PathMoE paper's
-// shuffling), each with its validation loss. Seeded: the same seed gives the same numbers, on any
+// shuffling), each with its validation loss (and, given a task file, its zero-shot accuracy and the
+// change, engine/zero_shot.h). Seeded: the same seed gives the same numbers, on any
 // thread count. Writes the JSON to `out` (default DIR/probe.json, DIR as given: a run directory or
 // a checkpoint's) and prints a summary.
 #pragma once
@@ -25,6 +26,11 @@ struct ProbeOptions {
   int batches = 4;       // validation micro-batches probed (and as many for "matched")
   uint64_t seed = 1234;  // the random routing and the shuffles
   std::string out;       // default: <checkpoint dir>/probe.json
+  // With a task (engine/tasks.h): its zero-shot accuracy with the checkpoint's routing, and under
+  // each random-routing perturbation its accuracy and the change (the paper's Table 4).
+  std::string task;  // "": none
+  std::string data;  // the task's file
+  int limit = 0;     // its first N examples (0: all)
 };
 
 // Runs the probe and writes the file; returns its JSON. Error for a dense model, a missing or

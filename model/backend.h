@@ -116,6 +116,7 @@ struct CpuBackend {
   static constexpr auto& row_to_slot_values = cpu::row_to_slot_values<T>;
   // LM head loss
   static constexpr auto& crossentropy_forward_backward = cpu::crossentropy_forward_backward<T>;
+  static constexpr auto& target_is_argmax = cpu::target_is_argmax<T>;
   // optimizer
   static constexpr auto& grad_sum_squares = cpu::grad_sum_squares<T>;
   static constexpr auto& adamw_step = cpu::adamw_step<T>;
@@ -215,6 +216,7 @@ struct CudaBackend {
   static constexpr auto& row_to_slot_values = cuda::row_to_slot_values;
   // LM head loss
   static constexpr auto& crossentropy_forward_backward = cuda::crossentropy_forward_backward;
+  static constexpr auto& target_is_argmax = cuda::target_is_argmax;
   // optimizer
   static constexpr auto& grad_sum_squares = cuda::grad_sum_squares;
   static constexpr auto& adamw_step = cuda::adamw_step;

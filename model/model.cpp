@@ -214,6 +214,8 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
   tokens_ = ints(N, "tokens");
   targets_ = ints(N, "tokens");
   losses_ = flt(N, "losses");
+  score_positions_ = ints(N, "scoring");
+  score_greedy_ = ints(N, "scoring");
   const int64_t Vp = c.padded_vocab();
   head_chunk_ = static_cast<int>(
       std::min<int64_t>(N, std::clamp<int64_t>((int64_t(1) << 24) / Vp, 64, 1024)));
@@ -346,24 +348,26 @@ void Model<B>::set_pool_state(const PoolLossState& state) {
 // Forward
 
 template <class B>
-Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool train,
-                         double loss_scale) {
-  const ModelConfig& c = layout_.config;
-  for (int i = 0; i < N_; ++i) {
-    check(
-        inputs[i] >= 0 && inputs[i] < c.vocab_size && targets[i] >= 0 && targets[i] < c.vocab_size,
-        "model: token id " + std::to_string(std::max(inputs[i], targets[i])) + " at position " +
-            std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(c.vocab_size) +
-            ")");
+void Model<B>::check_token_ids(const int32_t* ids, int n, const char* what) const {
+  const int V = layout_.config.vocab_size;
+  for (int i = 0; i < n; ++i) {
+    check(ids[i] >= 0 && ids[i] < V,
+          "model: " + std::string(what) + " id " + std::to_string(ids[i]) + " at position " +
+              std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
   }
+}
+
+// Embedding and every layer: x_final_ = the residual stream entering the final norm.
+template <class B>
+void Model<B>::forward_blocks(const int32_t* inputs, bool train, double loss_scale) {
+  const ModelConfig& c = layout_.config;
+  check_token_ids(inputs, N_, "token");
   check(!train || perturbations_.empty(),
         "model: routing perturbations are for evaluation forwards only");
   ++forwards_;
   B::upload(tokens_.data(), inputs, size_t(N_));
-  B::upload(targets_.data(), targets, size_t(N_));
   loss_scale_ = loss_scale;
   B::zero(aux_terms_.data(), aux_terms_.size());
-
   {
     const auto phase = profile.scope("embedding fwd");
     B::embedding_forward(acts_[0].x.data(), tokens_.data(), param(layout_.tok_embeddings), N_,
@@ -378,6 +382,56 @@ Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool tra
     }
   }
   if (train && c.ffn == FfnKind::unipool && advance_pool_state) pool_valid_ = true;
+}
+
+// The evaluation forward, then the LM head on the chosen positions only: their final-norm rows
+// gathered into [count, d] (into dxn_final_, the head's backward scratch, which an evaluation
+// forward leaves unused), then per chunk of head_chunk_ rows
+//   logits = xn · Oᵀ [rows, Vp];  losses = logsumexp(logits) − logits[target];
+//   greedy = [target == argmax_{i < V} logits]
+template <class B>
+void Model<B>::score(const int32_t* inputs, const int32_t* positions, const int32_t* targets,
+                     int count, Float* losses, int32_t* greedy) {
+  const ModelConfig& c = layout_.config;
+  check(count >= 0 && count <= N_, "model: score() of " + std::to_string(count) +
+                                       " positions, more than the " + std::to_string(N_) +
+                                       " of a forward");
+  check(kv_cache_len_ == 0, "model: score() needs a model built without a KV cache");
+  check_token_ids(targets, count, "target");
+  for (int i = 0; i < count; ++i) {
+    check(positions[i] >= 0 && positions[i] < N_,
+          "model: scored position " + std::to_string(positions[i]) + " is outside [0, " +
+              std::to_string(N_) + ")");
+  }
+  forward_blocks(inputs, /*train=*/false, 1.0);
+  have_forward_ = false;
+  const int d = c.d_model, Vp = c.padded_vocab();
+  const auto phase = profile.scope("lm head fwd");
+  B::rmsnorm_forward(xn_final_.data(), rstd_final_.data(), x_final_.data(),
+                     param(layout_.final_norm), N_, d, c.norm_eps);
+  B::upload(score_positions_.data(), positions, size_t(count));
+  B::upload(targets_.data(), targets, size_t(count));
+  Act* xn = dxn_final_.data();
+  B::gather_rows(xn, xn_final_.data(), score_positions_.data(), count, 1, d);
+  const Weight* O = weight(layout_.output);
+  for (int r0 = 0; r0 < count; r0 += head_chunk_) {
+    const int rows = std::min(head_chunk_, count - r0);
+    B::matmul_forward(logits_.data(), xn + static_cast<int64_t>(r0) * d, O, rows, d, Vp, false);
+    B::crossentropy_forward_backward(losses_.data() + r0, logits_.data(), targets_.data() + r0,
+                                     rows, Vp, 0.0);
+    B::target_is_argmax(score_greedy_.data() + r0, logits_.data(), targets_.data() + r0, rows,
+                        c.vocab_size, Vp);
+  }
+  B::download(losses, losses_.data(), size_t(count));
+  B::download(greedy, score_greedy_.data(), size_t(count));
+}
+
+template <class B>
+Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool train,
+                         double loss_scale) {
+  check_token_ids(targets, N_, "target");
+  forward_blocks(inputs, train, loss_scale);
+  B::upload(targets_.data(), targets, size_t(N_));
   lm_head(train, loss_scale);
   have_forward_ = train;
 

@@ -180,6 +180,16 @@ class Model {
   // Per-token cross-entropy of the last forward, [batch · seq_len] (a host copy).
   std::vector<Float> token_losses() const;
 
+  // Zero-shot scoring (engine/zero_shot.h): the evaluation forward of inputs [batch, seq_len]
+  // (HOST ids, as forward()), then the LM head on `count` chosen positions only (indices into
+  // batch · seq_len; count <= batch · seq_len), each against its own target:
+  //   losses[i] = cross-entropy of targets[i] at positions[i]   (as token_losses() would hold)
+  //   greedy[i] = 1 when targets[i] is the argmax of that position's logits over the vocabulary
+  //               (the lowest id among equal maxima, as torch.argmax), else 0
+  // losses and greedy are host arrays [count]. token_losses() describes forward() only.
+  void score(const int32_t* inputs, const int32_t* positions, const int32_t* targets, int count,
+             Float* losses, int32_t* greedy);
+
   // Time per phase of forward and backward (off unless profile.enabled; unipool bench uses it).
   PhaseProfile<typename Backend::Clock> profile;
 
@@ -244,6 +254,10 @@ class Model {
   void dispatch_backward(int l);
   void route_backward(int l);
   void router_scores_backward(int l);
+  // Error naming the first of ids[0..n) outside the vocabulary (`what`: "token" or "target").
+  void check_token_ids(const int32_t* ids, int n, const char* what) const;
+  // forward() up to the final norm: the embedding and every layer (x_final_ holds the result).
+  void forward_blocks(const int32_t* inputs, bool train, double loss_scale);
   void lm_head(bool train, double loss_scale);
   enum class Build { allocate, plan_only };
   Model(Build build, const Layout& layout, const LossConfig& loss, int batch, int seq_len,
@@ -333,6 +347,8 @@ class Model {
   Array<Float> decode_scores_, decode_logits_;
   std::vector<Float> host_decode_logits_;
   int head_chunk_ = 0;
+  // score(): the chosen positions and their greedy verdicts, [N]
+  Array<int32_t> score_positions_, score_greedy_;
   bool have_forward_ = false;
 };
 

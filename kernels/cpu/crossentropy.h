@@ -61,4 +61,30 @@ void crossentropy_forward_backward(T* losses, T* logits, const int32_t* targets,
   }
 }
 
+// Whether each row's target is its greedy token (zero-shot scoring, engine/zero_shot.h):
+//   logits [rows, ld] (row-major, ld >= V: the padded vocabulary), targets [rows] in [0, V),
+//   greedy [rows] (=):  greedy[r] = 1 when targets[r] == argmax_{i < V} logits[r, i], else 0,
+//   the argmax being the lowest index among equal maxima (torch.argmax), so a target tied with an
+//   earlier column is not greedy. The padding columns i >= V are never a token and are ignored.
+template <typename T>
+void target_is_argmax(int32_t* greedy, const T* logits, const int32_t* targets, int rows, int V,
+                      int ld) {
+  for (int r = 0; r < rows; ++r) {
+    if (targets[r] < 0 || targets[r] >= V) {
+      throw unipool::Error("target_is_argmax: target " + std::to_string(targets[r]) + " of row " +
+                           std::to_string(r) + " is outside [0, " + std::to_string(V) + ")");
+    }
+  }
+#pragma omp parallel for schedule(static) if (int64_t(rows) * V >= detail::kMinParallelWork / 8)
+  for (int r = 0; r < rows; ++r) {
+    const T* x = logits + int64_t(r) * ld;
+    const int tgt = targets[r];
+    const T xt = x[tgt];
+    bool is_max = true;
+    for (int i = 0; i < tgt && is_max; ++i) is_max = x[i] < xt;
+    for (int i = tgt + 1; i < V && is_max; ++i) is_max = x[i] <= xt;
+    greedy[r] = is_max ? 1 : 0;
+  }
+}
+
 }  // namespace unipool::cpu

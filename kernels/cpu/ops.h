@@ -195,6 +195,11 @@ void row_to_slot_values(T* slot_vals, const T* row_vals, const int32_t* row_slot
 template <typename T>
 void crossentropy_forward_backward(T* losses, T* logits, const int32_t* targets, int rows, int V,
                                    double dloss);
+// greedy [rows] = 1 where targets[r] is the argmax of logits[r, 0:V) (the lowest index among equal
+// maxima), else 0                                               logits [rows, ld], ld >= V
+template <typename T>
+void target_is_argmax(int32_t* greedy, const T* logits, const int32_t* targets, int rows, int V,
+                      int ld);
 
 // ---- optimizer (kernels/cpu/optimizer.h) -----------------------------------------------------
 // Σ g² over every tensor of the table

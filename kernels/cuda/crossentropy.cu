@@ -28,6 +28,7 @@ namespace {
 
 constexpr int kThreads = 512;  // threads per row (block)
 constexpr int kWarps = kThreads / 32;
+constexpr int kArgmaxThreads = 256;  // threads per row of target_is_argmax
 // One block per row r (see the file comment).
 //   m = max_i x_i;  S = Σ_i exp(x_i − m);  losses[r] = m + log S − x_target  (the last in double)
 //   backward (dloss != 0): x_i ← bf16(exp(x_i − m)·(dloss/S) − [i == target]·dloss)
@@ -88,6 +89,25 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// One block per row r of target_is_argmax: the target is greedy unless some column i < V beats it,
+// x_i > x_t, or ties it from the left, x_i == x_t with i < t (torch.argmax takes the lowest index).
+// Each thread tests the columns tid, tid + blockDim, ...; the block ORs the verdicts.
+__global__ void __launch_bounds__(kArgmaxThreads)
+    target_is_argmax_kernel(int32_t* __restrict__ greedy, const bf16* __restrict__ logits,
+                            const int32_t* __restrict__ targets, int V, int ld) {
+  const bf16* x = logits + int64_t(blockIdx.x) * ld;
+  const int target = targets[blockIdx.x];
+  const bool target_ok = target >= 0 && target < V;
+  const float xt = target_ok ? __bfloat162float(x[target]) : 0.f;
+  int beaten = !target_ok;
+  for (int i = int(threadIdx.x); i < V && !beaten; i += kArgmaxThreads) {
+    const float xi = __bfloat162float(x[i]);
+    beaten = xi > xt || (xi == xt && i < target);
+  }
+  beaten = __syncthreads_or(beaten);
+  if (threadIdx.x == 0) greedy[blockIdx.x] = beaten ? 0 : 1;
+}
+
 }  // namespace
 
 void crossentropy_forward_backward(float* losses, bf16* logits, const int32_t* targets, int rows,
@@ -98,6 +118,16 @@ void crossentropy_forward_backward(float* losses, bf16* logits, const int32_t* t
   const auto kernel = aligned ? crossentropy_kernel<true> : crossentropy_kernel<false>;
   kernel<<<unsigned(rows), kThreads, 0, stream()>>>(losses, logits, targets, V, dloss);
   CUDA_CHECK_LAUNCH("crossentropy_kernel");
+}
+
+void target_is_argmax(int32_t* greedy, const bf16* logits, const int32_t* targets, int rows, int V,
+                      int ld) {
+  if (rows <= 0) return;
+  check(V > 0 && ld >= V,
+        "cuda::target_is_argmax: V = " + std::to_string(V) + ", ld = " + std::to_string(ld));
+  target_is_argmax_kernel<<<unsigned(rows), kArgmaxThreads, 0, stream()>>>(greedy, logits, targets,
+                                                                           V, ld);
+  CUDA_CHECK_LAUNCH("target_is_argmax_kernel");
 }
 
 }  // namespace unipool::cuda

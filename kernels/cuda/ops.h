@@ -174,6 +174,11 @@ void row_to_slot_values(float* slot_vals, const float* row_vals, const int32_t* 
 // when dloss != 0 the logits are overwritten in place by (softmax − onehot)·dloss (bf16).
 void crossentropy_forward_backward(float* losses, bf16* logits, const int32_t* targets, int rows,
                                    int V, double dloss);
+// greedy [rows] = 1 where targets[r] is the argmax of logits[r, 0:V) (the lowest index among equal
+// maxima, compared in bf16 as stored), else 0; logits [rows, ld], ld >= V. A target outside
+// [0, V) gives 0.
+void target_is_argmax(int32_t* greedy, const bf16* logits, const int32_t* targets, int rows, int V,
+                      int ld);
 
 // ---- optimizer (kernels/cuda/optimizer.cu; CPU: kernels/cpu/optimizer.h) -----------------------
 // Σ g² over every tensor of the table: per tensor, fixed chunks whose squares are summed in
