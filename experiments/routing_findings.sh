@@ -55,7 +55,8 @@ common=(--set model.n_layer=$L --set model.d_model=$d --set model.n_head=$heads
   --set model.top_k=1 --set train.micro_batch=$batch --set train.steps=$steps
   --set train.eval_every=$eval_every --set train.eval_batches=8 --set train.ckpt_every=$steps
   --set train.ckpt_keep=1 --set train.backend=$backend --set train.log_every=100
-  --set optim.warmup_steps=$((steps / 50)) --set optim.lr=0.002 --set optim.min_lr=0.0002)
+  --set optim.warmup_steps=$((steps / 50)) --set optim.lr=0.002 --set optim.min_lr=0.0002
+  --set model.init_std=0.01)
 
 train() {  # NAME, then the variant's keys
   local name="$1"
@@ -64,7 +65,7 @@ train() {  # NAME, then the variant's keys
     echo "== $name: already trained ($out/$name)"
   else
     echo "== $name"
-    build/unipool train --config tiny "${common[@]}" --set train.out_dir="$out/$name" "$@"
+    build/unipool train --config tiny-gpt2 "${common[@]}" --set train.out_dir="$out/$name" "$@"
   fi
   build/unipool probe --checkpoint "$out/$name" --batches 8 --seed 1234
 }

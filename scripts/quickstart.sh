@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: install what is missing, build, fetch the GPT-2 vocabulary, build the
-# bundled Debian corpus, train the `tiny` preset (a UniPool model; CPU unless a GPU backend is
-# available), then print a few samples from the model it trained.
+# bundled Debian corpus (a GPT-2 shard and a byte shard), train the `tiny` preset (a byte-level
+# UniPool model; CPU unless a GPU backend is available), then print a few samples from the model it
+# trained. The GPT-2 model of the same shape: build/unipool train --config tiny-gpt2.
 # Extra arguments go to `unipool train` (e.g. --set train.steps=500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,6 @@ build/unipool train --config tiny "$@"
 echo
 echo "== samples from runs/tiny (unipool sample --checkpoint runs/tiny --prompt ...)"
 for prompt in "The meaning of life is" "def main():" "In the beginning"; do
-  build/unipool sample --checkpoint runs/tiny --prompt "$prompt" --tokens 60 --temperature 1.0 --top-k 50 --seed 1234
+  build/unipool sample --checkpoint runs/tiny --prompt "$prompt" --tokens 200 --temperature 0.8 --top-k 50 --seed 1234
   echo
 done

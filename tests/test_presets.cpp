@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -62,6 +63,22 @@ TEST_CASE("every preset in configs/ loads and validates", "[config]") {
     CHECK_FALSE(resolved.contains("base"));
   }
   CHECK(presets > 0);
+}
+
+TEST_CASE("every preset writes its own run directory", "[config]") {
+  // Two presets with one train.out_dir would train into (or resume from) each other's runs; a
+  // preset with a base must set its own (tiny-bytes once wrote into runs/tiny).
+  std::map<std::string, std::string> owner;  // out_dir -> preset
+  for (const auto& entry : std::filesystem::directory_iterator(UNIPOOL_SOURCE_DIR "/configs")) {
+    if (!entry.is_regular_file() || entry.path().extension() != ".json") continue;
+    const std::string name = entry.path().stem().string();
+    INFO(name);
+    const Config c = load_config(read_config_file(entry.path().string()), {}, false);
+    const auto [it, fresh] = owner.emplace(c.train.out_dir, name);
+    INFO("train.out_dir " << c.train.out_dir << " is also " << it->second << "'s");
+    CHECK(fresh);
+  }
+  CHECK(owner.size() > 1);
 }
 
 TEST_CASE("a preset's base is resolved, its keys merged over it", "[config]") {
@@ -256,8 +273,10 @@ const std::vector<Row>& rows() {
       {"pathmoe-182m", with_share(moe(k182, 8, 2), 4, true), 0, 0, 777032448, 267406080},
       {"pathmoe-unipool-182m", with_share(unipool(k182, 96), 4, false), 0, 0.01, 777235203,
        182471424},
-      {"tiny", unipool(Arch{50304, 4, 128, 4, 2, 256}, 32), 0, 0.01, 16237700, 13468800},
-      {"tiny-bytes", unipool(Arch{320, 4, 128, 4, 2, 256}, 32), 0, 0.01, 3441796, 672896},
+      // The CPU demos: pool loss 1e-3 (and init_std 0.05) keep their NormRouters' gates alive.
+      {"tiny", unipool(Arch{320, 4, 128, 4, 2, 256}, 32), 0, 0.001, 3441796, 672896},
+      {"tiny-gpt2", unipool(Arch{50304, 4, 128, 4, 2, 256}, 32), 0, 0.001, 16237700, 13468800},
+      {"tiny-bytes", unipool(Arch{320, 4, 128, 4, 2, 256}, 32), 0, 0.001, 3441796, 672896},
       {"bench-dense-124m", Arch{50304, 12, 768, 12, 12, 3072}, 0, 0, 190532352, 190532352},
       {"bench-dense-d256-l4", Arch{50304, 4, 256, 4, 4, 1024}, 0, 0, 29952256, 29952256},
   };
