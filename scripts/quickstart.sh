@@ -12,7 +12,7 @@ scripts/prepare_corpus.sh --build-dir build
 build/unipool train --config tiny "$@"
 echo
 echo "== samples from runs/tiny (unipool sample --checkpoint runs/tiny --prompt ...)"
-for prompt in "The meaning of life is" "def main():" "In the beginning"; do
+for prompt in "The meaning of life is" "And God said" "In the beginning"; do
   build/unipool sample --checkpoint runs/tiny --prompt "$prompt" --tokens 200 --temperature 0.8 --top-k 50 --seed 1234
   echo
 done
