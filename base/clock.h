@@ -20,6 +20,12 @@ class Stopwatch {
   std::chrono::steady_clock::time_point t0_;
 };
 
+// The wall clock: seconds since the Unix epoch (metrics.jsonl's "time").
+inline double unix_time() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // "1h05m" from an hour on, else "4m07s".
 inline std::string format_duration(double seconds) {
   char buf[64];

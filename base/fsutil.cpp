@@ -152,23 +152,29 @@ static int rename_noreplace(const char* src, const char* dst) {
   return ::rename(src, dst);
 }
 
+void move_path(const std::string& from, const std::string& to) {
+  if (rename_noreplace(from.c_str(), to.c_str()) != 0) {
+    int err = errno;
+    if (err == EEXIST || err == ENOTEMPTY)
+      throw Error("cannot move " + from + ": " + to + " already exists (not replacing it)");
+    throw Error("cannot move " + from + " to " + to + ": " + errno_str(err));
+  }
+  std::string dst_parent = parent_dir(to), src_parent = parent_dir(from);
+  fsync_path(dst_parent);
+  std::error_code ec;
+  if (!fs::equivalent(dst_parent, src_parent, ec)) fsync_path(src_parent);
+}
+
 void publish_dir(const std::string& tmp_dir, const std::string& final_dir) {
   struct stat st;
   if (::lstat(tmp_dir.c_str(), &st) != 0)
     throw Error("publish_dir: " + tmp_dir + ": " + errno_str(errno));
   if (!S_ISDIR(st.st_mode)) throw Error("publish_dir: " + tmp_dir + " is not a directory");
-  if (rename_noreplace(tmp_dir.c_str(), final_dir.c_str()) != 0) {
-    int err = errno;
-    if (err == EEXIST || err == ENOTEMPTY)
-      throw Error("publish_dir: " + final_dir + " already exists (not replacing it with " +
-                  tmp_dir + ")");
-    throw Error("publish_dir: rename " + tmp_dir + " -> " + final_dir +
-                " failed: " + errno_str(err));
+  try {
+    move_path(tmp_dir, final_dir);
+  } catch (const Error& e) {
+    throw Error(std::string("publish_dir: ") + e.what());
   }
-  std::string dst_parent = parent_dir(final_dir), src_parent = parent_dir(tmp_dir);
-  fsync_path(dst_parent);
-  std::error_code ec;
-  if (!fs::equivalent(dst_parent, src_parent, ec)) fsync_path(src_parent);
 }
 
 std::string read_file(const std::string& path) {

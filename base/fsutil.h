@@ -73,6 +73,10 @@ void fsync_path(const std::string& path);
 // kernel supports it the check is atomic (renameat2 RENAME_NOREPLACE).
 void publish_dir(const std::string& tmp_dir, const std::string& final_dir);
 
+// rename(from, to) for any file or directory, never replacing an existing `to` (Error naming both),
+// then fsync of both parent directories.
+void move_path(const std::string& from, const std::string& to);
+
 // The whole file as bytes. Error "cannot open <path>: <strerror>" / "cannot read <path>: ...".
 std::string read_file(const std::string& path);
 

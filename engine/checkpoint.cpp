@@ -188,21 +188,49 @@ std::vector<std::string> recover_run_directory(const std::string& out_dir) {
   return done;
 }
 
-std::string abandon_checkpoints_after(const std::string& out_dir, int step) {
-  std::vector<std::pair<int, std::string>> newer;
-  for (const auto& found : list_checkpoints(out_dir))
-    if (found.first > step) newer.push_back(found);
-  if (newer.empty()) return "";
+namespace {
+
+// A new directory out_dir/PREFIX-<UTC time> (-2, -3, ... when taken): where things are moved aside.
+std::string make_stamped_dir(const std::string& out_dir, const std::string& prefix) {
   char stamp[32];
   const std::time_t now = std::time(nullptr);
   std::tm utc{};
   gmtime_r(&now, &utc);
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
-  std::string dest = out_dir + "/abandoned-" + stamp;
+  std::string dest = out_dir + "/" + prefix + "-" + stamp;
   for (int n = 2; path_exists(dest); ++n)
-    dest = out_dir + "/abandoned-" + stamp + "-" + std::to_string(n);
+    dest = out_dir + "/" + prefix + "-" + stamp + "-" + std::to_string(n);
   make_dirs(dest);
+  return dest;
+}
+
+}  // namespace
+
+std::string abandon_checkpoints_after(const std::string& out_dir, int step) {
+  std::vector<std::pair<int, std::string>> newer;
+  for (const auto& found : list_checkpoints(out_dir))
+    if (found.first > step) newer.push_back(found);
+  if (newer.empty()) return "";
+  const std::string dest = make_stamped_dir(out_dir, "abandoned");
   for (const auto& [s, path] : newer) publish_dir(path, dest + "/" + base_name(path));
+  return dest;
+}
+
+std::string claim_run_directory(const std::string& out_dir, bool overwrite) {
+  std::vector<std::string> held;
+  for (const std::string& name : list_directory(out_dir))
+    if (name != ".lock") held.push_back(name);
+  if (held.empty()) return "";
+  if (!overwrite) {
+    std::string names;
+    for (size_t i = 0; i < held.size() && i < 4; ++i) names += (i ? ", " : "") + held[i];
+    if (held.size() > 4) names += ", ... (" + std::to_string(held.size()) + " entries)";
+    throw Error("train.out_dir '" + out_dir + "' is not empty (" + names +
+                "): continue its run with --resume, choose another train.out_dir, or pass "
+                "--overwrite to move what it holds into " + out_dir + "/replaced-<UTC time>/");
+  }
+  const std::string dest = make_stamped_dir(out_dir, "replaced");
+  for (const std::string& name : held) move_path(out_dir + "/" + name, dest + "/" + name);
   return dest;
 }
 

@@ -84,6 +84,12 @@ std::vector<std::string> recover_run_directory(const std::string& out_dir);
 // continue the abandoned branch. Returns that directory ("" when nothing was newer).
 std::string abandon_checkpoints_after(const std::string& out_dir, int step);
 
+// A fresh run into out_dir (whose lock the caller holds): an out_dir holding anything but its lock
+// file is another run's (or someone's files) and is refused, naming what it holds, unless
+// `overwrite`, when everything in it moves into out_dir/replaced-<UTC time>/ (renames, nothing is
+// deleted). Returns that directory ("" when out_dir was empty).
+std::string claim_run_directory(const std::string& out_dir, bool overwrite);
+
 // The newest complete ckpt-STEP directory in out_dir, or "" when there is none.
 std::string latest_checkpoint(const std::string& out_dir);
 

@@ -274,6 +274,19 @@ const std::vector<Key>& key_table() {
                     })));
     t.push_back(key("optim.warmup_steps", UNIPOOL_FIELD(int, optim.warmup_steps), at_least(0),
                     [](Config& c) { c.optim.warmup_steps = c.train.steps / 100; }));
+    t.push_back(key("optim.schedule", UNIPOOL_FIELD(LrSchedule, optim.schedule)));
+    t.push_back(key("optim.decay_steps", UNIPOOL_FIELD(int, optim.decay_steps),
+                    Rule<int>([](const int& v, const Config& c) {
+                      if (c.optim.schedule != LrSchedule::wsd)
+                        return v == 0 ? std::string()
+                                      : std::string("is used by optim.schedule = wsd only");
+                      if (v < 1) return "must be >= 1 with optim.schedule = wsd, got " +
+                                        std::to_string(v);
+                      return v <= c.train.steps - c.optim.warmup_steps
+                                 ? std::string()
+                                 : "must not exceed train.steps - optim.warmup_steps (" +
+                                       std::to_string(c.train.steps - c.optim.warmup_steps) + ")";
+                    })));
     t.push_back(
         key("optim.weight_decay", UNIPOOL_FIELD(double, optim.weight_decay), non_negative()));
     t.push_back(key("optim.beta1", UNIPOOL_FIELD(double, optim.beta1), unit_interval()));
@@ -305,6 +318,12 @@ const std::vector<Key>& key_table() {
         key("train.threads", UNIPOOL_FIELD(int, train.threads), at_least(0, " (0 = all cores)")));
     t.push_back(key("train.zero", UNIPOOL_FIELD(int, train.zero), in_range(0, 1)));
     t.push_back(key("train.recompute", UNIPOOL_FIELD(Recompute, train.recompute)));
+    t.push_back(key("train.zero_gate_warning", UNIPOOL_FIELD(double, train.zero_gate_warning),
+                    Rule<double>([](const double& v, const Config&) {
+                      return v >= 0 && v <= 1 ? std::string()
+                                              : "must be in [0, 1] (0: never), got " +
+                                                    std::to_string(v);
+                    })));
     t.push_back(
         key("train.comm_timeout_s", UNIPOOL_FIELD(double, train.comm_timeout_s), positive()));
     // data.*: docs/data.md

@@ -37,10 +37,38 @@ inline bool parse_kind(const std::string& name, BackendKind* out) {
   return false;
 }
 
+// optim.schedule: the learning rate's shape after the warmup (docs/config.md §Schedules).
+enum class LrSchedule {
+  cosine,    // half a cosine from optim.lr down to optim.min_lr at train.steps
+  linear,    // a straight line from optim.lr down to optim.min_lr at train.steps
+  constant,  // optim.lr to the end
+  wsd        // warmup, stable at optim.lr, then a linear decay over optim.decay_steps to min_lr
+};
+inline const char* name_of(LrSchedule k) {
+  switch (k) {
+    case LrSchedule::cosine:
+      return "cosine";
+    case LrSchedule::linear:
+      return "linear";
+    case LrSchedule::constant:
+      return "constant";
+    case LrSchedule::wsd:
+      return "wsd";
+  }
+  return "?";
+}
+inline bool parse_kind(const std::string& name, LrSchedule* out) {
+  for (LrSchedule k : {LrSchedule::cosine, LrSchedule::linear, LrSchedule::constant, LrSchedule::wsd})
+    if (name == name_of(k)) return *out = k, true;
+  return false;
+}
+
 struct OptimConfig {
   double lr = 5e-4;
   double min_lr = 5e-5;
   int warmup_steps = 0;
+  LrSchedule schedule = LrSchedule::cosine;
+  int decay_steps = 0;  // wsd: the length of the final decay
   double weight_decay = 0.01;
   double beta1 = 0.9;
   double beta2 = 0.999;
@@ -64,6 +92,7 @@ struct TrainConfig {
   int zero = 0;                 // 0: optimizer state on every rank; 1: sharded over ranks (ZeRO-1)
   double comm_timeout_s = 600;  // a collective waiting longer than this stops the run
   Recompute recompute = Recompute::none;  // activations the backward recomputes
+  double zero_gate_warning = 0.5;  // warn when a MoE layer's zero-gate share passes it (0: never)
 };
 
 struct DataConfig {

@@ -52,6 +52,8 @@ void add_train_command(CLI::App& app) {
     }
     check(!(o.train.resume && !o.train.init_from.empty()),
           "--resume and --init-from cannot be combined (a checkpoint already holds the weights)");
+    check(!(o.train.resume && o.train.overwrite),
+          "--resume and --overwrite cannot be combined (a resumed run continues the one there)");
     run_train(load_config(read_config_file(o.config), o.overrides, /*check_data=*/true), o.train);
   });
   o->command = cmd;
@@ -65,6 +67,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--init-from", o->train.init_from,
                   "start from these weights (a model.safetensors with the tensor names of "
                   "docs/run-directory.md)");
+  cmd->add_flag("--overwrite", o->train.overwrite,
+                "a fresh run into a train.out_dir that is not empty: move what it holds aside "
+                "into train.out_dir/replaced-<UTC time>/ (without it: refused)");
 }
 
 // unipool bench --config FILE [--set ...] [--steps N] [--warmup N]

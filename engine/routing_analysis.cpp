@@ -78,6 +78,22 @@ int dead_experts(const std::vector<Counts>& layers, int layers_per_pool) {
   return dead;
 }
 
+std::vector<int> zero_gate_alarms(const std::vector<double>& zero_gate, double threshold,
+                                  std::vector<char>* armed) {
+  std::vector<int> alarms;
+  if (threshold <= 0) return alarms;
+  armed->resize(zero_gate.size(), 1);
+  for (size_t l = 0; l < zero_gate.size(); ++l) {
+    if ((*armed)[l] && zero_gate[l] > threshold) {
+      alarms.push_back(int(l));
+      (*armed)[l] = 0;
+    } else if (!(*armed)[l] && zero_gate[l] < threshold / 2) {
+      (*armed)[l] = 1;
+    }
+  }
+  return alarms;
+}
+
 double mean_pairwise_jaccard(const std::vector<Counts>& layers, int n) {
   const size_t L = layers.size();
   if (L < 2) return 0;

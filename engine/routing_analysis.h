@@ -47,6 +47,13 @@ LayerStats layer_stats(const T* row, int width, double tokens) {
 // experts).
 int dead_experts(const std::vector<Counts>& layers, int layers_per_pool);
 
+// The training loop's zero-gate warning: the layers whose zero-gate share (per layer, this step)
+// passed `threshold` (> 0) and were not reported yet. A reported layer (armed[l] = 0) is reported
+// again only after its share fell back below threshold / 2, so a share hovering at the threshold
+// does not warn every step. armed holds one flag per layer (1 = may warn; sized on first use).
+std::vector<int> zero_gate_alarms(const std::vector<double>& zero_gate, double threshold,
+                                  std::vector<char>* armed);
+
 // Mean over pairs of layers (l ≠ l') of the Jaccard index of their top-n expert sets.
 double mean_pairwise_jaccard(const std::vector<Counts>& layers, int n);
 

@@ -25,6 +25,7 @@
 #include "engine/backends.h"
 #include "engine/checkpoint.h"
 #include "engine/distributed.h"
+#include "engine/routing_analysis.h"
 #include "engine/trainer.h"
 
 namespace unipool {
@@ -105,7 +106,9 @@ struct ResumeInfo {
   std::string checkpoint;  // the ckpt-STEP directory resumed from ("": a fresh start)
   int step = 0;
   int64_t tokens = 0;                                 // tokens trained on before it (all ranks)
+  double elapsed_s = 0;                               // the run's wall time before it
   nlohmann::json changed = nlohmann::json::object();  // "key": [checkpoint's value, this run's]
+  std::vector<std::string> schedule_notes;            // how the learning rate continues
 };
 
 // The config keys ("optim.lr") whose values differ between two configs: key → [before, after].
@@ -140,24 +143,36 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
 
+  // extra: more keys of the line ("zero_gate", "experts_used"; "lock", "routing" for an
+  // evaluation; a JSON object keeps them sorted). Every line ends with "time" (Unix seconds).
   void step(int step, const StepResult& r, int64_t tokens, double tok_per_s, double elapsed,
-            int ranks) {
+            int ranks, const nlohmann::json& extra) {
     write(
         "{\"step\": %d, \"loss\": %.9g, \"aux_loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-        "\"tokens\": %lld, \"tok_per_s\": %.1f, \"elapsed_s\": %.3f, \"ranks\": %d}\n",
+        "\"tokens\": %lld, \"tok_per_s\": %.1f, \"elapsed_s\": %.3f, \"ranks\": %d%s, "
+        "\"time\": %.3f}\n",
         step, r.loss, r.aux_loss, r.lr, r.grad_norm, static_cast<long long>(tokens), tok_per_s,
-        elapsed, ranks);
+        elapsed, ranks, more_keys(extra).c_str(), unix_time());
   }
-  // extra: more keys of the line ("lock", "routing"; a JSON object keeps them sorted).
   void eval(int step, double val_loss, const nlohmann::json& extra) {
-    std::string more;
-    for (auto it = extra.begin(); it != extra.end(); ++it)
-      more += ", \"" + it.key() + "\": " + dump_json(it.value());
-    write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g%s}\n", step, val_loss,
-          std::exp(val_loss), more.c_str());
+    write("{\"step\": %d, \"val_loss\": %.9g, \"val_ppl\": %.6g%s, \"time\": %.3f}\n", step,
+          val_loss, std::exp(val_loss), more_keys(extra).c_str(), unix_time());
+  }
+  // An event line ({"step", "event", ...}): a resume, a warning.
+  void event(nlohmann::json line) {
+    if (!file_) open();
+    line["time"] = unix_time();
+    file_->append(dump_json(line) + "\n");
   }
 
  private:
+  static std::string more_keys(const nlohmann::json& extra) {
+    std::string more;
+    for (auto it = extra.begin(); it != extra.end(); ++it)
+      more += ", \"" + it.key() + "\": " + dump_json(it.value());
+    return more;
+  }
+
   // One line, appended whole (AppendFile): a reader of the live file never sees half of it.
   template <class... Args>
   void write(const char* format, Args... args) {
@@ -192,11 +207,11 @@ class MetricsLog {
     write_file_atomic(out + "/config.json", dump_json(config_.to_json(), 2) + "\n");
     file_ = std::make_unique<AppendFile>(path_);
     if (!resume_.checkpoint.empty()) {
-      const nlohmann::json event = {{"step", resume_.step},
-                                    {"event", "resume"},
-                                    {"checkpoint", resume_.checkpoint},
-                                    {"changed", resume_.changed}};
-      file_->append(dump_json(event) + "\n");
+      event({{"step", resume_.step},
+             {"event", "resume"},
+             {"checkpoint", resume_.checkpoint},
+             {"changed", resume_.changed},
+             {"elapsed_s", resume_.elapsed_s}});
     }
   }
 
@@ -263,9 +278,17 @@ ResumeInfo restore(TrainerOn<B>& trainer, data::Loader& train_data, const Config
     trainer.scatter_state();
     info.step = state.at("step").get<int>();
     info.tokens = state.at("tokens").get<int64_t>();
+    info.elapsed_s = state.value("elapsed_s", 0.0);  // (absent in checkpoints before it existed)
     trainer.step = info.step;
     train_data.restore(state.at("data").at("train"));
     trainer.import_state(state);
+    // The learning rate continues the checkpoint's schedule (engine/optimizer.h): a changed
+    // train.steps re-plans the rest of the decay instead of jumping.
+    const Config before = checkpoint_config(info.checkpoint, state, {}, /*check_data=*/false);
+    const LrPlan saved = state.contains("schedule") ? LrPlan::from_json(state["schedule"])
+                                                    : LrPlan{before.train.steps, 0, 0.0};
+    trainer.lr_plan = continue_lr_plan(before.optim, saved, c.optim, c.train.steps, info.step,
+                                       &info.schedule_notes);
     return info;
   }
   if (!options.init_from.empty()) {
@@ -329,6 +352,28 @@ void print_lock_event(int step, const nlohmann::json& lock) {
   }
 }
 
+// The step's routing health on the progress line: per MoE layer the percentage of tokens with no
+// expert (every chosen gate 0) and the experts that got a nonzero gate; for more than 8 layers
+// the worst layer of each.
+std::string describe_step_routing(const StepResult& r) {
+  const size_t L = r.zero_gate.size();
+  std::string zero, used;
+  if (L <= 8) {
+    for (size_t l = 0; l < L; ++l) {
+      zero += (l ? "/" : "") + std::to_string(int(std::lround(100 * r.zero_gate[l])));
+      used += (l ? "/" : "") + std::to_string(r.experts_used[l]);
+    }
+    return "zero-gate " + zero + "% | experts " + used;
+  }
+  const size_t worst = size_t(std::max_element(r.zero_gate.begin(), r.zero_gate.end()) -
+                              r.zero_gate.begin());
+  const size_t fewest = size_t(std::min_element(r.experts_used.begin(), r.experts_used.end()) -
+                               r.experts_used.begin());
+  return "zero-gate max " + std::to_string(int(std::lround(100 * r.zero_gate[worst]))) +
+         "% (layer " + std::to_string(worst) + ") | experts min " +
+         std::to_string(r.experts_used[fewest]) + " (layer " + std::to_string(fewest) + ")";
+}
+
 // Every `every` steps, and at the last step.
 bool due(int step, int every, int last) {
   return every > 0 && (step % every == 0 || step == last);
@@ -353,6 +398,13 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     lock.emplace(DirLock::acquire(c.train.out_dir, "train.out_dir"));
     for (const std::string& line : recover_run_directory(c.train.out_dir))
       std::printf("run directory: %s\n", line.c_str());
+    // A fresh run never mixes with what the directory holds (docs/run-directory.md).
+    if (!options.resume) {
+      const std::string aside = claim_run_directory(c.train.out_dir, options.overwrite);
+      if (!aside.empty())
+        std::printf("run directory: --overwrite: what %s held moved to %s\n",
+                    c.train.out_dir.c_str(), aside.c_str());
+    }
   });
 
   // Data first: a bad shard should stop the run before any work. Each rank reads its slice of
@@ -389,6 +441,7 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     for (auto it = resumed.changed.begin(); it != resumed.changed.end(); ++it)
       std::printf("resume: %s changed from %s to %s\n", it.key().c_str(),
                   describe_json(it.value()[0]).c_str(), describe_json(it.value()[1]).c_str());
+    for (const std::string& note : resumed.schedule_notes) std::printf("resume: %s\n", note.c_str());
   }
 
   std::unique_ptr<MetricsLog> metrics;
@@ -401,6 +454,7 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     valid_data->next_batch(c.train.micro_batch, in, tg);
   };
   std::string last_ckpt = resumed.checkpoint;
+  std::vector<char> zero_gate_armed;  // per MoE layer: may warn (analysis::zero_gate_alarms)
   const Stopwatch run_time;
   while (trainer.step < last_step) {
     // One optimizer step. A non-finite loss stops the run (on every rank) before the update,
@@ -421,7 +475,14 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     const double dt = step_time.seconds(), elapsed = run_time.seconds();
     const double tok_per_s = tokens_per_step / std::max(dt, 1e-9);
     const int64_t tokens = resumed.tokens + tokens_per_step * (step - first_step);
-    if (root) metrics->step(step, r, tokens, tok_per_s, elapsed, ranks);
+    if (root) {
+      nlohmann::json routing = nlohmann::json::object();
+      if (!r.zero_gate.empty()) {
+        routing["zero_gate"] = r.zero_gate;
+        routing["experts_used"] = r.experts_used;
+      }
+      metrics->step(step, r, tokens, tok_per_s, resumed.elapsed_s + elapsed, ranks, routing);
+    }
 
     if (root && (due(step, c.train.log_every, last_step) || step == first_step + 1)) {
       const double eta = elapsed / (step - first_step) * (last_step - step);
@@ -430,9 +491,25 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
       if (ranks > 1)
         std::printf(" (%.0f per rank, comm %.0f%%)", tok_per_s / ranks,
                     100.0 * r.comm_seconds / std::max(dt, 1e-9));
+      if (!r.zero_gate.empty()) std::printf(" | %s", describe_step_routing(r).c_str());
       std::printf(" | ETA %s\n", format_duration(eta).c_str());
       std::fflush(stdout);
     }
+    if (root)
+      for (int layer : analysis::zero_gate_alarms(r.zero_gate, c.train.zero_gate_warning,
+                                                  &zero_gate_armed)) {
+        std::printf(
+            "warning: step %d: MoE layer %d gives %.0f%% of its tokens no expert (every chosen "
+            "gate is 0, so the layer adds nothing to them; train.zero_gate_warning = %g); "
+            "docs/findings.md explains when this happens\n",
+            step, layer, 100 * r.zero_gate[size_t(layer)], c.train.zero_gate_warning);
+        std::fflush(stdout);
+        metrics->event({{"step", step},
+                        {"event", "zero_gate_warning"},
+                        {"layer", layer},
+                        {"zero_gate", r.zero_gate[size_t(layer)]},
+                        {"threshold", c.train.zero_gate_warning}});
+      }
     if (valid_data && due(step, c.train.eval_every, last_step)) {
       valid_data->reset();  // the same first eval_batches micro-batches every time
       const double val = trainer.evaluate(next_valid, c.train.eval_batches);
@@ -456,7 +533,8 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     }
     const bool stopping = stop_votes > 0;
     if (due(step, c.train.ckpt_every, last_step) || stopping) {
-      const nlohmann::json model_state = trainer.export_state();
+      nlohmann::json model_state = trainer.export_state();
+      model_state["elapsed_s"] = resumed.elapsed_s + run_time.seconds();
       const auto host = trainer.gather_state();
       on_every_rank(comm, [&] {
         if (!root) return;

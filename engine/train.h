@@ -13,6 +13,7 @@ struct TrainOptions {
   bool resume = false;     // --resume given
   std::string resume_dir;  // its value; empty = newest checkpoint in train.out_dir
   std::string init_from;   // --init-from FILE.safetensors
+  bool overwrite = false;  // --overwrite: a fresh run may replace the run in train.out_dir
 };
 
 // The data loader of a config (data.*, model.seq_len, model.vocab_size, train.seed): the one

@@ -58,6 +58,7 @@ TrainerOn<B>::TrainerOn(const Config& c, Communicator* given_comm)
   init_parameters(layout, init.data(), c.train.seed);
   model.params_from_host(init.data());
   if (c.model.lock.enabled) lock.emplace(c);
+  lr_plan.steps = c.train.steps;
 }
 
 template <class B>
@@ -79,6 +80,11 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
   // with weight 1/(accum·ranks), so the sum over ranks below is the mean.
   const double loss_scale = 1.0 / (double(accum) * ranks);
   apply_lock_schedule();
+  // The step's routing health (zero-gate shares, experts used) is counted in the forwards and read
+  // back with their losses.
+  const bool moe = config.model.is_moe();
+  model.reset_routing_stats();
+  model.collect_routing_stats = moe;
   for (int micro = 0; micro < accum; ++micro) {
     next_batch(inputs_.data(), targets_.data());
     const Losses losses =
@@ -87,6 +93,7 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
     r.loss += losses.lm / accum;
     r.aux_loss += losses.aux / accum;
   }
+  model.collect_routing_stats = false;
 
   // The gradient sum: this rank's shard of the arena ← Σ over ranks, in rank order. Then the
   // global norm from every rank's share of Σ g², added in rank order with the losses.
@@ -99,12 +106,27 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
   auto phase = model.profile.scope("grad reduce");
   timed([&] { comm.reduce_scatter_sum(model.grads(), layout.arena_size); });
   phase.next("grad norm");
-  double sums[3] = {r.loss, r.aux_loss,
-                    B::grad_sum_squares(shard_table_, model.grads() + shard.begin)};
-  timed([&] { comm.all_reduce_sum(sums, 3); });
+  // The routing counts ride along in the same sum (exact integers well below 2^53).
+  std::vector<double> sums = {r.loss, r.aux_loss,
+                              B::grad_sum_squares(shard_table_, model.grads() + shard.begin)};
+  if (moe) {
+    const std::vector<int64_t> stats = model.routing_stats();
+    sums.insert(sums.end(), stats.begin(), stats.end());
+    sums.push_back(double(model.routing_stats_tokens()));
+  }
+  timed([&] { comm.all_reduce_sum(sums.data(), int(sums.size())); });
   r.loss = sums[0] / ranks;
   r.aux_loss = sums[1] / ranks;
   r.grad_norm = std::sqrt(sums[2]);
+  if (moe) {
+    const int L = config.model.n_layer, R = config.model.router_width();
+    for (int l = 0; l < L; ++l) {
+      const analysis::LayerStats st =
+          analysis::layer_stats(sums.data() + 3 + size_t(l) * (1 + 2 * R), R, sums.back());
+      r.zero_gate.push_back(st.zero_gate);
+      r.experts_used.push_back(st.experts_used);
+    }
+  }
 
   const int next = step + 1;
   if (!std::isfinite(r.loss) || !std::isfinite(r.aux_loss) || !std::isfinite(r.grad_norm)) {
@@ -118,7 +140,7 @@ StepResult TrainerOn<B>::train_step(const BatchSource& next_batch) {
         << " are unchanged";
     throw Error(msg.str());
   }
-  r.lr = learning_rate(config.optim, config.train.steps, next);
+  r.lr = learning_rate(config.optim, lr_plan, next);
   const AdamWParams adamw =
       adamw_params(config.optim, next, r.lr, clip_factor(r.grad_norm, config.optim.grad_clip));
   if (!sharded()) {
@@ -303,6 +325,7 @@ void TrainerOn<B>::scatter_state() {
 template <class B>
 nlohmann::json TrainerOn<B>::export_state() {
   nlohmann::json state = model.export_state();
+  state["schedule"] = lr_plan.to_json();
   if (lock) state["lock"] = lock->to_json();  // the same on every rank
   if (!state.contains("pool_loss")) return state;
   const std::vector<std::string> all = comm.gather_strings(dump_json(state["pool_loss"]), 0);

@@ -13,6 +13,7 @@
 #include "engine/comm.h"
 #include "engine/config.h"
 #include "engine/lock.h"
+#include "engine/optimizer.h"
 #include "model/backend.h"
 #include "model/layout.h"
 #include "model/model.h"
@@ -25,6 +26,10 @@ struct StepResult {
   double grad_norm = 0;  // global L2 norm before clipping
   double lr = 0;
   double comm_seconds = 0;  // time spent in collectives during the step (this rank)
+  // MoE models, per layer, over the step's tokens (all micro-batches and ranks): the share of
+  // tokens whose chosen gates are all 0, and the experts that got a token with a nonzero gate.
+  std::vector<double> zero_gate;
+  std::vector<int> experts_used;
 };
 
 // Fills one micro-batch: inputs and targets, [micro_batch, seq_len] each (host memory).
@@ -100,6 +105,7 @@ class TrainerOn {
   // AdamW moments, arena layout: the whole arena, or (ZeRO-1) this rank's shard of it.
   typename Backend::template Array<Param> exp_avg, exp_avg_sq;
   int step = 0;                        // optimizer steps done
+  LrPlan lr_plan;                      // the learning rate's plan (a resume may re-plan it)
   std::optional<LockCurriculum> lock;  // UniPool-lock's curriculum (lock.enabled)
 
  private:

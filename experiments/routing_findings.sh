@@ -65,7 +65,7 @@ train() {  # NAME, then the variant's keys
     echo "== $name: already trained ($out/$name)"
   else
     echo "== $name"
-    build/unipool train --config tiny-gpt2 "${common[@]}" --set train.out_dir="$out/$name" "$@"
+    build/unipool train --config tiny-gpt2 --overwrite "${common[@]}" --set train.out_dir="$out/$name" "$@"
   fi
   build/unipool probe --checkpoint "$out/$name" --batches 8 --seed 1234
 }

@@ -82,7 +82,7 @@ train() {  # train NAME STEPS [unipool train arguments...]
   fi
   echo "== $name $*"
   local t0=$SECONDS
-  "$UNIPOOL" train --config tiny "${base[@]}" --set train.steps="$steps" \
+  "$UNIPOOL" train --config tiny --overwrite "${base[@]}" --set train.steps="$steps" \
     --set train.ckpt_every="$steps" --set train.out_dir="$out/$name" "$@" > "$out/$name.log" 2>&1 ||
     { tail -5 "$out/$name.log"; return 1; }
   grep 'val loss' "$out/$name.log" | tail -1
@@ -96,7 +96,7 @@ init_weights() {  # init_weights NAME WEIGHT_FACTOR SCALE → echoes the safeten
   wanted "$1" || return 0
   mkdir -p "$out/init"
   if [ ! -f "$out/init/step0/ckpt-1/model.safetensors" ]; then
-    "$UNIPOOL" train --config tiny "${base[@]}" --set train.steps=1 --set train.ckpt_every=1 \
+    "$UNIPOOL" train --config tiny --overwrite "${base[@]}" --set train.steps=1 --set train.ckpt_every=1 \
       --set optim.lr=0 --set optim.min_lr=0 --set train.eval_every=0 \
       --set train.out_dir="$out/init/step0" > "$out/init.log" 2>&1
   fi

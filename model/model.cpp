@@ -182,6 +182,7 @@ Model<B>::Model(Build build, const Layout& layout, const LossConfig& loss, int b
     routing_stats_ = ints(int64_t(c.n_layer) * (1 + 2 * R), "routing");
     perturbation_tables_ = ints(int64_t(c.n_layer) * R, "routing");
     B::zero(routing_stats_.data(), routing_stats_.size());
+    host_routing_stats_.assign(routing_stats_.size(), 0);
     drows_ = act(rows * d, "backward scratch");
     ytmp_ = act(rows * d, "expert outputs");
     ds_ = flt(N * R, "backward scratch");
@@ -441,6 +442,11 @@ Losses Model<B>::forward(const int32_t* inputs, const int32_t* targets, bool tra
   host_aux_terms_.resize(aux_terms_.size());
   B::download(host_losses_.data(), losses_.data(), host_losses_.size());
   B::download(host_aux_terms_.data(), aux_terms_.data(), host_aux_terms_.size());
+  // The routing statistics ride on the same readback (the forward is done: no extra wait).
+  if (collect_routing_stats) {
+    host_routing_stats_.resize(routing_stats_.size());
+    B::download(host_routing_stats_.data(), routing_stats_.data(), host_routing_stats_.size());
+  }
   Losses losses;
   for (Float x : host_losses_) losses.lm += static_cast<double>(x);
   losses.lm /= N_;
@@ -1117,14 +1123,13 @@ void Model<B>::set_routing_perturbations(const std::vector<RoutingPerturbation>&
 template <class B>
 void Model<B>::reset_routing_stats() {
   B::zero(routing_stats_.data(), routing_stats_.size());
+  host_routing_stats_.assign(routing_stats_.size(), 0);
   routing_stats_tokens_ = 0;
 }
 
 template <class B>
 std::vector<int64_t> Model<B>::routing_stats() const {
-  std::vector<int32_t> host(routing_stats_.size());
-  B::download(host.data(), routing_stats_.data(), host.size());
-  return std::vector<int64_t>(host.begin(), host.end());
+  return std::vector<int64_t>(host_routing_stats_.begin(), host_routing_stats_.end());
 }
 
 template <class B>

@@ -161,9 +161,11 @@ class Model {
   // Error for a training forward while any is set, or for ids outside the router's width.
   void set_routing_perturbations(const std::vector<RoutingPerturbation>& perturbations);
 
-  // Routing statistics of the forwards run while collect_routing_stats is true (evaluation), per
-  // MoE layer [L][1 + 2R]: tokens whose k gates are all 0, slots per expert, slots per expert with
-  // a nonzero gate (the routing_stats op; exact integers). reset_routing_stats() zeroes them.
+  // Routing statistics of the forwards run while collect_routing_stats is true (evaluation, and
+  // the trainer's per-step routing health), per MoE layer [L][1 + 2R]: tokens whose k gates are
+  // all 0, slots per expert, slots per expert with a nonzero gate (the routing_stats op; exact
+  // integers). They are read back with the losses at the end of each such forward, so reading
+  // them costs no extra wait on the GPU. reset_routing_stats() zeroes them.
   bool collect_routing_stats = false;
   void reset_routing_stats();
   std::vector<int64_t> routing_stats() const;
@@ -315,6 +317,7 @@ class Model {
   // [L, 4] per layer: Switch term, pool term, z-loss, entropy term (each written once)
   Array<Float> aux_terms_;
   std::vector<Float> host_losses_, host_aux_terms_;  // their host copies, summed after forward()
+  std::vector<int32_t> host_routing_stats_;          // routing_stats_ after the last forward
   // pool-loss state per pool group: ĝ of the previous micro-batch and the running layer sum
   Array<Float> pool_ghat_, pool_running_;  // [groups, M]
   bool pool_valid_ = false;

@@ -26,13 +26,105 @@ TEST_CASE("warmup + cosine schedule", "[optim]") {
   o.lr = 1.0;
   o.min_lr = 0.1;
   o.warmup_steps = 10;
-  CHECK(learning_rate(o, 110, 1) == Approx(0.1));
-  CHECK(learning_rate(o, 110, 10) == Approx(1.0));
-  CHECK(learning_rate(o, 110, 60) == Approx(0.1 + 0.9 * 0.5));  // halfway through the cosine
-  CHECK(learning_rate(o, 110, 110) == Approx(0.1));
-  CHECK(learning_rate(o, 110, 200) == Approx(0.1));
+  const LrPlan plan{110, 0, 0.0};
+  CHECK(learning_rate(o, plan, 1) == Approx(0.1));
+  CHECK(learning_rate(o, plan, 10) == Approx(1.0));
+  CHECK(learning_rate(o, plan, 60) == Approx(0.1 + 0.9 * 0.5));  // halfway through the cosine
+  CHECK(learning_rate(o, plan, 110) == Approx(0.1));
+  CHECK(learning_rate(o, plan, 200) == Approx(0.1));
   o.warmup_steps = 0;
-  CHECK(learning_rate(o, 100, 1) == Approx(0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 0.01))));
+  CHECK(learning_rate(o, LrPlan{100, 0, 0.0}, 1) ==
+        Approx(0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * 0.01))));
+}
+
+TEST_CASE("linear, constant and warmup-stable-decay schedules at chosen steps", "[optim]") {
+  OptimConfig o;
+  o.lr = 1.0;
+  o.min_lr = 0.1;
+  o.warmup_steps = 10;
+  const LrPlan plan{110, 0, 0.0};
+  o.schedule = LrSchedule::linear;
+  CHECK(learning_rate(o, plan, 5) == Approx(0.5));  // the warmup is every schedule's
+  CHECK(learning_rate(o, plan, 10) == Approx(1.0));
+  CHECK(learning_rate(o, plan, 35) == Approx(1.0 - 0.9 * 0.25));
+  CHECK(learning_rate(o, plan, 60) == Approx(0.55));
+  CHECK(learning_rate(o, plan, 110) == Approx(0.1));
+  o.schedule = LrSchedule::constant;
+  CHECK(learning_rate(o, plan, 5) == Approx(0.5));
+  CHECK(learning_rate(o, plan, 11) == 1.0);
+  CHECK(learning_rate(o, plan, 110) == 1.0);
+  o.schedule = LrSchedule::wsd;
+  o.decay_steps = 20;  // stable through step 90, then down to min_lr at 110
+  CHECK(learning_rate(o, plan, 5) == Approx(0.5));
+  CHECK(learning_rate(o, plan, 50) == 1.0);
+  CHECK(learning_rate(o, plan, 90) == 1.0);
+  CHECK(learning_rate(o, plan, 100) == Approx(0.55));
+  CHECK(learning_rate(o, plan, 110) == Approx(0.1));
+  o.decay_steps = 100;  // a decay longer than the stable phase starts at the warmup's end
+  CHECK(learning_rate(o, plan, 10) == Approx(1.0));
+  CHECK(learning_rate(o, plan, 60) == Approx(0.55));
+}
+
+TEST_CASE("a resumed run with another train.steps continues the learning rate", "[optim]") {
+  OptimConfig o;
+  o.lr = 6e-4;
+  o.min_lr = 6e-5;
+  o.warmup_steps = 10;
+  for (LrSchedule kind : {LrSchedule::cosine, LrSchedule::linear, LrSchedule::wsd}) {
+    CAPTURE(name_of(kind));
+    o.schedule = kind;
+    o.decay_steps = kind == LrSchedule::wsd ? 50 : 0;
+    const LrPlan first{200, 0, 0.0};
+    const double at_200 = learning_rate(o, first, 200), at_180 = learning_rate(o, first, 180);
+    // Resumed at step 180 (inside every decay) with the horizon doubled: step 181 gets about
+    // what the old plan gave it, the rate still falls, and min_lr comes at the new end.
+    std::vector<std::string> notes;
+    const LrPlan longer = continue_lr_plan(o, first, o, 400, 180, &notes);
+    CHECK(longer.anchor_step == 180);
+    CHECK(notes.size() == 1);  // what changes; no warning: the rate is continuous
+    CHECK(learning_rate(o, longer, 180) == Approx(at_180));
+    const double next = learning_rate(o, longer, 181);
+    CHECK(next < at_180);
+    CHECK(next > at_200);
+    CHECK(learning_rate(o, longer, 300) < next);
+    CHECK(learning_rate(o, longer, 400) == Approx(o.min_lr));
+    // A second extension composes: continuous again.
+    notes.clear();
+    const LrPlan again = continue_lr_plan(o, longer, o, 500, 300, &notes);
+    CHECK(learning_rate(o, again, 300) == Approx(learning_rate(o, longer, 300)));
+    CHECK(learning_rate(o, again, 500) == Approx(o.min_lr));
+    // The plan survives the checkpoint's JSON.
+    const LrPlan back = LrPlan::from_json(again.to_json());
+    CHECK(back.steps == again.steps);
+    CHECK(back.anchor_step == again.anchor_step);
+    CHECK(back.anchor_progress == again.anchor_progress);
+  }
+  // Still in wsd's stable phase: the decay simply moves to the new end.
+  o.schedule = LrSchedule::wsd;
+  o.decay_steps = 50;
+  std::vector<std::string> notes;
+  const LrPlan moved = continue_lr_plan(o, LrPlan{200, 0, 0.0}, o, 400, 100, &notes);
+  CHECK(moved.anchor_step == 0);
+  CHECK(learning_rate(o, moved, 349) == o.lr);
+  CHECK(learning_rate(o, moved, 400) == Approx(o.min_lr));
+  // Nothing changed: the same plan, nothing said.
+  notes.clear();
+  CHECK(continue_lr_plan(o, moved, o, 400, 150, &notes).steps == 400);
+  CHECK(notes.empty());
+  // Another peak rate is a jump, said loudly with both values.
+  OptimConfig hotter = o;
+  hotter.lr = 1e-3;
+  notes.clear();
+  continue_lr_plan(o, moved, hotter, 400, 150, &notes);
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0].find("warning: the learning rate jumps: step 150 had 6.000e-04, this run's "
+                      "schedule continues from 1.000e-03") == 0);
+  // Malformed plans in a checkpoint are errors naming the key.
+  CHECK_THROWS_WITH(LrPlan::from_json(nlohmann::json{{"steps", 10}}),
+                    HasSubstring("schedule"));
+  CHECK_THROWS_WITH(
+      LrPlan::from_json(nlohmann::json{{"steps", 10}, {"anchor_step", 12}, {"anchor_progress", 0}}),
+      HasSubstring("out of range"));
 }
 
 TEST_CASE("clip factor", "[optim]") {

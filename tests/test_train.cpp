@@ -56,12 +56,6 @@ using json = nlohmann::json;
 
 namespace {
 
-std::vector<TensorRef> arena_refs(const Layout& layout, const float* arena) {
-  std::vector<TensorRef> refs;
-  for (const ParamTensor& t : layout.tensors) refs.push_back({t.name, t.shape, arena + t.offset});
-  return refs;
-}
-
 std::vector<TensorRef> file_refs(const SafetensorsFile& f) {
   std::vector<TensorRef> refs;
   for (const std::string& name : f.order) {

@@ -21,6 +21,7 @@
 #include "data/shards.h"
 #include "data/tokenize.h"
 #include "engine/checkpoint.h"
+#include "engine/safetensors.h"
 #include "engine/train.h"
 #include "engine/trainer.h"
 #include "tests/catch.h"
@@ -130,6 +131,14 @@ struct Outcome {
 
 // Runs `c` resumed from checkpoint directory `ckpt` (--resume CKPT) into out_dir; returns the
 // config it ran.
+// The arena's tensors under their checkpoint names (write_safetensors: a weights file for
+// --init-from).
+inline std::vector<TensorRef> arena_refs(const Layout& layout, const float* arena) {
+  std::vector<TensorRef> refs;
+  for (const ParamTensor& t : layout.tensors) refs.push_back({t.name, t.shape, arena + t.offset});
+  return refs;
+}
+
 inline Config resume_into(Config c, const std::string& out_dir, const std::string& ckpt) {
   c.train.out_dir = out_dir;
   TrainOptions opt;
