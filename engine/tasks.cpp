@@ -258,11 +258,12 @@ TaskExample multiple_choice(const Doc& d) {
                    d.label(d.at("gold"), "gold"));
 }
 
-// race (preprocess_race.py): "Article: " + article + "\n\n", then each earlier problem of the
-// document with its answer ("Question: q\nAnswer: a\n", or for a question ending in "  _  ." its
-// last five characters followed by the answer), then the last problem's question; its four
-// options are the choices. problems: a Python literal (EleutherAI/race), a JSON array, or the
-// original RACE file's parallel arrays questions / options / answers.
+// race (preprocess_race.py, task version 2.0 of harness v0.4.5 to v0.4.11): "Article: " + article
+// + "\n\n", then each earlier problem of the document with its answer ("Question: q\nAnswer:
+// a\n", or for a question ending in "  _  ." its last five characters followed by the answer),
+// then the last problem's question; its four options are the choices. problems: a Python literal
+// (EleutherAI/race), a JSON array, or the original RACE file's parallel arrays questions / options
+// / answers.
 TaskExample race(const Doc& d) {
   struct Problem {
     std::string question;

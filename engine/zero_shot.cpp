@@ -166,8 +166,9 @@ std::vector<std::vector<ChoiceScore>> score_requests(
     Config shape = c;  // the memory plan of this model's shape
     shape.train.micro_batch = rows;
     shape.model.seq_len = Tb;
-    check_memory(memory_need<B>(shape, sm.layout, Workload::eval), shape,
-                 B::kWeightCopy ? BackendKind::cuda : BackendKind::cpu, "unipool eval --task");
+    const BackendKind kind = B::kWeightCopy ? BackendKind::cuda : BackendKind::cpu;  // B's
+    check_memory(memory_need<B>(shape, sm.layout, Workload::eval), shape, kind,
+                 "unipool eval --task");
     Model<B> model(sm.layout, c.loss, rows, Tb);
     model.params_from_host(sm.weights.data());
     if (!sm.lock.sets.empty()) model.set_lock_routing(sm.lock);
@@ -176,7 +177,8 @@ std::vector<std::vector<ChoiceScore>> score_requests(
     std::vector<int32_t> inputs(size_t(rows) * Tb), positions, targets;
     std::vector<typename B::Float> losses(inputs.size());
     std::vector<int32_t> greedy(inputs.size());
-    // Fills rows from `first` with examples [e0, e1), runs the forward, reads the scores back.
+    // One forward: the choices of examples [e0, e1) as rows 0, 1, ... (their continuation
+    // positions scored), the scores summed per choice.
     auto run = [&](size_t e0, size_t e1) {
       std::fill(inputs.begin(), inputs.end(), 0);
       positions.clear();
