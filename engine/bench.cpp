@@ -38,7 +38,7 @@ void bench_on(const Config& c, const BenchOptions& options, BackendKind backend,
   on_every_rank(comm, [&] {
     check_memory(memory_need<B>(c, make_layout(c.model), Workload::train, ranks), c, backend,
                  "unipool bench");
-    owner = std::make_unique<TrainerOn<B>>(c, &comm);
+    owner = make_trainer_telling<B>(c, comm);
   });
   TrainerOn<B>& trainer = *owner;
   if (trainer.lock) {

@@ -411,7 +411,7 @@ void merge_over(json& base, const json& over) {
 std::string resolve_config_path(const std::string& path_or_preset) {
   if (file_exists(path_or_preset)) return path_or_preset;
   // A preset name: configs/NAME.json next to the source tree or in the current directory.
-  for (const std::string& dir : {std::string("configs/"), std::string(UNIPOOL_CONFIG_DIR "/")})
+  for (const std::string& dir : preset_directories())
     if (file_exists(dir + path_or_preset + ".json")) return dir + path_or_preset + ".json";
   throw Error("--config: cannot open '" + path_or_preset + "' (not a file, and no preset configs/" +
               path_or_preset + ".json)");
@@ -464,7 +464,18 @@ Config load_config(const json& file_json, const std::vector<std::string>& overri
                    bool check_data) {
   json tree = config_defaults();
   if (!file_json.is_null()) merge_known(tree, file_json, "");
+  const json file_ffn = node_at(tree, "model.ffn");
   for (const auto& o : overrides) apply_override(tree, o);
+  // The defaults of a variant follow the variant (docs/config.md §Resolution): the file chose its
+  // balancing losses for its own model.ffn, so a --set that changes model.ffn gives them back their
+  // derived defaults, except those a --set gives too.
+  if (node_at(tree, "model.ffn") != file_ffn) {
+    for (const char* name : {"loss.aux_coeff", "loss.pool_aux_coeff"}) {
+      bool set_too = false;
+      for (const auto& o : overrides) set_too = set_too || o.substr(0, o.find('=')) == name;
+      if (!set_too) node_at(tree, name) = nullptr;
+    }
+  }
 
   Config c;
   for (const Key& k : key_table()) {
@@ -626,6 +637,10 @@ void validate_config(const Config& c, bool check_data) {
       }
     }
   }
+}
+
+std::vector<std::string> preset_directories() {
+  return {"configs/", UNIPOOL_CONFIG_DIR "/"};
 }
 
 json read_config_file(const std::string& path_or_preset) {

@@ -127,6 +127,10 @@ Config load_config(const nlohmann::json& file_json, const std::vector<std::strin
 // key, anything else (numbers, strings, lists such as data.train) replaced whole.
 nlohmann::json read_config_file(const std::string& path_or_preset);
 
+// Where preset names are looked up, in order: configs/ in the current directory, then the source
+// tree's configs/ (a name found in both is the first one's).
+std::vector<std::string> preset_directories();
+
 // Every key's dotted name ("model.d_model", ...), in table order (docs/config.md lists them all).
 std::vector<std::string> config_keys();
 

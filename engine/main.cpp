@@ -17,10 +17,12 @@
 #include "engine/config.h"
 #include "engine/eval.h"
 #include "engine/plot.h"
+#include "engine/presets.h"
 #include "engine/probe.h"
 #include "engine/sample.h"
 #include "engine/train.h"
 #include "engine/zero_shot.h"
+#include "unipool_version.h"  // generated at build time: UNIPOOL_VERSION, UNIPOOL_COMMIT
 
 using namespace unipool;
 
@@ -63,7 +65,8 @@ void add_train_command(CLI::App& app) {
                   "override a config key: --set train.steps=100 (repeatable)");
   cmd->add_option("--resume", o->resume,
                   "continue from a checkpoint directory (alone: the newest in train.out_dir)")
-      ->expected(0, 1);
+      ->expected(0, 1)
+      ->default_str("");  // (its "\x01" marks "given alone", not a default)
   cmd->add_option("--init-from", o->train.init_from,
                   "start from these weights (a model.safetensors with the tensor names of "
                   "docs/run-directory.md)");
@@ -253,6 +256,13 @@ void add_bench_tokenizer_command(CLI::App& app) {
   cmd->add_option("files", o->files, "text files")->required();
 }
 
+// unipool presets
+void add_presets_command(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand(
+      "presets", "list the presets of configs/ (what --config NAME takes): model, size, purpose");
+  cmd->callback([] { run_presets(); });
+}
+
 // Prints the error; in a run of several ranks, then ends them all (the others may be waiting for
 // this one in a collective that will never complete).
 int report(const char* message) {
@@ -267,6 +277,9 @@ int report(const char* message) {
 int main(int argc, char** argv) {
   CLI::App app{"unipool: pretraining engine for dense, MoE, UniPool and PathMoE language models"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("unipool ") + UNIPOOL_VERSION + " (commit " +
+                                        UNIPOOL_COMMIT + ")");
+  app.option_defaults()->always_capture_default();  // --help shows every option's default
   add_train_command(app);
   add_bench_command(app);
   add_tokenize_command(app);
@@ -276,6 +289,10 @@ int main(int argc, char** argv) {
   add_probe_command(app);
   add_plot_command(app);
   add_bench_tokenizer_command(app);
+  add_presets_command(app);
+  for (CLI::App* command : app.get_subcommands([](CLI::App*) { return true; }))
+    for (CLI::Option* option : command->get_options([](CLI::Option*) { return true; }))
+      if (option->get_default_str() == "[]") option->default_str("");  // an empty list says nothing
   try {
     app.parse(argc, argv);  // runs the chosen subcommand's callback
   } catch (const CLI::ParseError& e) {

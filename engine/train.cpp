@@ -420,7 +420,7 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     if (c.train.eval_every > 0)
       valid_data = std::make_unique<data::Loader>(spec, data::Split::valid);
     check_memory(need, c, backend, "unipool train");
-    trainer_owner = std::make_unique<TrainerOn<B>>(c, &comm);
+    trainer_owner = make_trainer_telling<B>(c, comm);
   });
   TrainerOn<B>& trainer = *trainer_owner;
   const ResumeInfo resumed = restore(trainer, *train_data, c, options);

@@ -1,7 +1,10 @@
 #include "engine/trainer.h"
 
 #include <cmath>
+#include <cstdio>
+#include <memory>
 #include <sstream>
+#include <type_traits>
 #include <vector>
 
 #include "base/clock.h"
@@ -54,9 +57,14 @@ TrainerOn<B>::TrainerOn(const Config& c, Communicator* given_comm)
             " backend's gradients (GPU ranks need NCCL, CPU ranks MPI)");
   B::zero(exp_avg.data(), exp_avg.size());
   B::zero(exp_avg_sq.data(), exp_avg_sq.size());
-  std::vector<Param> init(layout.arena_size);
-  init_parameters(layout, init.data(), c.train.seed);
-  model.params_from_host(init.data());
+  if constexpr (std::is_same_v<B, CpuBackend<Param>>) {
+    init_parameters(layout, model.params(), c.train.seed);  // host memory already: in place
+  } else {
+    // (not zeroed first: init_parameters writes every element)
+    const std::unique_ptr<Param[]> init(new Param[size_t(layout.arena_size)]);
+    init_parameters(layout, init.get(), c.train.seed);
+    model.params_from_host(init.get());
+  }
   if (c.model.lock.enabled) lock.emplace(c);
   lr_plan.steps = c.train.steps;
 }
@@ -360,9 +368,27 @@ void TrainerOn<B>::import_state(const nlohmann::json& state) {
   model.import_state(mine);
 }
 
+template <class B>
+std::unique_ptr<TrainerOn<B>> make_trainer_telling(const Config& c, Communicator& comm) {
+  const bool root = comm.rank() == 0;
+  const Layout layout = make_layout(c.model);
+  if (root) {
+    std::printf("start-up: allocating and initialising %.1fM parameters (seed %llu) ...",
+                layout.num_parameters() / 1e6, static_cast<unsigned long long>(c.train.seed));
+    std::fflush(stdout);
+  }
+  const Stopwatch start_up;
+  auto trainer = std::make_unique<TrainerOn<B>>(c, &comm);
+  if (root) std::printf(" done in %.1f s\n", start_up.seconds());
+  return trainer;
+}
+
 template class TrainerOn<CpuBackend<float>>;
+template std::unique_ptr<TrainerOn<CpuBackend<float>>> make_trainer_telling(const Config&,
+                                                                            Communicator&);
 #ifdef UNIPOOL_HAVE_CUDA
 template class TrainerOn<CudaBackend>;
+template std::unique_ptr<TrainerOn<CudaBackend>> make_trainer_telling(const Config&, Communicator&);
 #endif
 
 }  // namespace unipool
