@@ -225,16 +225,18 @@ Loader::Impl::Impl(const LoaderSpec& spec_in, Split split_in) : spec(spec_in), s
           "data loader: blend weight " + std::to_string(weight) + " for " + path + " must be > 0");
     Dataset ds{TokenFile::open(path, spec.format)};
     const int64_t ndocs = ds.file.num_documents();
-    const std::array<int64_t, 4> idx = split_indices(split_weights, ndocs);
-    for (int p = 0; p < 3; ++p) {
+    const std::array<int64_t, 4> idx =
+        spec.whole_files ? std::array<int64_t, 4>{0, ndocs, ndocs, ndocs}
+                         : split_indices(split_weights, ndocs);
+    for (int p = 0; p < 3 && !spec.whole_files; ++p) {
       if (idx[p] == idx[p + 1]) {
         warn_once(ds.file.name() + ": split \"" + spec.split + "\" gives the " +
                   split_name(Split(p)) + " part no documents (of " + std::to_string(ndocs) + ")" +
                   (split_weights[p] == 0 ? ", as its weight is 0" : ""));
       }
     }
-    ds.doc_lo = idx[s];
-    ds.doc_hi = idx[s + 1];
+    ds.doc_lo = spec.whole_files ? 0 : idx[s];
+    ds.doc_hi = spec.whole_files ? ndocs : idx[s + 1];
     ds.tok_lo = ds.doc_lo < ndocs ? ds.file.document_begin(ds.doc_lo) : ds.file.num_tokens();
     ds.tok_hi = ds.doc_hi > ds.doc_lo ? ds.file.document_end(ds.doc_hi - 1) : ds.tok_lo;
     const int64_t ntok = ds.tok_hi - ds.tok_lo;
@@ -315,8 +317,10 @@ const std::vector<uint32_t>& Loader::Impl::permutation(size_t d, uint64_t epoch)
   const size_t n = static_cast<size_t>(datasets[d].num_samples);
   p.order.resize(n);
   std::iota(p.order.begin(), p.order.end(), 0u);
-  SplitMix64 rng{permutation_seed(spec.seed, d, static_cast<uint64_t>(split), epoch)};
-  shuffle(p.order.data(), n, rng);
+  if (!spec.whole_files) {  // (a held-out set is read in order)
+    SplitMix64 rng{permutation_seed(spec.seed, d, static_cast<uint64_t>(split), epoch)};
+    shuffle(p.order.data(), n, rng);
+  }
   p.epoch = static_cast<int64_t>(epoch);
   return p.order;
 }
@@ -470,7 +474,7 @@ nlohmann::json Loader::Impl::state() const {
   return {{"kind", "unipool.data.Loader"},
           {"version", 1},
           {"split", split_name(split)},
-          {"split_spec", spec.split},
+          {"split_spec", spec.whole_files ? std::string("whole files") : spec.split},
           {"format", shard_format_name(spec.format)},
           {"seed", spec.seed},
           {"seq_len", spec.seq_len},

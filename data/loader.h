@@ -75,6 +75,10 @@ struct LoaderSpec {
   uint64_t seed = 1234;
   int rank = 0, world_size = 1;  // data parallelism: 0 <= rank < world_size (see above)
   bool prefetch = true;          // read the next batch on a background thread
+  // A held-out set (data.valid, `unipool eval --data`): every document of every file whatever the
+  // split (`split` is not used, the Loader's Split only names it in messages), and each dataset's
+  // samples in stream order, epoch after epoch, instead of a permutation.
+  bool whole_files = false;
 };
 
 // The normalised weights of a split string ("969,30,1" -> {0.969, 0.03, 0.001}; missing parts are

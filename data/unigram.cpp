@@ -26,9 +26,9 @@ void count_tokens(const TokenFile& file, int64_t begin, int64_t count, std::vect
     for (int64_t i = 0; i < n; ++i) {
       const int32_t t = buffer[i];
       if (t < 0 || t >= vocab) {
-        throw Error(file.name() + ": token " + std::to_string(t) + " at position " +
-                    std::to_string(at + i) + " is not below the vocabulary size " +
-                    std::to_string(vocab));
+        throw Error(file.token_path() + ": token id " + std::to_string(t) + " at token " +
+                    std::to_string(at + i) + (t < 0 ? " is negative" : " >= vocab_size ") +
+                    (t < 0 ? std::string() : std::to_string(vocab)));
       }
       ++counts[t];
     }

@@ -216,19 +216,32 @@ std::string abandon_checkpoints_after(const std::string& out_dir, int step) {
   return dest;
 }
 
-std::string claim_run_directory(const std::string& out_dir, bool overwrite) {
+namespace {
+
+// What a run directory holds besides its lock file.
+std::vector<std::string> run_directory_entries(const std::string& out_dir) {
   std::vector<std::string> held;
   for (const std::string& name : list_directory(out_dir))
     if (name != ".lock") held.push_back(name);
+  return held;
+}
+
+}  // namespace
+
+void check_fresh_run_directory(const std::string& out_dir, bool overwrite) {
+  const std::vector<std::string> held = run_directory_entries(out_dir);
+  if (held.empty() || overwrite) return;
+  std::string names;
+  for (size_t i = 0; i < held.size() && i < 4; ++i) names += (i ? ", " : "") + held[i];
+  if (held.size() > 4) names += ", ... (" + std::to_string(held.size()) + " entries)";
+  throw Error("train.out_dir '" + out_dir + "' is not empty (" + names +
+              "): continue its run with --resume, choose another train.out_dir, or pass "
+              "--overwrite to move what it holds into " + out_dir + "/replaced-<UTC time>/");
+}
+
+std::string move_run_aside(const std::string& out_dir) {
+  const std::vector<std::string> held = run_directory_entries(out_dir);
   if (held.empty()) return "";
-  if (!overwrite) {
-    std::string names;
-    for (size_t i = 0; i < held.size() && i < 4; ++i) names += (i ? ", " : "") + held[i];
-    if (held.size() > 4) names += ", ... (" + std::to_string(held.size()) + " entries)";
-    throw Error("train.out_dir '" + out_dir + "' is not empty (" + names +
-                "): continue its run with --resume, choose another train.out_dir, or pass "
-                "--overwrite to move what it holds into " + out_dir + "/replaced-<UTC time>/");
-  }
   const std::string dest = make_stamped_dir(out_dir, "replaced");
   for (const std::string& name : held) move_path(out_dir + "/" + name, dest + "/" + name);
   return dest;

@@ -85,10 +85,12 @@ std::vector<std::string> recover_run_directory(const std::string& out_dir);
 std::string abandon_checkpoints_after(const std::string& out_dir, int step);
 
 // A fresh run into out_dir (whose lock the caller holds): an out_dir holding anything but its lock
-// file is another run's (or someone's files) and is refused, naming what it holds, unless
-// `overwrite`, when everything in it moves into out_dir/replaced-<UTC time>/ (renames, nothing is
-// deleted). Returns that directory ("" when out_dir was empty).
-std::string claim_run_directory(const std::string& out_dir, bool overwrite);
+// file is another run's (or someone's files), refused with an Error naming what it holds unless
+// `overwrite`. Then, once the run has its first good step, move_run_aside() moves everything in it
+// into out_dir/replaced-<UTC time>/ (renames, nothing is deleted) and returns that directory (""
+// when there was nothing to move).
+void check_fresh_run_directory(const std::string& out_dir, bool overwrite);
+std::string move_run_aside(const std::string& out_dir);
 
 // The newest complete ckpt-STEP directory in out_dir, or "" when there is none.
 std::string latest_checkpoint(const std::string& out_dir);

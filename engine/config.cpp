@@ -329,6 +329,7 @@ const std::vector<Key>& key_table() {
     // data.*: docs/data.md
     using Blend = std::vector<std::pair<double, std::string>>;
     t.push_back(key("data.train", UNIPOOL_FIELD(Blend, data.train)));
+    t.push_back(key("data.valid", UNIPOOL_FIELD(Blend, data.valid)));
     t.push_back(
         key("data.format", UNIPOOL_FIELD(std::string, data.format), one_of({"megatron", "llmc"})));
     t.push_back(
@@ -625,18 +626,24 @@ void validate_config(const Config& c, bool check_data) {
   if (m.lock.enabled) validate_lock(c);
 
   const DataConfig& d = c.data;
-  if (check_data) {
-    check(!d.train.empty(), "data.train: no training data given (a list of [weight, prefix])");
-    for (const auto& [w, p] : d.train) {
-      check(w > 0 && std::isfinite(w), "data.train: weight of '" + p + "' must be > 0");
+  // Each blend's weights; with check_data, its files.
+  auto check_blend = [&](const std::vector<std::pair<double, std::string>>& blend,
+                         const std::string& key) {
+    for (const auto& [w, p] : blend) {
+      check(w > 0 && std::isfinite(w), key + ": weight of '" + p + "' must be > 0");
+      if (!check_data) continue;
       if (d.format == "megatron") {
-        check(file_exists(p + ".idx"), "data.train: missing file '" + p + ".idx'");
-        check(file_exists(p + ".bin"), "data.train: missing file '" + p + ".bin'");
+        check(file_exists(p + ".idx"), key + ": missing file '" + p + ".idx'");
+        check(file_exists(p + ".bin"), key + ": missing file '" + p + ".bin'");
       } else {
-        check(file_exists(p), "data.train: missing file '" + p + "'");
+        check(file_exists(p), key + ": missing file '" + p + "'");
       }
     }
-  }
+  };
+  if (check_data)
+    check(!d.train.empty(), "data.train: no training data given (a list of [weight, prefix])");
+  check_blend(d.train, "data.train");
+  check_blend(d.valid, "data.valid");
 }
 
 std::vector<std::string> preset_directories() {

@@ -97,6 +97,7 @@ struct TrainConfig {
 
 struct DataConfig {
   std::vector<std::pair<double, std::string>> train;  // blend: (weight, prefix or file)
+  std::vector<std::pair<double, std::string>> valid;  // held-out blend; empty: a split of train
   std::string format = "megatron";                    // megatron | llmc
   std::string split = "969,30,1";
 };

@@ -58,15 +58,27 @@ EvalResult run_eval(const EvalOptions& o) {
   const int batches = o.batches > 0 ? o.batches : c.train.eval_batches;
   check(batches >= 1, "--batches: train.eval_batches is 0; give --batches N");
 
-  // The training loop's validation loader (engine/train.cpp), from the split's first sample.
-  data::Loader loader(loader_spec(c), split);
+  // The data, from its first sample: the training loop's validation loader (engine/train.cpp:
+  // data.valid, or the valid part of data.train's split), another part of the split, or any
+  // token file given with --data (whole, in order).
+  data::LoaderSpec spec = split == data::Split::valid ? validation_spec(c) : loader_spec(c);
+  std::string source = split == data::Split::valid && !c.data.valid.empty()
+                           ? "data.valid"
+                           : std::string(data::split_name(split)) + " split";
+  if (!o.data.empty()) {
+    check(o.split == "valid", "--data PREFIX is read whole: it does not take --split");
+    spec.blend = {{1.0, o.data}};
+    spec.whole_files = true;
+    source = o.data;
+  }
+  data::Loader loader(spec, split);
   const Layout layout = make_layout(c.model);
   const int B = c.train.micro_batch, T = c.model.seq_len;
   std::printf(
-      "unipool eval | %s (step %d) | %s, %d layers, d %d | %s split, %d batches of %d x %d "
-      "tokens | %s\n",
+      "unipool eval | %s (step %d) | %s, %d layers, d %d | %s, %d batches of %d x %d tokens | "
+      "%s\n",
       ck.dir.c_str(), ck.step, name_of(c.model.ffn), c.model.n_layer, c.model.d_model,
-      data::split_name(split), batches, B, T, backend_banner(backend).c_str());
+      source.c_str(), batches, B, T, backend_banner(backend).c_str());
   std::fflush(stdout);
 
   const Stopwatch time;

@@ -16,7 +16,7 @@ struct EvalOptions {
   std::string split = "valid";         // valid | test | train
   // Zero-shot downstream evaluation instead (engine/zero_shot.h) when task is set:
   std::string task;         // hellaswag, arc_easy, ... (engine/tasks.h)
-  std::string data;         // the task's file
+  std::string data;         // the task's file; without a task: a token file (PREFIX) read whole
   int limit = 0;            // the first N examples (0: all)
   std::string out;          // the results JSON ("": none)
   std::string per_example;  // JSON lines, one per example ("": none)
@@ -31,7 +31,8 @@ struct EvalResult {
 // Config = the checkpoint's state.json "config" with the overrides applied (e.g.
 // data.train=... to evaluate on another dataset, train.micro_batch, train.threads). Loads
 // model.safetensors and computes the mean LM loss over the first `batches` micro-batches of the
-// split, exactly as the training loop's evaluation does (the loader starts at the split's first
+// split (for valid: data.valid when the config has it), or of the token file `data` read whole and
+// in order, exactly as the training loop's evaluation does (the loader starts at the split's first
 // sample, so the number equals the val_loss logged at that step with the same eval_batches).
 // Runs on the backend train.backend selects (the GPU when present, as the training loop does).
 // Prints "val loss X | ppl Y | N tokens" ("test loss" / "train loss" for the other splits).

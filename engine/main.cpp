@@ -154,7 +154,8 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_option("--tokenizer-dir", o->tokenizer_dir, "GPT-2 vocabulary files");
 }
 
-// unipool eval --checkpoint DIR [--set key=value]... [--batches N] [--split valid|test|train]
+// unipool eval --checkpoint DIR [--set key=value]... [--batches N]
+//              [--split valid|test|train | --data PREFIX]
 // unipool eval --checkpoint DIR --task NAME --data FILE [--limit N] [--out FILE]
 //              [--per-example FILE]
 void add_eval_command(CLI::App& app) {
@@ -165,8 +166,8 @@ void add_eval_command(CLI::App& app) {
       run_zero_shot(o);
       return;
     }
-    check(o.data.empty() && o.limit == 0 && o.out.empty() && o.per_example.empty(),
-          "--data, --limit, --out and --per-example go with --task NAME");
+    check(o.limit == 0 && o.out.empty() && o.per_example.empty(),
+          "--limit, --out and --per-example go with --task NAME");
     run_eval(o);
   });
   cmd->add_option("--checkpoint", o->checkpoint,
@@ -180,7 +181,10 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--task", o->task,
                   "zero-shot task: hellaswag, arc_easy, arc_challenge, piqa, winogrande, lambada, "
                   "race or multiple_choice (docs/evaluation.md)");
-  cmd->add_option("--data", o->data, "the task's file (JSON lines in its published layout)");
+  cmd->add_option("--data", o->data,
+                  "with --task: the task's file (JSON lines in its published layout); without: a "
+                  "token file (Megatron PREFIX or llm.c .bin, data.format) evaluated whole, in "
+                  "order");
   cmd->add_option("--limit", o->limit, "score the first N examples (0: all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--out", o->out, "write the results JSON here");

@@ -340,7 +340,7 @@ nlohmann::json run_probe(const ProbeOptions& o) {
                               " is a dense model (model.ffn = dense): it has no routing to probe");
   const BackendKind backend = select_backend(c);
   // The first 2·batches validation micro-batches: the probe set, then the "matched" set.
-  data::Loader loader(loader_spec(c), data::Split::valid);
+  data::Loader loader(validation_spec(c), data::Split::valid);  // the run's evaluation data
   Batches batches;
   const size_t n = size_t(c.train.micro_batch) * c.model.seq_len;
   for (int b = 0; b < 2 * o.batches; ++b) {

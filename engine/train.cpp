@@ -41,6 +41,15 @@ data::LoaderSpec loader_spec(const Config& c) {
   return spec;
 }
 
+data::LoaderSpec validation_spec(const Config& c) {
+  data::LoaderSpec spec = loader_spec(c);
+  if (!c.data.valid.empty()) {
+    spec.blend = c.data.valid;
+    spec.whole_files = true;
+  }
+  return spec;
+}
+
 namespace {
 
 // ---- stop signals (docs/failure.md §Signals) ----------------------------------------------------
@@ -138,8 +147,11 @@ nlohmann::json config_changes(const Config& before, const Config& after) {
 // loss leaves a previous run's files as they were. config.json is written at the same moment.
 class MetricsLog {
  public:
-  MetricsLog(const Config& config, const ResumeInfo& resume)
-      : config_(config), path_(config.train.out_dir + "/metrics.jsonl"), resume_(resume) {}
+  MetricsLog(const Config& config, const ResumeInfo& resume, bool overwrite)
+      : config_(config),
+        path_(config.train.out_dir + "/metrics.jsonl"),
+        resume_(resume),
+        overwrite_(overwrite) {}
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
 
@@ -202,6 +214,12 @@ class MetricsLog {
                     resume_.step, abandoned.c_str());
       }
     } else {
+      // A fresh run: with --overwrite, what the directory held moves aside now (the run has its
+      // first good step; a run that fails before it leaves the directory as it was).
+      const std::string aside = overwrite_ ? move_run_aside(out) : "";
+      if (!aside.empty())
+        std::printf("run directory: --overwrite: what %s held moved to %s\n", out.c_str(),
+                    aside.c_str());
       write_file_atomic(path_, "");
     }
     write_file_atomic(out + "/config.json", dump_json(config_.to_json(), 2) + "\n");
@@ -236,6 +254,7 @@ class MetricsLog {
   const Config& config_;
   const std::string path_;
   const ResumeInfo resume_;
+  const bool overwrite_;
   std::unique_ptr<AppendFile> file_;
 };
 
@@ -398,13 +417,9 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
     lock.emplace(DirLock::acquire(c.train.out_dir, "train.out_dir"));
     for (const std::string& line : recover_run_directory(c.train.out_dir))
       std::printf("run directory: %s\n", line.c_str());
-    // A fresh run never mixes with what the directory holds (docs/run-directory.md).
-    if (!options.resume) {
-      const std::string aside = claim_run_directory(c.train.out_dir, options.overwrite);
-      if (!aside.empty())
-        std::printf("run directory: --overwrite: what %s held moved to %s\n",
-                    c.train.out_dir.c_str(), aside.c_str());
-    }
+    // A fresh run never mixes with what the directory holds (docs/run-directory.md): refused
+    // here, or with --overwrite moved aside at the first good step (MetricsLog).
+    if (!options.resume) check_fresh_run_directory(c.train.out_dir, options.overwrite);
   });
 
   // Data first: a bad shard should stop the run before any work. Each rank reads its slice of
@@ -417,8 +432,12 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
   const MemoryNeed need = memory_need<B>(c, make_layout(c.model), Workload::train, ranks);
   on_every_rank(comm, [&] {
     train_data = std::make_unique<data::Loader>(spec, data::Split::train);
-    if (c.train.eval_every > 0)
-      valid_data = std::make_unique<data::Loader>(spec, data::Split::valid);
+    if (c.train.eval_every > 0) {
+      data::LoaderSpec held_out = validation_spec(c);
+      held_out.rank = spec.rank;
+      held_out.world_size = spec.world_size;
+      valid_data = std::make_unique<data::Loader>(held_out, data::Split::valid);
+    }
     check_memory(need, c, backend, "unipool train");
     trainer_owner = make_trainer_telling<B>(c, comm);
   });
@@ -445,7 +464,7 @@ void train_on(const Config& c, const TrainOptions& options, BackendKind backend,
   }
 
   std::unique_ptr<MetricsLog> metrics;
-  if (root) metrics = std::make_unique<MetricsLog>(c, resumed);
+  if (root) metrics = std::make_unique<MetricsLog>(c, resumed, options.overwrite);
   const StopSignals stop;
   auto next_train = [&](int32_t* in, int32_t* tg) {
     train_data->next_batch(c.train.micro_batch, in, tg);

@@ -20,6 +20,10 @@ struct TrainOptions {
 // place a config becomes a loader, for training, its validation and `unipool eval`.
 data::LoaderSpec loader_spec(const Config& config);
 
+// The evaluation data of a config: data.valid's files whole and in order when it is set, else
+// the valid part of data.train's split (read with data::Split::valid).
+data::LoaderSpec validation_spec(const Config& config);
+
 // A run ended by a stop signal (SIGINT, SIGTERM, SIGUSR1) after finishing its step and writing a
 // checkpoint (docs/failure.md §Signals). `main` prints the message and exits with 128 + signal.
 struct RunStopped : Error {

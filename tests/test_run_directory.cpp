@@ -258,21 +258,20 @@ TEST_CASE("names that look like checkpoints but are not are ignored with a warni
   const std::string corpus = tmp / "gpl";
   REQUIRE_CORPUS(corpus);
   const std::string out = tmp / "run";
+  const std::string cfg = write_config(tmp, corpus, out, 2, 1);
+  REQUIRE(run_binary("train --config '" + cfg + "'", tmp.path).status == 0);
   make_dirs(out + "/ckpt-99999999999");
   write_file_atomic(out + "/ckpt-99999999999/state.json", "{}");
   make_dirs(out + "/ckpt-x1");
   write_file_atomic(out + "/ckpt-12abc", "a file");
-  const std::string cfg = write_config(tmp, corpus, out, 2, 1);
-  const Outcome o = run_binary("train --config '" + cfg + "'", tmp.path);
-  INFO(o.out << o.err);
-  CHECK(o.status == 0);
-  CHECK(contains(o.err, "ignoring '" + out + "/ckpt-99999999999'"));
-  CHECK(contains(o.err, "ignoring '" + out + "/ckpt-x1'"));
   CHECK(latest_checkpoint(out) == out + "/ckpt-2");
   const Outcome resumed =
       run_binary("train --config '" + cfg + "' --set train.steps=3 --resume", tmp.path);
   INFO(resumed.out << resumed.err);
   CHECK(resumed.status == 0);
+  CHECK(contains(resumed.err, "ignoring '" + out + "/ckpt-99999999999'"));
+  CHECK(contains(resumed.err, "ignoring '" + out + "/ckpt-x1'"));
+  CHECK(latest_checkpoint(out) == out + "/ckpt-3");
   CHECK(run_binary("eval --checkpoint '" + out + "' --batches 1", tmp.path).status == 0);
   CHECK(run_binary("sample --checkpoint '" + out + "' --tokens 2", tmp.path).status == 0);
 }

@@ -456,7 +456,8 @@ TEST_CASE("a non-finite loss stops the run and leaves the last good checkpoint u
 
     Config r = c;
     r.train.steps = 8;
-    r.optim.lr = 1e30;  // optim may change on resume
+    r.optim.lr = 1e30;  // optim may change on resume (the checkpoint's decay had ended: the
+    r.optim.min_lr = 1e30;  // extension continues at min_lr)
     TrainOptions opt;
     opt.resume = true;  // newest in out_dir: ckpt-4
     const std::string msg = error_of([&] { run_train(r, opt); });
@@ -671,7 +672,9 @@ TEST_CASE("unipool train: bad input fails naming the key or file, and writes ove
       if (!bc.data_train.is_null()) cfg["data"]["train"] = bc.data_train;
       const std::string cfg_path = tmp / "config.json";
       write_file_atomic(cfg_path, cfg.dump(2));
-      const Outcome o = run_binary("train --config '" + cfg_path + "' " + bc.sets, tmp.path);
+      // --overwrite: the earlier run would be moved aside only at a first good step.
+      const Outcome o =
+          run_binary("train --config '" + cfg_path + "' --overwrite " + bc.sets, tmp.path);
       INFO(bc.name << "\nstdout: " << o.out << "\nstderr: " << o.err);
       CHECK(o.status != 0);
       CHECK(contains(o.err, bc.expect));
