@@ -91,10 +91,11 @@ __global__ void __launch_bounds__(kThreads)
 
 // One block per row r of target_is_argmax: the target is greedy unless some column i < V beats it,
 // x_i > x_t, or ties it from the left, x_i == x_t with i < t (torch.argmax takes the lowest index).
-// Each thread tests the columns tid, tid + blockDim, ...; the block ORs the verdicts.
+// Each thread tests the columns tid, tid + blockDim, ...; the block counts the verdicts.
 __global__ void __launch_bounds__(kArgmaxThreads)
     target_is_argmax_kernel(int32_t* __restrict__ greedy, const bf16* __restrict__ logits,
                             const int32_t* __restrict__ targets, int V, int ld) {
+  __shared__ int red[kArgmaxThreads / 32];
   const bf16* x = logits + int64_t(blockIdx.x) * ld;
   const int target = targets[blockIdx.x];
   const bool target_ok = target >= 0 && target < V;
@@ -104,8 +105,8 @@ __global__ void __launch_bounds__(kArgmaxThreads)
     const float xi = __bfloat162float(x[i]);
     beaten = xi > xt || (xi == xt && i < target);
   }
-  beaten = __syncthreads_or(beaten);
-  if (threadIdx.x == 0) greedy[blockIdx.x] = beaten ? 0 : 1;
+  const int beaten_by = block_sum<kArgmaxThreads / 32>(beaten, red);
+  if (threadIdx.x == 0) greedy[blockIdx.x] = beaten_by > 0 ? 0 : 1;
 }
 
 }  // namespace
