@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "base/error.h"
 
@@ -47,7 +48,9 @@ std::string backend_banner(BackendKind backend) {
   }
 #endif
   (void)backend;
-  std::snprintf(buf, sizeof buf, "backend cpu, %d threads", omp_get_max_threads());
+  const char* wait = std::getenv("OMP_WAIT_POLICY");  // engine/main.cpp's default: passive
+  std::snprintf(buf, sizeof buf, "backend cpu, %d threads (OMP_WAIT_POLICY %s)",
+                omp_get_max_threads(), wait != nullptr ? wait : "unset");
   return buf;
 }
 

@@ -2,10 +2,13 @@
 // options and what it runs; main() registers them all and reports errors. Start reading here, then
 // engine/train.cpp.
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <new>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 
@@ -278,11 +281,23 @@ int report(const char* message) {
 
 }  // namespace
 
+// OpenMP threads wait for work passively unless the environment says otherwise: with libgomp's
+// default (spinning at every barrier) `unipool bench --config tiny` on 2 shared cores ran at
+// 200-600 tok/s, passively at 2,200-3,200 (docs/benchmarks.md §OpenMP on a shared machine). The
+// wait policy changes no result. libgomp reads it when it loads, before main(): so set it and
+// start again (on failure, go on with the defaults).
+static void wait_passively_by_default(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+  ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  ::execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char** argv) {
+  wait_passively_by_default(argv);
   CLI::App app{"unipool: pretraining engine for dense, MoE, UniPool and PathMoE language models"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("unipool ") + UNIPOOL_VERSION + " (commit " +
-                                        UNIPOOL_COMMIT + ")");
+  app.set_version_flag(
+      "--version", std::string("unipool ") + UNIPOOL_VERSION + " (commit " + UNIPOOL_COMMIT + ")");
   app.option_defaults()->always_capture_default();  // --help shows every option's default
   add_train_command(app);
   add_bench_command(app);

@@ -64,7 +64,7 @@ TEST_CASE("--help shows every option's default", "[cli]") {
   CHECK(contains(help_line(tokenize.out, "--tokenizer"), "=gpt2"));
 }
 
-TEST_CASE("--version names the version and the commit", "[cli]") {
+TEST_CASE("unipool --version names the version and the commit", "[cli]") {
   TempDir tmp;
   const Outcome v = run_binary("--version", tmp.path);
   REQUIRE(v.status == 0);
@@ -193,4 +193,28 @@ TEST_CASE("a variant's balancing loss follows --set model.ffn", "[cli][config]")
   });
   CHECK(std::isfinite(r.loss));
   CHECK(r.aux_loss > 0);
+}
+
+TEST_CASE("OpenMP threads wait passively unless told, with the same results", "[cli]") {
+  TempDir tmp;
+  const std::string bench =
+      "bench --config tiny --steps 1 --warmup 0 --set model.seq_len=32 --set train.backend=cpu";
+  const Outcome by_default =
+      run_binary(bench, tmp.path + "/default", "unset OMP_WAIT_POLICY GOMP_SPINCOUNT;");
+  const Outcome active = run_binary(bench, tmp.path + "/active", "export OMP_WAIT_POLICY=active;");
+  const Outcome spin =
+      run_binary(bench, tmp.path + "/spin", "unset OMP_WAIT_POLICY; export GOMP_SPINCOUNT=1000;");
+  REQUIRE(by_default.status == 0);
+  REQUIRE(active.status == 0);
+  REQUIRE(spin.status == 0);
+  CHECK(contains(by_default.out, "(OMP_WAIT_POLICY passive)"));
+  CHECK(contains(active.out, "(OMP_WAIT_POLICY active)"));
+  CHECK(contains(spin.out, "(OMP_WAIT_POLICY unset)"));  // a GOMP_SPINCOUNT is a choice too
+  const auto loss = [](const std::string& out) {
+    const size_t at = out.find("step 1: loss ");
+    return at == std::string::npos ? std::string("none") : out.substr(at, 20);
+  };
+  CHECK(loss(by_default.out) != "none");
+  CHECK(loss(by_default.out) == loss(active.out));
+  CHECK(loss(by_default.out) == loss(spin.out));
 }
