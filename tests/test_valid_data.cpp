@@ -140,7 +140,7 @@ TEST_CASE("data.valid: training evaluates exactly the held-out documents, eval -
   const Outcome missing = run_binary(
       "eval --checkpoint '" + tmp / "run" + "' --data '" + tmp / "nothing" + "'", tmp.path);
   CHECK(missing.status != 0);
-  CHECK(contains(missing.err, tmp / "nothing"));
+  CHECK(contains(missing.err, "--data: '" + tmp / "nothing" + "' is not a token file"));
 
   // A missing data.valid file is named by its key before anything runs.
   Config broken = c;

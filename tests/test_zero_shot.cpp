@@ -287,8 +287,11 @@ TEST_CASE("tasks: unipool eval --task on every task's fixture, results and per-e
   CHECK(contains(bad.err, "lambada.jsonl:1: race: no field \"article\""));
   const Outcome no_task = run_binary(
       "eval --checkpoint '" + ckpt + "' --data '" + fixture("lambada.jsonl") + "'", tmp / "cli-nt");
-  CHECK(no_task.status != 0);
-  CHECK(contains(no_task.err, "go with --task NAME"));
+  CHECK(no_task.status != 0);  // without --task, --data names a token file: this is not one
+  CHECK(contains(no_task.err, "lambada.jsonl' is not a token file"));
+  const Outcome stray = run_binary("eval --checkpoint '" + ckpt + "' --limit 3", tmp / "cli-nt");
+  CHECK(stray.status != 0);
+  CHECK(contains(stray.err, "go with --task NAME"));
 }
 
 TEST_CASE("tasks: unipool probe --task reports the accuracy under each random routing", "[tasks]") {
