@@ -48,9 +48,14 @@ std::string backend_banner(BackendKind backend) {
   }
 #endif
   (void)backend;
-  const char* wait = std::getenv("OMP_WAIT_POLICY");  // engine/main.cpp's default: passive
-  std::snprintf(buf, sizeof buf, "backend cpu, %d threads (OMP_WAIT_POLICY %s)",
-                omp_get_max_threads(), wait != nullptr ? wait : "unset");
+  // How idle threads wait (engine/main.cpp's default: GOMP_SPINCOUNT 1000).
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  const std::string wait = policy != nullptr ? std::string("OMP_WAIT_POLICY ") + policy
+                           : spin != nullptr ? std::string("GOMP_SPINCOUNT ") + spin
+                                             : std::string("libgomp's default wait");
+  std::snprintf(buf, sizeof buf, "backend cpu, %d threads (%s)", omp_get_max_threads(),
+                wait.c_str());
   return buf;
 }
 

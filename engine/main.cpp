@@ -281,19 +281,22 @@ int report(const char* message) {
 
 }  // namespace
 
-// OpenMP threads wait for work passively unless the environment says otherwise: with libgomp's
-// default (spinning at every barrier) `unipool bench --config tiny` on 2 shared cores ran at
-// 200-600 tok/s, passively at 2,200-3,200 (docs/benchmarks.md §OpenMP on a shared machine). The
-// wait policy changes no result. libgomp reads it when it loads, before main(): so set it and
+// OpenMP threads spin a short while at a barrier, then sleep, unless the environment says
+// otherwise (GOMP_SPINCOUNT=1000). libgomp's default spins long: `unipool bench --config tiny` on 2
+// cores fell to 200-600 tok/s beside one busy process; passive waiting (sleep at once) holds up
+// there but halves the uncontended speed of small models (many short parallel regions). A short
+// spin keeps both: ~6,500 tok/s alone (active 7,100, passive 2,900) and ~3,300 beside a busy
+// process (passive 3,400, active 2,600) (docs/benchmarks.md §OpenMP on a shared machine). The wait
+// changes no result. libgomp reads these variables when it loads, before main(): so set it and
 // start again (on failure, go on with the defaults).
-static void wait_passively_by_default(char** argv) {
+static void short_spin_by_default(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
-  ::setenv("OMP_WAIT_POLICY", "passive", 1);
+  ::setenv("GOMP_SPINCOUNT", "1000", 1);
   ::execv("/proc/self/exe", argv);
 }
 
 int main(int argc, char** argv) {
-  wait_passively_by_default(argv);
+  short_spin_by_default(argv);
   CLI::App app{"unipool: pretraining engine for dense, MoE, UniPool and PathMoE language models"};
   app.require_subcommand(1);
   app.set_version_flag(
