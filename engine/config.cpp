@@ -632,18 +632,21 @@ void validate_config(const Config& c, bool check_data) {
     for (const auto& [w, p] : blend) {
       check(w > 0 && std::isfinite(w), key + ": weight of '" + p + "' must be > 0");
       if (!check_data) continue;
-      if (d.format == "megatron") {
-        check(file_exists(p + ".idx"), key + ": missing file '" + p + ".idx'");
-        check(file_exists(p + ".bin"), key + ": missing file '" + p + ".bin'");
-      } else {
-        check(file_exists(p), key + ": missing file '" + p + "'");
-      }
+      const std::string missing = missing_token_file(p, d.format);
+      check(missing.empty(), key + ": missing file '" + missing + "'");
     }
   };
   if (check_data)
     check(!d.train.empty(), "data.train: no training data given (a list of [weight, prefix])");
   check_blend(d.train, "data.train");
   check_blend(d.valid, "data.valid");
+}
+
+std::string missing_token_file(const std::string& prefix, const std::string& format) {
+  if (format != "megatron") return file_exists(prefix) ? "" : prefix;
+  for (const char* ext : {".idx", ".bin"})
+    if (!file_exists(prefix + ext)) return prefix + ext;
+  return "";
 }
 
 std::vector<std::string> preset_directories() {

@@ -146,6 +146,10 @@ struct LockSchedule {
 };
 LockSchedule lock_schedule(const Config& c);
 
+// The first file of a token dataset that does not exist ("" when all do): PREFIX.idx and
+// PREFIX.bin for data.format megatron, the file itself for llmc.
+std::string missing_token_file(const std::string& prefix, const std::string& format);
+
 // Validation alone (load_config calls it); throws Error naming the key.
 void validate_config(const Config& config, bool check_data);
 

@@ -7,7 +7,6 @@
 
 #include "base/clock.h"
 #include "base/error.h"
-#include "base/fsutil.h"
 #include "data/loader.h"
 #include "engine/backends.h"
 #include "engine/checkpoint.h"
@@ -68,13 +67,10 @@ EvalResult run_eval(const EvalOptions& o) {
                            : std::string(data::split_name(split)) + " split";
   if (!o.data.empty()) {
     check(o.split == "valid", "--data PREFIX is read whole: it does not take --split");
-    const bool megatron = c.data.format == "megatron";
-    check(megatron ? path_exists(o.data + ".idx") && path_exists(o.data + ".bin")
-                   : path_exists(o.data),
-          "--data: '" + o.data + "' is not a token file (" +
-              (megatron ? "no " + o.data + ".idx and .bin" : std::string("missing")) +
-              ", data.format " + c.data.format +
-              "); a zero-shot task's file goes with --task NAME");
+    const std::string missing = missing_token_file(o.data, c.data.format);
+    check(missing.empty(), "--data: '" + o.data + "' is not a token file (no " + missing +
+                               ", data.format " + c.data.format +
+                               "); a zero-shot task's file goes with --task NAME");
     spec.blend = {{1.0, o.data}};
     spec.whole_files = true;
     source = o.data;

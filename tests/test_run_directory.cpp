@@ -26,18 +26,6 @@
 using namespace unipool;
 using namespace unipool::test;  // tests/train_fixtures.h, tests/errors.h, small_config, TempDir
 
-namespace {
-
-// The metrics.jsonl lines of the "resume" events.
-std::vector<json> resume_events(const std::string& out_dir) {
-  std::vector<json> events;
-  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl"))
-    if (j.value("event", "") == "resume") events.push_back(j);
-  return events;
-}
-
-}  // namespace
-
 TEST_CASE("checkpoint_step parses ckpt-STEP with range checks", "[run-dir]") {
   CHECK(checkpoint_step("ckpt-0") == 0);
   CHECK(checkpoint_step("a/b/ckpt-7") == 7);
@@ -240,7 +228,7 @@ TEST_CASE("resuming from an older checkpoint moves the newer ones aside and reco
   CHECK(now.at(2) == first.at(2));
   CHECK(now.at(3).at("lr") != first.at(3).at("lr"));
   CHECK(checkpoint_dirs(out) == (std::vector<std::string>{"ckpt-2", "ckpt-4", "ckpt-6"}));
-  const std::vector<json> events = resume_events(out);
+  const std::vector<json> events = events_of(out, "resume");
   REQUIRE(events.size() == 1);
   CHECK(events[0].at("step") == 2);
   CHECK(events[0].at("checkpoint") == out + "/ckpt-2");

@@ -26,17 +26,6 @@ using namespace unipool;
 using namespace unipool::test;
 using json = nlohmann::json;
 
-namespace {
-
-std::vector<json> events_of(const std::string& out_dir, const std::string& kind) {
-  std::vector<json> events;
-  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl"))
-    if (j.value("event", "") == kind) events.push_back(j);
-  return events;
-}
-
-}  // namespace
-
 TEST_CASE("zero-gate alarms: once per crossing, again only after the share fell to half",
           "[run-metrics]") {
   std::vector<char> armed;

@@ -131,6 +131,14 @@ struct Outcome {
 
 // Runs `c` resumed from checkpoint directory `ckpt` (--resume CKPT) into out_dir; returns the
 // config it ran.
+// The metrics.jsonl event lines of one kind ("resume", "zero_gate_warning", ...), in order.
+inline std::vector<json> events_of(const std::string& out_dir, const std::string& kind) {
+  std::vector<json> events;
+  for (const json& j : read_jsonl(out_dir + "/metrics.jsonl"))
+    if (j.value("event", "") == kind) events.push_back(j);
+  return events;
+}
+
 // The arena's tensors under their checkpoint names (write_safetensors: a weights file for
 // --init-from).
 inline std::vector<TensorRef> arena_refs(const Layout& layout, const float* arena) {
