@@ -17,6 +17,6 @@ build/unipool train --config tiny "${overwrite[@]}" "$@"
 echo
 echo "== samples from runs/tiny (unipool sample --checkpoint runs/tiny --prompt ...)"
 for prompt in "The meaning of life is" "And God said" "In the beginning"; do
-  build/unipool sample --checkpoint runs/tiny --prompt "$prompt" --tokens 200 --temperature 0.8 --top-k 50 --seed 1234
+  build/unipool sample --checkpoint runs/tiny --prompt "$prompt" --tokens 200 --temperature 0.7 --top-k 50 --seed 1234
   echo
 done
