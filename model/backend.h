@@ -36,15 +36,19 @@ struct CpuBackend {
   static constexpr const char* kName = "cpu";
   using Clock = WallClock;  // ops are synchronous: phases are timed by the wall clock
 
+  // Host buffers, zeroed by all threads (kernels/cpu/memory.h: a 3.1 GB array is seconds of
+  // page faults).
   template <class U>
-  using Array = std::vector<U>;
+  using Array = cpu::HostArray<U>;
   template <class U>
   static Array<U> alloc(size_t n, const char*) {
-    return Array<U>(n);
+    Array<U> a(n);  // not initialised yet
+    cpu::zero_fill(a.data(), n);
+    return a;
   }
   template <class U>
   static void zero(U* p, size_t n) {
-    std::fill(p, p + n, U(0));
+    cpu::zero_fill(p, n);
   }
   template <class U>
   static void copy(U* dst, const U* src, size_t n) {

@@ -27,8 +27,8 @@ inline double counter_normal(uint64_t key, uint64_t i) {
 // Fills the arena (layout.arena_size elements; padding between tensors set to 0). The arena is
 // cut into blocks of at most kInitBlock elements, each inside one tensor and the padding after
 // it, which the threads take as they free up (a core lost to another process slows the fill
-// instead of holding the others at a barrier); each block is also first touched by the thread
-// that fills it. Every value depends on (seed, tensor name, index) only: the same arena, bit for
+// instead of holding the others at a barrier). (A CPU arena's pages were faulted in by all threads
+// when CpuBackend::alloc zeroed it, kernels/cpu/memory.h.) Every value depends on (seed, tensor name, index) only: the same arena, bit for
 // bit, whatever the thread count or the order the blocks are done in.
 constexpr int64_t kInitBlock = int64_t(1) << 16;
 

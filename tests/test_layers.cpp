@@ -2,6 +2,7 @@
 // values against direct formulas, every backward against central differences in double, bitwise
 // independence of the OpenMP thread count, and full overwrite of "=" outputs. GPU twin:
 // tests/test_cuda_layers.cpp.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -270,4 +271,31 @@ TEST_CASE("'=' outputs of the layer ops are fully overwritten", "[layers]") {
   auto dots = nan_vector<float>(N);
   cpu::row_dot(dots.data(), x.data(), x.data(), N, d);
   CHECK(all_finite(dots));
+}
+
+// ------------------------------------------------------------------------------------------------
+// The CPU backend's buffers (kernels/cpu/memory.h): zero_fill clears every value of a poisoned
+// buffer, below and above the parallel threshold and across chunk edges, for any thread count;
+// HostArray leaves values alone when sized (which is why CpuBackend::alloc zeroes).
+TEST_CASE("zero_fill clears poisoned buffers of any size and thread count", "[layers]") {
+  const size_t chunk = (size_t(1) << 20) / sizeof(float);
+  const size_t big = cpu::kParallelZeroBytes / sizeof(float);
+  for (size_t n : {size_t(0), size_t(1), size_t(1000), big - 1, big, big + 1, 3 * chunk + 17}) {
+    const auto sums = with_thread_counts([&] {
+      cpu::HostArray<float> a(n + 2);
+      std::fill(a.begin(), a.end(), std::numeric_limits<float>::quiet_NaN());
+      cpu::zero_fill(a.data() + 1, n);  // the guards a[0] and a[n + 1] stay NaN
+      size_t zeros = 0;
+      for (size_t i = 1; i <= n; ++i) zeros += a[i] == 0.0f && !std::signbit(a[i]);
+      CHECK(std::isnan(a[0]));
+      CHECK(std::isnan(a[n + 1]));
+      return zeros;
+    });
+    for (size_t zeros : sums) CHECK(zeros == n);
+  }
+  cpu::HostArray<double> d(3 * chunk + 5, 2.5);  // the (n, value) constructor still fills
+  CHECK(d.front() == 2.5);
+  CHECK(d.back() == 2.5);
+  cpu::zero_fill(d.data(), d.size());
+  CHECK(std::all_of(d.begin(), d.end(), [](double v) { return v == 0.0; }));
 }

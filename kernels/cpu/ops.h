@@ -215,6 +215,8 @@ void adamw_step(const TensorTable& tensors, T* params, const T* grads, T* m, T* 
 // computed on the host for both backends.
 template <typename T>
 void rope_tables(T* cos_table, T* sin_table, int Tlen, int hd, double base);
+// The backend's host buffers: HostArray<U> (sized without zeroing) and zero_fill(p, n), which
+// zeroes large buffers on all threads (kernels/cpu/memory.h).
 
 }  // namespace unipool::cpu
 
@@ -223,5 +225,6 @@ void rope_tables(T* cos_table, T* sin_table, int Tlen, int hd, double base);
 #include "kernels/cpu/dispatch.h"
 #include "kernels/cpu/layers.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/memory.h"
 #include "kernels/cpu/optimizer.h"
 #include "kernels/cpu/router.h"
