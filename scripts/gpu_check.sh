@@ -6,9 +6,12 @@
 #   4. compute-sanitizer memcheck and racecheck on short training runs (unipool bench = real
 #      training steps on random tokens: forward, backward, clipping, AdamW)
 #   5. unipool bench on the 182M presets (micro-batch 16 × 1024, optimizer step every micro-batch)
-#   6. the whole CPU suite under ctest (checks Catch2 3 on this machine)
+#   6. profile: Nsight Compute's time and throughput of every kernel of two unipool-182m steps,
+#      summed per kernel, the top ones in profile.txt (the baseline issue 17 asks for; opt-in)
+#   7. the whole CPU suite under ctest (checks Catch2 3 on this machine)
 # Logs go to $OUT (default out/gpu-check); a summary line per step goes to stdout.
-# Usage: bash scripts/gpu_check.sh [steps...]   (default: env build tests sanitize bench ctest)
+# Usage: bash scripts/gpu_check.sh [steps...]   (default: env build tests sanitize bench ctest;
+#        profile runs only when named)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/gpu-check}
@@ -73,6 +76,19 @@ if want bench; then
       --set train.grad_accum=1 --steps 5 --warmup 2 > "$OUT/bench-$preset.txt" 2>&1
     echo "bench $preset: $(grep -E '^result' "$OUT/bench-$preset.txt" || tail -2 "$OUT/bench-$preset.txt")"
   done
+fi
+
+if want profile; then
+  # One pass per kernel (three metrics, clocks left alone, docs of the device tool): ~2 steps of
+  # ~1,000 launches. tools/ncu_summary.py sums the CSV per kernel name.
+  t0=$SECONDS
+  timeout 300 ncu --clock-control none --csv --print-units base \
+    --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+    "$BUILD/unipool" bench --config unipool-182m --set train.backend=cuda --set train.micro_batch=16 \
+    --set train.grad_accum=1 --steps 1 --warmup 1 > "$OUT/ncu-unipool-182m.csv" 2> "$OUT/ncu-stderr.txt"
+  rc=$?
+  python3 tools/ncu_summary.py "$OUT/ncu-unipool-182m.csv" --steps 2 > "$OUT/profile.txt" 2>&1
+  echo "profile: ncu rc $rc in $((SECONDS - t0)) s; top kernels:"; head -14 "$OUT/profile.txt"
 fi
 
 if want ctest; then
