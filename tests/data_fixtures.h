@@ -1,5 +1,6 @@
 // Fixtures of the token-file and loader tests (tests/test_shards.cpp, tests/test_loader.cpp): the
-// worked example of docs/data.md §Token files (and tests/errors.h).
+// worked example of docs/data.md §Token files (and tests/errors.h); the path of a zero-shot task
+// file under tests/fixtures/tasks (tests/test_tasks.cpp, tests/test_zero_shot.cpp).
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -29,5 +30,10 @@ inline const std::vector<std::vector<int32_t>> kExampleDocs = {
     {15496, 995, 0, 50256},
     {464, 2068, 7586, 21831, 13, 50256},
     {600, 1388, 3419, 1391, 1441, 657, 26, 1782, 50256}};
+
+// tests/fixtures/tasks/NAME in the source tree (small files in each task's format).
+inline std::string task_fixture(const std::string& name) {
+  return std::string(UNIPOOL_SOURCE_DIR) + "/tests/fixtures/tasks/" + name;
+}
 
 }  // namespace unipool::test

@@ -16,6 +16,7 @@
 #include "engine/tasks.h"
 #include "engine/zero_shot.h"
 #include "tests/catch.h"
+#include "tests/data_fixtures.h"
 #include "tests/errors.h"
 #include "tests/tempdir.h"
 
@@ -24,10 +25,6 @@ using namespace unipool::test;
 using json = nlohmann::json;
 
 namespace {
-
-std::string fixture(const std::string& name) {
-  return std::string(UNIPOOL_SOURCE_DIR) + "/tests/fixtures/tasks/" + name;
-}
 
 // One example's expected requests: one context for every choice (or one per choice) and one
 // continuation for every choice (or one for all), the lengths acc_norm divides by, the gold.
@@ -50,7 +47,7 @@ void check_example(const TaskExample& e, const Expected& x) {
 
 void check_file(const std::string& task, const std::string& file,
                 const std::vector<Expected>& expected) {
-  const std::vector<TaskExample> examples = read_task_file(task, fixture(file));
+  const std::vector<TaskExample> examples = read_task_file(task, task_fixture(file));
   REQUIRE(examples.size() == expected.size());
   for (size_t i = 0; i < examples.size(); ++i) check_example(examples[i], expected[i]);
 }
@@ -161,10 +158,10 @@ TEST_CASE("tasks: each task's published layout gives the harness's requests", "[
               {{"The capital of France is "}, {" Paris", " Rome"}, {5, 4}, 0}});
   // --limit, and where each example came from (the blank line 2 is skipped)
   const std::vector<TaskExample> two =
-      read_task_file("multiple_choice", fixture("multiple_choice.jsonl"), 2);
+      read_task_file("multiple_choice", task_fixture("multiple_choice.jsonl"), 2);
   REQUIRE(two.size() == 2);
-  CHECK(two[1].where == fixture("multiple_choice.jsonl") + ":3");
-  CHECK(read_task_file("piqa", fixture("piqa.jsonl"), 1).size() == 1);
+  CHECK(two[1].where == task_fixture("multiple_choice.jsonl") + ":3");
+  CHECK(read_task_file("piqa", task_fixture("piqa.jsonl"), 1).size() == 1);
 }
 
 TEST_CASE("tasks: the original RACE layout and a JSON array read like their JSON-lines forms",
@@ -184,11 +181,11 @@ TEST_CASE("tasks: the original RACE layout and a JSON array read like their JSON
   CHECK(e.gold == 2);
   const std::string array = tmp / "piqa.json";
   write_file_atomic(array, "[" +
-                               read_file(fixture("piqa.jsonl"))
-                                   .replace(read_file(fixture("piqa.jsonl")).find('\n'), 1, ",") +
+                               read_file(task_fixture("piqa.jsonl"))
+                                   .replace(read_file(task_fixture("piqa.jsonl")).find('\n'), 1, ",") +
                                "]");
   const std::vector<TaskExample> a = read_task_file("piqa", array);
-  const std::vector<TaskExample> l = read_task_file("piqa", fixture("piqa.jsonl"));
+  const std::vector<TaskExample> l = read_task_file("piqa", task_fixture("piqa.jsonl"));
   REQUIRE(a.size() == 2);
   CHECK(a[1].choices[1].continuation == l[1].choices[1].continuation);
   CHECK(a[1].where == array + ": element 1");
@@ -213,12 +210,12 @@ TEST_CASE("tasks: bad input is an error naming the file and the line", "[tasks]"
   e = error("multiple_choice", mc + "\n" + R"({"context": "c", "choices": ["a"], "gold": -1})");
   CHECK(contains(e, at2));
   CHECK(contains(e, "-1"));
-  e = error("hellaswag", read_file(fixture("arc_easy.jsonl")));  // a file of another task
+  e = error("hellaswag", read_file(task_fixture("arc_easy.jsonl")));  // a file of another task
   CHECK(contains(e, tmp / "bad.jsonl:1: hellaswag: no field"));
   CHECK(contains(e, "this is a arc_easy or arc_challenge document"));
-  e = error("winogrande", read_file(fixture("hellaswag.jsonl")));
+  e = error("winogrande", read_file(task_fixture("hellaswag.jsonl")));
   CHECK(contains(e, "this is a hellaswag document"));
-  e = error("lambada", read_file(fixture("multiple_choice.jsonl")));
+  e = error("lambada", read_file(task_fixture("multiple_choice.jsonl")));
   CHECK(contains(e, "this is a multiple_choice document"));
   e = error("multiple_choice", mc + "\n{\"context\": \"q\", ");
   CHECK(contains(e, at2 + ": not JSON"));
@@ -249,7 +246,7 @@ TEST_CASE("tasks: bad input is an error naming the file and the line", "[tasks]"
   CHECK(contains(error("piqa", "\n \n"), "the file is empty"));
   CHECK(
       contains(error_of([&] { read_task_file("piqa", tmp / "missing.jsonl"); }), "missing.jsonl"));
-  CHECK(contains(error_of([&] { read_task_file("mmlu", fixture("piqa.jsonl")); }),
+  CHECK(contains(error_of([&] { read_task_file("mmlu", task_fixture("piqa.jsonl")); }),
                  "--task: 'mmlu' is not one of hellaswag, arc_easy"));
 }
 
