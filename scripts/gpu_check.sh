@@ -5,7 +5,8 @@
 #   3. the GPU tests: build-gpu/tests/unipool_tests "[cuda]"
 #   4. compute-sanitizer memcheck and racecheck on short training runs (unipool bench = real
 #      training steps on random tokens: forward, backward, clipping, AdamW)
-#   5. unipool bench on the 182M presets (micro-batch 16 × 1024, optimizer step every micro-batch)
+#   5. unipool bench on the 182M presets (micro-batch 16 × 1024, optimizer step every micro-batch;
+#      then UniPool and vanilla MoE at the paper's 32 micro-batches per step)
 #   6. profile: Nsight Compute's time and throughput of every kernel of two unipool-182m steps,
 #      summed per kernel, the top ones in profile.txt (the baseline issue 17 asks for; opt-in)
 #   7. the whole CPU suite under ctest (checks Catch2 3 on this machine)
@@ -98,6 +99,12 @@ if want bench; then
     "$BUILD/unipool" bench --config "$preset" --set train.backend=cuda --set train.micro_batch=16 \
       --set train.grad_accum=1 --steps 5 --warmup 2 > "$OUT/bench-$preset.txt" 2>&1
     echo "bench $preset: $(grep -E '^result' "$OUT/bench-$preset.txt" || tail -2 "$OUT/bench-$preset.txt")"
+  done
+  # The paper's global batch: 512 sequences of 1024 = 32 micro-batches of 16 per optimizer step.
+  for preset in unipool-182m moe-182m; do
+    "$BUILD/unipool" bench --config "$preset" --set train.backend=cuda --set train.micro_batch=16 \
+      --set train.grad_accum=32 --steps 2 --warmup 1 > "$OUT/bench-$preset-accum32.txt" 2>&1
+    echo "bench $preset accum 32: $(grep -E '^result' "$OUT/bench-$preset-accum32.txt" || tail -2 "$OUT/bench-$preset-accum32.txt")"
   done
 fi
 
