@@ -28,8 +28,9 @@ inline double counter_normal(uint64_t key, uint64_t i) {
 // cut into blocks of at most kInitBlock elements, each inside one tensor and the padding after
 // it, which the threads take as they free up (a core lost to another process slows the fill
 // instead of holding the others at a barrier). (A CPU arena's pages were faulted in by all threads
-// when CpuBackend::alloc zeroed it, kernels/cpu/memory.h.) Every value depends on (seed, tensor name, index) only: the same arena, bit for
-// bit, whatever the thread count or the order the blocks are done in.
+// when CpuBackend::alloc zeroed it, kernels/cpu/memory.h.) Every value depends on (seed, tensor
+// name, index) only: the same arena, bit for bit, whatever the thread count or the order the blocks
+// are done in.
 constexpr int64_t kInitBlock = int64_t(1) << 16;
 
 template <typename T>
