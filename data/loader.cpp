@@ -225,18 +225,20 @@ Loader::Impl::Impl(const LoaderSpec& spec_in, Split split_in) : spec(spec_in), s
           "data loader: blend weight " + std::to_string(weight) + " for " + path + " must be > 0");
     Dataset ds{TokenFile::open(path, spec.format)};
     const int64_t ndocs = ds.file.num_documents();
-    const std::array<int64_t, 4> idx =
-        spec.whole_files ? std::array<int64_t, 4>{0, ndocs, ndocs, ndocs}
-                         : split_indices(split_weights, ndocs);
-    for (int p = 0; p < 3 && !spec.whole_files; ++p) {
-      if (idx[p] == idx[p + 1]) {
-        warn_once(ds.file.name() + ": split \"" + spec.split + "\" gives the " +
-                  split_name(Split(p)) + " part no documents (of " + std::to_string(ndocs) + ")" +
-                  (split_weights[p] == 0 ? ", as its weight is 0" : ""));
+    ds.doc_lo = 0;  // whole_files: every document
+    ds.doc_hi = ndocs;
+    if (!spec.whole_files) {
+      const std::array<int64_t, 4> idx = split_indices(split_weights, ndocs);
+      for (int p = 0; p < 3; ++p) {
+        if (idx[p] == idx[p + 1]) {
+          warn_once(ds.file.name() + ": split \"" + spec.split + "\" gives the " +
+                    split_name(Split(p)) + " part no documents (of " + std::to_string(ndocs) + ")" +
+                    (split_weights[p] == 0 ? ", as its weight is 0" : ""));
+        }
       }
+      ds.doc_lo = idx[s];
+      ds.doc_hi = idx[s + 1];
     }
-    ds.doc_lo = spec.whole_files ? 0 : idx[s];
-    ds.doc_hi = spec.whole_files ? ndocs : idx[s + 1];
     ds.tok_lo = ds.doc_lo < ndocs ? ds.file.document_begin(ds.doc_lo) : ds.file.num_tokens();
     ds.tok_hi = ds.doc_hi > ds.doc_lo ? ds.file.document_end(ds.doc_hi - 1) : ds.tok_lo;
     const int64_t ntok = ds.tok_hi - ds.tok_lo;

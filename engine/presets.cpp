@@ -3,14 +3,12 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
-#include <dirent.h>
-#include <fstream>
-#include <iterator>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/fsutil.h"
 #include "engine/config.h"
 #include "model/layout.h"
 
@@ -18,16 +16,12 @@ namespace unipool {
 
 namespace {
 
+// The NAME of every NAME.json in dir (none when dir does not exist).
 std::vector<std::string> json_files_in(const std::string& dir) {
   std::vector<std::string> names;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return names;
-  while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
+  for (const std::string& name : list_directory(dir))
     if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0)
       names.push_back(name.substr(0, name.size() - 5));
-  }
-  ::closedir(d);
   return names;
 }
 
