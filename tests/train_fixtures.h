@@ -129,8 +129,6 @@ struct Outcome {
   std::string out, err;
 };
 
-// Runs `c` resumed from checkpoint directory `ckpt` (--resume CKPT) into out_dir; returns the
-// config it ran.
 // The metrics.jsonl event lines of one kind ("resume", "zero_gate_warning", ...), in order.
 inline std::vector<json> events_of(const std::string& out_dir, const std::string& kind) {
   std::vector<json> events;
@@ -147,6 +145,8 @@ inline std::vector<TensorRef> arena_refs(const Layout& layout, const float* aren
   return refs;
 }
 
+// Runs `c` resumed from checkpoint directory `ckpt` (--resume CKPT) into out_dir; returns the
+// config it ran.
 inline Config resume_into(Config c, const std::string& out_dir, const std::string& ckpt) {
   c.train.out_dir = out_dir;
   TrainOptions opt;
@@ -157,14 +157,15 @@ inline Config resume_into(Config c, const std::string& out_dir, const std::strin
 }
 
 // `trainer` (of config c, one process) given the weights of a model.safetensors, then evaluated on
-// the first `batches` validation micro-batches; returns the mean loss (routing_health() then
+// the first `batches` micro-batches of the training loop's evaluation data (validation_spec:
+// data.valid, or the valid part of the split); returns the mean loss (routing_health() then
 // describes the same forwards).
 inline double evaluate_weights(Trainer& trainer, const Config& c, const std::string& model_file,
                                int batches) {
   const auto host = trainer.gather_state();
   load_weights(model_file, trainer.layout, host.params);
   trainer.scatter_state();
-  data::Loader valid(loader_spec(c), data::Split::valid);
+  data::Loader valid(validation_spec(c), data::Split::valid);
   return trainer.evaluate(
       [&](int32_t* in, int32_t* tg) { valid.next_batch(c.train.micro_batch, in, tg); }, batches);
 }
